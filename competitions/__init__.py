@@ -1,0 +1,1 @@
+"""Built-in competition plugins: one module per competition, each defining `COMPETITION`."""

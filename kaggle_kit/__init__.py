@@ -1,0 +1,3 @@
+"""kaggle-kit: reproducible train -> bundle -> submit for Kaggle NLP code competitions."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,50 @@
+"""Tokenise once, then batch by length: dynamic padding wastes far fewer tokens than padding to max_len."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_len: int, chunk: int = 1024) -> list[list[int]]:
+    """Token ids per text, truncated to max_len, unpadded."""
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), chunk):
+        enc = tokenizer(list(texts[start:start + chunk]), truncation=True, max_length=max_len,
+                        padding=False, return_attention_mask=False, return_token_type_ids=False)
+        ids.extend(enc["input_ids"])
+    return ids
+
+
+def collate(ids: Sequence[Sequence[int]], pad_id: int, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence in the batch (or to `pad_to`)."""
+    width = pad_to or max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        attention_mask[row, : len(seq)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator,
+                     bucket_factor: int = 50) -> list[np.ndarray]:
+    """Training batches of similar length that are still random: shuffle, sort within large chunks,
+    cut into batches, shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    chunk = batch_size * bucket_factor
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Inference batches, longest first (an out-of-memory error shows up at once, not at the end)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

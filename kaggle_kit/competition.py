@@ -1,0 +1,117 @@
+"""The plugin contract: what a competition declares. Plugins hold data, the shared machinery does the work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kaggle_kit.metrics import Metric
+
+
+@dataclass(frozen=True)
+class Target:
+    """A label column and the values it may take (checked on every row of train.csv)."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    allowed: tuple[float, ...] | None = None
+
+    def problem(self, value: float) -> str | None:
+        """Why `value` is not a valid label, or None when it is."""
+        if self.allowed is not None:
+            if not any(abs(value - a) < 1e-9 for a in self.allowed):
+                return f"{value:g} is not one of {', '.join(f'{a:g}' for a in self.allowed)}"
+            return None
+        if self.low is not None and value < self.low - 1e-9:
+            return f"{value:g} is below the minimum {self.low:g}"
+        if self.high is not None and value > self.high + 1e-9:
+            return f"{value:g} is above the maximum {self.high:g}"
+        if self.step is not None:
+            base = self.low if self.low is not None else 0.0
+            ratio = (value - base) / self.step
+            if abs(ratio - round(ratio)) > 1e-6:
+                return f"{value:g} is not on the {self.step:g} grid"
+        return None
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Columns of train.csv / test.csv / sample_submission.csv."""
+
+    id_column: str
+    input_columns: tuple[str, ...]
+    targets: tuple[Target, ...]
+
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    def train_columns(self) -> list[str]:
+        return [self.id_column, *self.input_columns, *self.target_names]
+
+    def test_columns(self) -> list[str]:
+        return [self.id_column, *self.input_columns]
+
+    def submission_columns(self) -> list[str]:
+        return [self.id_column, *self.target_names]
+
+
+@dataclass(frozen=True)
+class InputContext:
+    """What an input builder may use besides the rows: the tokenizer's separator, options, seed, data folder."""
+
+    sep_token: str
+    input_format: str
+    seed: int
+    data_dir: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+InputBuilder = Callable[[pd.DataFrame, InputContext], list[str]]
+FoldStrategy = Callable[[pd.DataFrame, list[str], int, int], np.ndarray]
+PostProcess = Callable[[np.ndarray], np.ndarray]
+
+
+def identity(pred: np.ndarray) -> np.ndarray:
+    return pred
+
+
+def clip(low: float, high: float) -> PostProcess:
+    def _clip(pred: np.ndarray) -> np.ndarray:
+        return np.clip(pred, low, high)
+
+    _clip.__name__ = f"clip({low:g}, {high:g})"
+    return _clip
+
+
+@dataclass(frozen=True)
+class Competition:
+    """Everything the trainer, predictor and bundler need to know about one competition."""
+
+    name: str
+    title: str
+    kaggle_slug: str
+    schema: Schema
+    build_inputs: InputBuilder
+    input_formats: tuple[str, ...]
+    metric: Metric
+    default_loss: str
+    fold_strategy: FoldStrategy
+    postprocess: PostProcess = identity
+    hidden_test_size: int = 1000
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_hint: str = ""
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.schema.targets)
+
+    def download_command(self) -> str:
+        return f"kaggle competitions download -c {self.kaggle_slug} && unzip {self.kaggle_slug}.zip -d data/{self.name}"

@@ -1,0 +1,118 @@
+"""Load and validate competition CSVs. Every problem is one line naming the file, row and column."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kaggle_kit.competition import Competition
+from kaggle_kit.errors import KitError
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Read a CSV with every cell as a string, after checking it exists, is non-empty and is UTF-8."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: file not found")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise KitError(f"{path}: file is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise KitError(f"{path}: not valid UTF-8 (line {line}, byte {err.start}: {raw[err.start:err.start + 1]!r})")
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as err:
+        raise KitError(f"{path}: cannot parse as CSV ({err})") from None
+    if df.empty:
+        raise KitError(f"{path}: has a header but no rows")
+    return df
+
+
+def _where(path: Path, df: pd.DataFrame, row: int, id_column: str, column: str) -> str:
+    ident = df[id_column].iat[row] if id_column in df.columns else "?"
+    return f"{path} row {row + 1} ({id_column}={ident}), column {column!r}"
+
+
+def _require_columns(df: pd.DataFrame, path: Path, required: list[str]) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise KitError(f"{path}: missing column(s) {', '.join(map(repr, missing))} (found: {', '.join(df.columns)})")
+
+
+def _check_ids(df: pd.DataFrame, path: Path, id_column: str) -> None:
+    ids = df[id_column]
+    empty = np.flatnonzero(ids.str.strip() == "")
+    if len(empty):
+        raise KitError(f"{path} row {empty[0] + 1}, column {id_column!r}: empty id")
+    dup = ids.duplicated(keep="first").to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((ids == ids.iat[row]).to_numpy())[0])
+        raise KitError(f"{path} row {row + 1}, column {id_column!r}: duplicate id {ids.iat[row]!r} (first at row {first + 1})")
+
+
+def validate_train(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFrame:
+    """Check columns, ids and labels; return a copy with the target columns as floats.
+
+    Unknown columns are rejected rather than ignored: an extra label column usually means the user expects
+    it to be trained, and silently dropping it would hide that.
+    """
+    schema = comp.schema
+    _require_columns(df, path, schema.train_columns())
+    unknown = [c for c in df.columns if c not in schema.train_columns()]
+    if unknown:
+        raise KitError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}: not in the {comp.name} schema "
+                       f"({', '.join(schema.train_columns())})")
+    _check_ids(df, path, schema.id_column)
+    out = df.copy()
+    for target in schema.targets:
+        raw = df[target.name]
+        values = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            row = int(bad[0])
+            shown = raw.iat[row]
+            what = "empty (NaN)" if shown.strip() in ("", "nan", "NaN", "NA") else f"{shown!r} is not a number"
+            raise KitError(f"{_where(path, df, row, schema.id_column, target.name)}: label {what}")
+        for row, value in enumerate(values):
+            problem = target.problem(float(value))
+            if problem:
+                raise KitError(f"{_where(path, df, row, schema.id_column, target.name)}: label {problem}")
+        out[target.name] = values
+    for column in schema.input_columns:
+        empty = np.flatnonzero(df[column].str.strip() == "")
+        if len(empty):
+            raise KitError(f"{_where(path, df, int(empty[0]), schema.id_column, column)}: empty input text")
+    return out
+
+
+def validate_test(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFrame:
+    schema = comp.schema
+    _require_columns(df, path, schema.test_columns())
+    _check_ids(df, path, schema.id_column)
+    return df
+
+
+def resolve_data_dir(comp: Competition, data_dir: str | Path | None) -> Path:
+    """`--data` or `data/<comp>/`; if neither holds train.csv, say how to download it."""
+    folder = Path(data_dir) if data_dir else Path("data") / comp.name
+    if not (folder / "train.csv").is_file():
+        hint = f"; {comp.data_hint}" if comp.data_hint else ""
+        raise KitError(f"no train.csv in {folder}/: download the data with `{comp.download_command()}`, "
+                       f"or pass --data DIR{hint}")
+    return folder
+
+
+def load_train(comp: Competition, data_dir: Path) -> pd.DataFrame:
+    path = data_dir / "train.csv"
+    return validate_train(read_csv(path), path, comp)
+
+
+def load_test(comp: Competition, path: Path) -> pd.DataFrame:
+    return validate_test(read_csv(path), path, comp)

@@ -1,0 +1,151 @@
+"""`kit train`: validate everything, then run K folds into a run folder that can be resumed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kaggle_kit import plots
+from kaggle_kit.config import TrainConfig
+from kaggle_kit.data import load_train, resolve_data_dir
+from kaggle_kit.device import describe, pick_device, seed_everything
+from kaggle_kit.errors import KitError
+from kaggle_kit.fileio import atomic_path, read_json, sha256_file, write_json
+from kaggle_kit.model import check_model_dir, default_model_path, load_backbone_config
+from kaggle_kit.predict import build_model_inputs, load_tokenizer
+from kaggle_kit.registry import get_competition
+from kaggle_kit.run import RunDir, new_manifest, now_iso
+from kaggle_kit.trainer import FoldData, FoldTrainer, save_fold_outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run: RunDir
+    cv: dict
+
+
+def _fold_data(ids: list[list[int]], y: np.ndarray, row_ids: np.ndarray, mask: np.ndarray) -> FoldData:
+    index = np.flatnonzero(mask)
+    return FoldData([ids[i] for i in index], y[index], row_ids[index])
+
+
+def train(cfg: TrainConfig, run_path: Path, resume: bool = False) -> TrainResult:
+    """Validate inputs before anything is written; on resume, skip folds whose results are complete."""
+    comp = get_competition(cfg.competition)
+    data_dir = resolve_data_dir(comp, cfg.data)
+    train_df = load_train(comp, data_dir)
+    model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
+    run = RunDir(run_path)
+    if resume:
+        _check_resumable(run, data_dir)
+    elif run.config.exists():
+        raise KitError(f"--out {run_path}: already holds a run; pass --resume to continue it or choose a new --out")
+    if cfg.input_format and cfg.input_format not in comp.input_formats:
+        raise KitError(f"--input-format {cfg.input_format!r} is unknown for {comp.name}; "
+                       f"choose one of: {', '.join(comp.input_formats)}")
+
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    if cfg.max_train_samples and cfg.max_train_samples < len(train_df):
+        train_df = train_df.sample(n=cfg.max_train_samples, random_state=cfg.seed).sort_index().reset_index(drop=True)
+    tokenizer = load_tokenizer(model_path)
+    backbone_config = load_backbone_config(model_path, cfg.backbone_dropout)
+    targets = comp.schema.target_names
+    folds = comp.fold_strategy(train_df, targets, cfg.folds, cfg.seed)
+    ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir)
+    y = train_df[targets].to_numpy(dtype=np.float32)
+    row_ids = train_df[comp.schema.id_column].to_numpy()
+    lengths = np.array([len(x) for x in ids])
+    log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% truncated at %d", comp.name, len(train_df),
+             cfg.folds, np.median(lengths), 100 * np.mean(lengths >= cfg.max_len), cfg.max_len)
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        write_json(run.config, cfg.to_dict())
+        write_json(run.manifest, new_manifest(cfg, [data_dir / "train.csv"], describe(device), model_path))
+        tokenizer.save_pretrained(str(run.tokenizer))
+        backbone_config.save_pretrained(str(run.backbone))
+        with atomic_path(run.folds_csv) as tmp:
+            pd.DataFrame({comp.schema.id_column: row_ids, "fold": folds}).to_csv(tmp, index=False)
+    log.info("run folder: %s (device %s)", run.path, describe(device))
+
+    trainer = FoldTrainer(cfg, comp, backbone_config, model_path, tokenizer.pad_token_id or 0, device, run)
+    for fold in cfg.fold_list():
+        if run.fold_done(fold):
+            log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
+            continue
+        train_part = _fold_data(ids, y, row_ids, folds != fold)
+        valid_part = _fold_data(ids, y, row_ids, folds == fold)
+        log.info("fold %d: %d train / %d valid", fold, len(train_part.ids), len(valid_part.ids))
+        outcome = trainer.fit(fold, train_part, valid_part)
+        save_fold_outcome(run, outcome, valid_part, comp)
+        log.info("fold %d: best %s %.4f at step %d (%.0fs)", fold, comp.metric.name, outcome.score,
+                 outcome.best_step, outcome.seconds)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    cv = finalize(run, comp, train_df, folds)
+    return TrainResult(run, cv)
+
+
+def _check_resumable(run: RunDir, data_dir: Path) -> None:
+    if not run.config.is_file():
+        raise KitError(f"--resume: {run.path} is not a run folder (no {run.config.name})")
+    recorded = run.load_manifest().get("data", {}).get("train.csv", {}).get("sha256")
+    actual = sha256_file(data_dir / "train.csv")
+    if recorded and recorded != actual:
+        raise KitError(f"--resume: {data_dir / 'train.csv'} changed since the run started "
+                       f"(sha256 {actual[:12]} != {recorded[:12]}); start a new run instead")
+
+
+def finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> dict:
+    """Pool the finished folds into oof.csv, cv.json, metrics.csv and plots; mark the run complete."""
+    targets = comp.schema.target_names
+    id_col = comp.schema.id_column
+    done = run.finished_folds()
+    parts = [pd.read_csv(run.fold_oof(f), dtype={id_col: str}) for f in done]
+    oof = pd.concat(parts, ignore_index=True)
+    order = {v: i for i, v in enumerate(train_df[id_col].astype(str))}
+    oof = oof.iloc[np.argsort([order[v] for v in oof[id_col].astype(str)], kind="stable")].reset_index(drop=True)
+    truth = train_df.set_index(train_df[id_col].astype(str)).loc[oof[id_col].astype(str), targets].to_numpy(float)
+    pred = oof[targets].to_numpy(float)
+    pooled = comp.metric(truth, pred, targets)
+
+    baseline_pred = np.zeros_like(truth)
+    for f in done:
+        mask_valid = (folds == f)[[order[v] for v in oof[id_col].astype(str)]]
+        baseline_pred[mask_valid] = train_df.loc[folds != f, targets].to_numpy(float).mean(axis=0)
+    baseline = comp.metric(truth, baseline_pred, targets)
+
+    fold_results = {f"fold{f}": read_json(run.fold_result(f)) for f in done}
+    cv = {
+        "metric": comp.metric.name,
+        "greater_is_better": comp.metric.greater_is_better,
+        "score": pooled.score,
+        "per_target": pooled.per_target,
+        "folds": fold_results,
+        "folds_trained": done,
+        "n_oof": len(oof),
+        "baseline_train_mean": {"score": baseline.score, "per_target": baseline.per_target},
+    }
+    with atomic_path(run.oof) as tmp:
+        oof.to_csv(tmp, index=False)
+    metrics = pd.concat([pd.read_csv(run.fold_log(f)) for f in done if run.fold_log(f).is_file()], ignore_index=True)
+    with atomic_path(run.metrics) as tmp:
+        metrics.to_csv(tmp, index=False)
+    plots.learning_curves(metrics, comp.metric.name, run.plots / "learning_curves.png")
+    plots.predicted_vs_true(truth, pred, targets, run.plots / "predicted_vs_true.png")
+    write_json(run.cv, cv)
+    manifest = run.load_manifest()
+    cfg = run.load_config()
+    complete = set(done) >= set(cfg.fold_list())
+    manifest.update(status="complete" if complete else "partial", finished=now_iso(), folds_finished=done)
+    write_json(run.manifest, manifest)
+    return cv

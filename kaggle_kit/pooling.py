@@ -1,0 +1,110 @@
+"""Pooling heads: turn token states (B, T, H) into one vector per sequence."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _mask(attention_mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return attention_mask.unsqueeze(-1).to(like.dtype)
+
+
+class MeanPooling(nn.Module):
+    needs_hidden_states = False
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.out_dim = hidden_size
+
+    def forward(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor, hidden_states=None) -> torch.Tensor:
+        mask = _mask(attention_mask, last_hidden)
+        return (last_hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+
+
+class MaxPooling(MeanPooling):
+    def forward(self, last_hidden, attention_mask, hidden_states=None):
+        masked = last_hidden.masked_fill(attention_mask.unsqueeze(-1) == 0, torch.finfo(last_hidden.dtype).min)
+        return masked.max(dim=1).values
+
+
+class MinPooling(MeanPooling):
+    def forward(self, last_hidden, attention_mask, hidden_states=None):
+        masked = last_hidden.masked_fill(attention_mask.unsqueeze(-1) == 0, torch.finfo(last_hidden.dtype).max)
+        return masked.min(dim=1).values
+
+
+class CLSPooling(MeanPooling):
+    def forward(self, last_hidden, attention_mask, hidden_states=None):
+        return last_hidden[:, 0]
+
+
+class AttentionPooling(nn.Module):
+    """A learned score per token, softmax over the real (unpadded) tokens, weighted sum."""
+
+    needs_hidden_states = False
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.out_dim = hidden_size
+        self.score = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 1))
+
+    def forward(self, last_hidden, attention_mask, hidden_states=None):
+        logits = self.score(last_hidden).squeeze(-1).float()
+        logits = logits.masked_fill(attention_mask == 0, float("-inf"))
+        weights = torch.softmax(logits, dim=1).to(last_hidden.dtype).unsqueeze(-1)
+        return (weights * last_hidden).sum(1)
+
+
+class WeightedLayerPooling(nn.Module):
+    """Learned softmax weights over the last N layers, then a masked mean over tokens."""
+
+    needs_hidden_states = True
+
+    def __init__(self, hidden_size: int, n_layers: int = 4):
+        super().__init__()
+        self.out_dim = hidden_size
+        self.n_layers = n_layers
+        self.layer_weights = nn.Parameter(torch.zeros(n_layers))
+        self.mean = MeanPooling(hidden_size)
+
+    def forward(self, last_hidden, attention_mask, hidden_states=None):
+        stacked = torch.stack(hidden_states[-self.n_layers :], dim=0)
+        weights = torch.softmax(self.layer_weights, dim=0).to(stacked.dtype).view(-1, 1, 1, 1)
+        return self.mean((weights * stacked).sum(0), attention_mask)
+
+
+class ConcatLastFourPooling(nn.Module):
+    """The [CLS] vectors of the last four layers, concatenated (4 * H features)."""
+
+    needs_hidden_states = True
+
+    def __init__(self, hidden_size: int, n_layers: int = 4):
+        super().__init__()
+        self.n_layers = n_layers
+        self.out_dim = hidden_size * n_layers
+
+    def forward(self, last_hidden, attention_mask, hidden_states=None):
+        return torch.cat([h[:, 0] for h in hidden_states[-self.n_layers :]], dim=-1)
+
+
+POOLINGS: dict[str, type[nn.Module]] = {
+    "mean": MeanPooling,
+    "max": MaxPooling,
+    "min": MinPooling,
+    "cls": CLSPooling,
+    "attention": AttentionPooling,
+    "weighted-layer": WeightedLayerPooling,
+    "concat-last4": ConcatLastFourPooling,
+}
+
+
+def build_pooling(name: str, hidden_size: int, n_layers: int = 4) -> nn.Module:
+    if name not in POOLINGS:
+        from kaggle_kit.errors import KitError
+
+        raise KitError(f"--pooling {name!r} is unknown; choose one of: {', '.join(POOLINGS)}")
+    cls = POOLINGS[name]
+    if cls in (WeightedLayerPooling, ConcatLastFourPooling):
+        return cls(hidden_size, n_layers)
+    return cls(hidden_size)

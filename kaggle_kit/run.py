@@ -1,0 +1,147 @@
+"""The run folder: every artifact of a training run, traceable to its config, data, code and seed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import kaggle_kit
+from kaggle_kit.config import TrainConfig, apply
+from kaggle_kit.errors import KitError
+from kaggle_kit.fileio import read_json, sha256_file, write_json
+
+TRACKED_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "scikit-learn")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Names of the files in a run folder, in one place."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "run_config.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / "tokenizer"
+
+    @property
+    def backbone(self) -> Path:
+        return self.path / "backbone"
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.path / "folds.csv"
+
+    @property
+    def oof(self) -> Path:
+        return self.path / "oof.csv"
+
+    @property
+    def cv(self) -> Path:
+        return self.path / "cv.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    def weights(self, fold: int) -> Path:
+        return self.path / f"fold{fold}.safetensors"
+
+    def fold_result(self, fold: int) -> Path:
+        return self.path / "folds" / f"fold{fold}.json"
+
+    def fold_oof(self, fold: int) -> Path:
+        return self.path / "folds" / f"fold{fold}_oof.csv"
+
+    def fold_log(self, fold: int) -> Path:
+        return self.path / "folds" / f"fold{fold}_metrics.csv"
+
+    def fold_done(self, fold: int) -> bool:
+        return self.fold_result(fold).is_file() and self.weights(fold).is_file() and self.fold_oof(fold).is_file()
+
+    def finished_folds(self) -> list[int]:
+        return sorted(int(p.stem[4:]) for p in self.path.glob("fold*.safetensors") if self.fold_done(int(p.stem[4:])))
+
+    def load_config(self) -> TrainConfig:
+        if not self.config.is_file():
+            raise KitError(f"{self.path}: not a kaggle-kit run folder (no {self.config.name})")
+        return apply(TrainConfig(), read_json(self.config), str(self.config))
+
+    def load_manifest(self) -> dict[str, Any]:
+        return read_json(self.manifest) if self.manifest.is_file() else {}
+
+    def is_complete(self) -> bool:
+        return self.load_manifest().get("status") == "complete"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"kaggle-kit": kaggle_kit.__version__, "python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the kaggle-kit checkout this code runs from, plus '-dirty' for local changes."""
+    source = Path(kaggle_kit.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def new_manifest(cfg: TrainConfig, data_files: list[Path], device: str, model_path: Path) -> dict[str, Any]:
+    return {
+        "status": "running",
+        "competition": cfg.competition,
+        "seed": cfg.seed,
+        "model_path": str(model_path),
+        "data": {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in data_files},
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "device": device,
+        "command": " ".join(sys.argv),
+        "started": now_iso(),
+        "finished": None,
+    }
+
+
+def default_run_path(root: Path, competition: str, model_path: Path) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / competition / f"{stamp}-{model_path.name if model_path.name != 'model' else model_path.parent.name}"
+
+
+def latest_incomplete_run(root: Path, competition: str) -> Path | None:
+    candidates = sorted((root / competition).glob("*/run_config.json"), key=lambda p: p.stat().st_mtime)
+    for config in reversed(candidates):
+        if not RunDir(config.parent).is_complete():
+            return config.parent
+    return None

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real ELL data beside the repo, and tiny random-weight models built from configs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _ell_dir() -> Path:
+    folder = SHARED_DATA / "ell"
+    if not (folder / "train.csv").is_file():
+        pytest.skip(f"real ELL data not found at {folder}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ell_dir() -> Path:
+    return _ell_dir()
+
+
+@pytest.fixture(scope="session")
+def ell_small_dir(tmp_path_factory, ell_dir) -> Path:
+    """The first 48 real essays, plus the real test.csv and sample_submission.csv."""
+    out = tmp_path_factory.mktemp("ell_small")
+    csv.field_size_limit(1 << 30)
+    with open(ell_dir / "train.csv", newline="", encoding="utf-8") as src:
+        rows = list(csv.reader(src))
+    with open(out / "train.csv", "w", newline="", encoding="utf-8") as dst:
+        csv.writer(dst).writerows(rows[:49])
+    for name in ("test.csv", "sample_submission.csv"):
+        (out / name).write_bytes((ell_dir / name).read_bytes())
+    return out
+
+
+def _tiny_model(folder: Path, arch: str) -> Path:
+    """A random-weight encoder with a real WordPiece tokenizer (the embedded MiniLM's)."""
+    from transformers import AutoModel, AutoTokenizer, BertConfig, DebertaV2Config
+
+    from kaggle_kit.model import default_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    common = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=48, max_position_embeddings=512)
+    if arch == "bert":
+        config = BertConfig(**common)
+    else:
+        config = DebertaV2Config(**common, relative_attention=True, position_buckets=32, max_relative_positions=64,
+                                 pos_att_type=["p2c", "c2p"], position_biased_input=False)
+    import torch
+
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config, attn_implementation="eager")
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory.mktemp("models") / "tiny-bert", "bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_deberta(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory.mktemp("models") / "tiny-deberta-v2", "deberta")

@@ -1,0 +1,39 @@
+"""Run the real `kit` entry point in-process and capture its exit code and output."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+
+def invoke(*args) -> int:
+    """Run `kit ARGS...` through the real entry point; return its exit code."""
+    from kaggle_kit.cli import main
+
+    old_argv = sys.argv
+    sys.argv = ["kit", *map(str, args)]
+    try:
+        main()
+        return 0
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = old_argv
+
+
+def run_kit(capsys, *args) -> tuple[int, str, str]:
+    code = invoke(*args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    error_lines = [line for line in lines if line.startswith("error:")]
+    assert code == 2, err
+    assert len(error_lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        if fragment not in error_lines[0]:
+            pytest.fail(f"{fragment!r} not in {error_lines[0]!r}")

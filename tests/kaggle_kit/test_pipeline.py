@@ -1,0 +1,109 @@
+"""End to end on real ELL essays with a tiny random model: train -> run folder -> resume -> predict."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from kaggle_kit.fileio import sha256_file
+from kaggle_kit.run import RunDir
+from tests.helpers import invoke, run_kit
+
+pytestmark = pytest.mark.e2e
+TARGETS = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, ell_small_dir, tiny_bert):
+    out = tmp_path_factory.mktemp("runs") / "ell-tiny"
+    code = invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
+                  "--max-len", "64", "--batch-size", "4", "--eval-every", "2", "--pooling", "attention",
+                  "--llrd", "0.8", "--fgm-eps", "0.5", "--ema", "0.9", "--out", out)
+    assert code == 0
+    return out
+
+
+def test_run_folder_layout(trained_run, ell_small_dir):
+    run = RunDir(trained_run)
+    for path in (run.config, run.manifest, run.oof, run.cv, run.metrics, run.folds_csv, run.weights(0), run.weights(1),
+                 run.tokenizer / "tokenizer.json", run.backbone / "config.json",
+                 run.plots / "learning_curves.png", run.plots / "predicted_vs_true.png", trained_run / "train.log"):
+        assert path.is_file(), path
+    manifest = json.loads(run.manifest.read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["data"]["train.csv"]["sha256"] == sha256_file(ell_small_dir / "train.csv")
+    assert manifest["seed"] == 42 and manifest["versions"]["torch"] and manifest["device"].startswith("cpu")
+    config = json.loads(run.config.read_text())
+    assert config["pooling"] == "attention" and config["fgm_eps"] == 0.5
+    assert not list(trained_run.rglob("*.tmp")) and not list(trained_run.rglob("*.bin"))
+
+
+def test_oof_has_every_row_once_and_cv_matches(trained_run, ell_small_dir):
+    train = pd.read_csv(ell_small_dir / "train.csv")
+    oof = pd.read_csv(trained_run / "oof.csv")
+    assert list(oof.columns) == ["text_id", *TARGETS]
+    assert list(oof["text_id"]) == list(train["text_id"])
+    assert oof[TARGETS].between(1, 5).all().all()
+    cv = json.loads((trained_run / "cv.json").read_text())
+    rmse = np.sqrt(((oof[TARGETS].to_numpy() - train[TARGETS].to_numpy()) ** 2).mean(axis=0))
+    assert cv["score"] == pytest.approx(rmse.mean(), abs=1e-6)
+    assert set(cv["folds"]) == {"fold0", "fold1"} and cv["metric"] == "MCRMSE"
+    assert cv["n_oof"] == len(train)
+
+
+def test_weights_are_plain_safetensors_of_the_whole_model(trained_run):
+    state = load_file(str(trained_run / "fold0.safetensors"))
+    assert any(k.startswith("backbone.") for k in state) and "fc.weight" in state
+
+
+def test_same_seed_same_folds(trained_run, tmp_path, ell_small_dir, tiny_bert, capsys):
+    again = tmp_path / "again"
+    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2",
+                           "--train-folds", "0", "--epochs", "1", "--max-len", "32", "--out", again)
+    assert code == 0, err
+    assert (again / "folds.csv").read_bytes() == (trained_run / "folds.csv").read_bytes()
+
+
+def test_resume_skips_finished_folds_and_keeps_their_files(trained_run, tmp_path, capsys):
+    import shutil
+
+    run_copy = tmp_path / "interrupted"
+    shutil.copytree(trained_run, run_copy)
+    # the process "died" during fold 1: its result files and the final reports are missing
+    for name in ("folds/fold1.json", "folds/fold1_oof.csv", "fold1.safetensors", "oof.csv", "cv.json"):
+        (run_copy / name).unlink()
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    manifest["status"] = "running"
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    fold0_hash = sha256_file(run_copy / "fold0.safetensors")
+
+    code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", run_copy)
+    assert code == 0, err
+    assert "fold 0: already finished" in err
+    assert sha256_file(run_copy / "fold0.safetensors") == fold0_hash
+    assert (run_copy / "fold1.safetensors").is_file() and (run_copy / "cv.json").is_file()
+    assert json.loads((run_copy / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_train_refuses_to_overwrite_a_run(trained_run, ell_small_dir, tiny_bert, capsys):
+    before = sha256_file(trained_run / "cv.json")
+    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--out", trained_run)
+    assert code == 2 and "already holds a run" in err
+    assert sha256_file(trained_run / "cv.json") == before
+
+
+def test_predict_follows_sample_submission_order(trained_run, ell_small_dir, tmp_path, capsys):
+    test = pd.read_csv(ell_small_dir / "test.csv")
+    shuffled = tmp_path / "test.csv"
+    test.iloc[::-1].to_csv(shuffled, index=False)
+    (tmp_path / "sample_submission.csv").write_bytes((ell_small_dir / "sample_submission.csv").read_bytes())
+    out = tmp_path / "submission.csv"
+    code, _, err = run_kit(capsys, "predict", "ell", "--run", trained_run, "--input", shuffled, "--output", out)
+    assert code == 0, err
+    sub = pd.read_csv(out)
+    sample = pd.read_csv(ell_small_dir / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns)
+    assert list(sub["text_id"]) == list(sample["text_id"])
+    assert sub[TARGETS].between(1, 5).all().all() and not sub.isna().any().any()
