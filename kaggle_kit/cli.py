@@ -22,7 +22,7 @@ console = Console(stderr=True)
 log = logging.getLogger("kaggle_kit")
 
 
-def setup_logging(log_file: Path | None = None) -> None:
+def setup_logging() -> None:
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(logging.INFO)
@@ -31,11 +31,6 @@ def setup_logging(log_file: Path | None = None) -> None:
     root.addHandler(handler)
     for noisy in ("transformers", "httpx", "urllib3", "matplotlib", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(file_handler)
 
 
 def quiet_transformers() -> None:
@@ -67,7 +62,7 @@ def train(
     preset: str = typer.Option(None, help="quick (CPU, <10 min) or full (the GPU reference recipe)."),
     config: Path = typer.Option(None, "--config", help="YAML/JSON file of settings; flags override it."),
     out: Path = typer.Option(None, help="Run folder [default: runs/<competition>/<time>-<model>]."),
-    resume: bool = typer.Option(False, help="Continue the run in --out (or the latest unfinished one): finished folds are kept."),
+    resume: bool = typer.Option(False, help="Continue the run in --out (or the latest unfinished one)."),
     folds: int = typer.Option(None, help="Number of CV folds K (>= 2)."),
     train_folds: str = typer.Option(None, help="Comma-separated folds to train, e.g. 0,1 [default: all]."),
     epochs: int = typer.Option(None, help="Epochs per fold."),
@@ -88,7 +83,8 @@ def train(
     grad_accum: int = typer.Option(None, help="Gradient accumulation steps."),
     max_grad_norm: float = typer.Option(None, help="Gradient clipping norm."),
     precision: str = typer.Option(None, help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16."),
-    grad_checkpointing: bool = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing", help="Trade compute for memory."),
+    grad_checkpointing: bool = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing",
+                                            help="Trade compute for memory."),
     fgm_eps: float = typer.Option(None, help="FGM adversarial step on word embeddings (0 = off)."),
     awp_lr: float = typer.Option(None, help="AWP adversarial weight perturbation rate (0 = off)."),
     awp_eps: float = typer.Option(None, help="AWP perturbation bound, relative to each weight."),
@@ -123,7 +119,7 @@ def train(
 
     model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
     run_path = Path(run_path if resume else (out or default_run_path(runs_root, comp.name, model_path)))
-    setup_logging(run_path / "train.log")
+    setup_logging()
     quiet_transformers()
     from kaggle_kit.pipeline import train as run_training
 
@@ -156,7 +152,8 @@ def predict(
     run: list[Path] = typer.Option(..., "--run", help="Run folder(s) from `kit train`; repeat to ensemble."),
     input: Path = typer.Option(..., "--input", help="test.csv to predict."),
     output: Path = typer.Option(Path("submission.csv"), help="Where to write the submission CSV."),
-    sample_submission: Path = typer.Option(None, help="Row/column order to follow [default: sample_submission.csv beside --input]."),
+    sample_submission: Path = typer.Option(
+        None, help="Row/column order to follow [default: sample_submission.csv beside --input]."),
     weights: str = typer.Option(None, help="Comma-separated ensemble weights, one per --run [default: equal]."),
     batch_size: int = typer.Option(None, help="Inference batch size [default: the run's]."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),

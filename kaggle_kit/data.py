@@ -24,7 +24,8 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise KitError(f"{path}: not valid UTF-8 (line {line}, byte {err.start}: {raw[err.start:err.start + 1]!r})")
+        bad_byte = raw[err.start:err.start + 1]
+        raise KitError(f"{path}: not valid UTF-8 (line {line}, byte {err.start}: {bad_byte!r})") from None
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.ParserError as err:
@@ -54,7 +55,8 @@ def _check_ids(df: pd.DataFrame, path: Path, id_column: str) -> None:
     if dup.any():
         row = int(np.flatnonzero(dup)[0])
         first = int(np.flatnonzero((ids == ids.iat[row]).to_numpy())[0])
-        raise KitError(f"{path} row {row + 1}, column {id_column!r}: duplicate id {ids.iat[row]!r} (first at row {first + 1})")
+        raise KitError(f"{path} row {row + 1}, column {id_column!r}: duplicate id {ids.iat[row]!r} "
+                       f"(first at row {first + 1})")
 
 
 def validate_train(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFrame:

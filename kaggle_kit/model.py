@@ -13,7 +13,9 @@ from kaggle_kit.pooling import build_pooling
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
                 "pooler_dropout", "classifier_dropout")
 
@@ -137,7 +139,7 @@ def llrd_param_groups(model: KitModel, lr: float, head_lr: float, decay: float, 
     backbone_ids = {id(p) for p in model.backbone.parameters()}
 
     groups: dict[tuple[str, bool], dict] = {}
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if not param.requires_grad:
             continue
         if id(param) in backbone_ids:

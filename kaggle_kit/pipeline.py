@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pandas as pd
 import torch
 
 from kaggle_kit import plots
+from kaggle_kit.competition import Competition
 from kaggle_kit.config import TrainConfig
 from kaggle_kit.data import load_train, resolve_data_dir
 from kaggle_kit.device import describe, pick_device, seed_everything
@@ -31,58 +34,97 @@ class TrainResult:
     cv: dict
 
 
-def _fold_data(ids: list[list[int]], y: np.ndarray, row_ids: np.ndarray, mask: np.ndarray) -> FoldData:
+def _fold_data(prep: Prepared, mask: np.ndarray) -> FoldData:
     index = np.flatnonzero(mask)
-    return FoldData([ids[i] for i in index], y[index], row_ids[index])
+    return FoldData([prep.ids[i] for i in index], prep.y[index], prep.row_ids[index])
+
+
+@dataclass
+class Prepared:
+    """Everything validated and tokenised before the first file of a run is written."""
+
+    comp: Competition
+    data_dir: Path
+    model_path: Path
+    train_df: pd.DataFrame
+    folds: np.ndarray
+    ids: list[list[int]]
+    y: np.ndarray
+    row_ids: np.ndarray
+    tokenizer: object
+    backbone_config: object
 
 
 def train(cfg: TrainConfig, run_path: Path, resume: bool = False) -> TrainResult:
     """Validate inputs before anything is written; on resume, skip folds whose results are complete."""
+    run = RunDir(run_path)
+    prep = prepare(cfg, run, resume)
+    run.path.mkdir(parents=True, exist_ok=True)
+    with log_to_file(run.path / "train.log"):
+        return _run_folds(cfg, run, prep, resume)
+
+
+def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
     comp = get_competition(cfg.competition)
     data_dir = resolve_data_dir(comp, cfg.data)
     train_df = load_train(comp, data_dir)
     model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
-    run = RunDir(run_path)
     if resume:
         _check_resumable(run, data_dir)
     elif run.config.exists():
-        raise KitError(f"--out {run_path}: already holds a run; pass --resume to continue it or choose a new --out")
+        raise KitError(f"--out {run.path}: already holds a run; pass --resume to continue it or choose a new --out")
     if cfg.input_format and cfg.input_format not in comp.input_formats:
         raise KitError(f"--input-format {cfg.input_format!r} is unknown for {comp.name}; "
                        f"choose one of: {', '.join(comp.input_formats)}")
-
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
     if cfg.max_train_samples and cfg.max_train_samples < len(train_df):
         train_df = train_df.sample(n=cfg.max_train_samples, random_state=cfg.seed).sort_index().reset_index(drop=True)
     tokenizer = load_tokenizer(model_path)
-    backbone_config = load_backbone_config(model_path, cfg.backbone_dropout)
     targets = comp.schema.target_names
-    folds = comp.fold_strategy(train_df, targets, cfg.folds, cfg.seed)
     ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir)
-    y = train_df[targets].to_numpy(dtype=np.float32)
-    row_ids = train_df[comp.schema.id_column].to_numpy()
     lengths = np.array([len(x) for x in ids])
     log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% truncated at %d", comp.name, len(train_df),
              cfg.folds, np.median(lengths), 100 * np.mean(lengths >= cfg.max_len), cfg.max_len)
+    return Prepared(comp=comp, data_dir=data_dir, model_path=model_path, train_df=train_df,
+                    folds=comp.fold_strategy(train_df, targets, cfg.folds, cfg.seed), ids=ids,
+                    y=train_df[targets].to_numpy(dtype=np.float32),
+                    row_ids=train_df[comp.schema.id_column].to_numpy(), tokenizer=tokenizer,
+                    backbone_config=load_backbone_config(model_path, cfg.backbone_dropout))
 
-    run.path.mkdir(parents=True, exist_ok=True)
+
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """Everything logged during the run also lands in the run folder (appended on --resume)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> TrainResult:
+    comp = prep.comp
+    device = pick_device(cfg.device)
     if not resume:
         write_json(run.config, cfg.to_dict())
-        write_json(run.manifest, new_manifest(cfg, [data_dir / "train.csv"], describe(device), model_path))
-        tokenizer.save_pretrained(str(run.tokenizer))
-        backbone_config.save_pretrained(str(run.backbone))
+        write_json(run.manifest, new_manifest(cfg, [prep.data_dir / "train.csv"], describe(device), prep.model_path))
+        prep.tokenizer.save_pretrained(str(run.tokenizer))
+        prep.backbone_config.save_pretrained(str(run.backbone))
         with atomic_path(run.folds_csv) as tmp:
-            pd.DataFrame({comp.schema.id_column: row_ids, "fold": folds}).to_csv(tmp, index=False)
+            pd.DataFrame({comp.schema.id_column: prep.row_ids, "fold": prep.folds}).to_csv(tmp, index=False)
     log.info("run folder: %s (device %s)", run.path, describe(device))
 
-    trainer = FoldTrainer(cfg, comp, backbone_config, model_path, tokenizer.pad_token_id or 0, device, run)
+    trainer = FoldTrainer(cfg, comp, prep.backbone_config, prep.model_path, prep.tokenizer.pad_token_id or 0,
+                          device, run)
     for fold in cfg.fold_list():
         if run.fold_done(fold):
             log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
             continue
-        train_part = _fold_data(ids, y, row_ids, folds != fold)
-        valid_part = _fold_data(ids, y, row_ids, folds == fold)
+        train_part = _fold_data(prep, prep.folds != fold)
+        valid_part = _fold_data(prep, prep.folds == fold)
         log.info("fold %d: %d train / %d valid", fold, len(train_part.ids), len(valid_part.ids))
         outcome = trainer.fit(fold, train_part, valid_part)
         save_fold_outcome(run, outcome, valid_part, comp)
@@ -90,9 +132,7 @@ def train(cfg: TrainConfig, run_path: Path, resume: bool = False) -> TrainResult
                  outcome.best_step, outcome.seconds)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-
-    cv = finalize(run, comp, train_df, folds)
-    return TrainResult(run, cv)
+    return TrainResult(run, finalize(run, comp, prep.train_df, prep.folds))
 
 
 def _check_resumable(run: RunDir, data_dir: Path) -> None:

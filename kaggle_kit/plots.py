@@ -24,7 +24,7 @@ def learning_curves(metrics: pd.DataFrame, metric_name: str, path: Path) -> None
     """Per fold: smoothed training loss against step, validation score on a second axis."""
     folds = sorted(metrics["fold"].unique())
     fig, axes = plt.subplots(1, len(folds), figsize=(5 * len(folds), 3.6), squeeze=False)
-    for ax, fold in zip(axes[0], folds):
+    for ax, fold in zip(axes[0], folds, strict=False):
         part = metrics[metrics["fold"] == fold]
         train = part.dropna(subset=["train_loss"])
         ax.plot(train["step"], train["train_loss"], alpha=0.3, color="tab:blue", label="train loss")

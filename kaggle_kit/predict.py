@@ -103,7 +103,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     used_weight = 0.0
     done = 0
     dtype = amp_dtype("auto", torch_device)
-    for (run, cfg, folds), weight in zip(plan, weights):
+    for (run, cfg, folds), weight in zip(plan, weights, strict=True):
         tokenizer = load_tokenizer(run.tokenizer)
         ids = build_model_inputs(comp, df, tokenizer, cfg, data_dir)
         link = get_loss(cfg.loss or comp.default_loss).link

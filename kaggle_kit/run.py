@@ -14,7 +14,7 @@ from typing import Any
 import kaggle_kit
 from kaggle_kit.config import TrainConfig, apply
 from kaggle_kit.errors import KitError
-from kaggle_kit.fileio import read_json, sha256_file, write_json
+from kaggle_kit.fileio import read_json, sha256_file
 
 TRACKED_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "scikit-learn")
 

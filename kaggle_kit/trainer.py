@@ -6,7 +6,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,17 @@ class FoldData:
 
 
 @dataclass
+class Best:
+    """The best validation so far in a fold; its weights live on the CPU until the fold ends."""
+
+    score: float
+    step: int = -1
+    state: dict[str, torch.Tensor] | None = None
+    pred: np.ndarray | None = None
+    per_target: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class FoldOutcome:
     fold: int
     score: float
@@ -49,7 +60,11 @@ class FoldOutcome:
 
 
 def make_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int):
-    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
 
     if name == "linear":
         return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
@@ -121,7 +136,7 @@ class FoldTrainer:
         lengths = [len(x) for x in train.ids]
         y_train = torch.as_tensor(train.y, dtype=torch.float32)
         checkpoints = eval_points(n_batches, cfg.eval_every)
-        best_score, best_step, best_state, best_pred, best_per_target = self.comp.metric.worst, -1, None, None, {}
+        best = Best(self.comp.metric.worst)
         log_rows: list[dict] = []
         step = 0
         running = None
@@ -139,7 +154,8 @@ class FoldTrainer:
             batches = bucketed_batches(lengths, cfg.batch_size, rng)
             bar = tqdm(batches, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True)
             for i, batch_idx in enumerate(bar, start=1):
-                batch = {k: v.to(self.device) for k, v in collate([train.ids[j] for j in batch_idx], self.pad_id).items()}
+                padded = collate([train.ids[j] for j in batch_idx], self.pad_id)
+                batch = {k: v.to(self.device) for k, v in padded.items()}
                 target = y_train[batch_idx].to(self.device)
                 loss = forward_loss(batch, target)
                 backward(loss)
@@ -170,20 +186,19 @@ class FoldTrainer:
                 if i in checkpoints:
                     with ema.applied() if ema is not None else contextlib.nullcontext():
                         pred, score, per_target = self.evaluate(model, valid)
-                        state = self._state(model) if self.comp.metric.better(score, best_score) else None
+                        improved = self.comp.metric.better(score, best.score)
+                        if improved:
+                            best = Best(score, step, self._state(model), pred, per_target)
                     model.train()
                     log_rows.append({"fold": fold, "epoch": epoch + 1, "step": step, "train_loss": np.nan,
                                      "lr": np.nan, "grad_norm": np.nan, "val_score": score})
-                    improved = state is not None
-                    if improved:
-                        best_score, best_step, best_state, best_pred, best_per_target = score, step, state, pred, per_target
                     bar.write(f"fold {fold} step {step}: val {self.comp.metric.name} {score:.4f}"
-                              f"{' (best)' if improved else f' (best {best_score:.4f})'}")
+                              f"{' (best)' if improved else f' (best {best.score:.4f})'}")
                     self._write_log(fold, log_rows)
             bar.close()
         self._write_log(fold, log_rows)
-        self._save_weights(fold, best_state)
-        return FoldOutcome(fold, best_score, best_per_target, best_step, time.monotonic() - started, best_pred)
+        self._save_weights(fold, best.state)
+        return FoldOutcome(fold, best.score, best.per_target, best.step, time.monotonic() - started, best.pred)
 
     @staticmethod
     def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

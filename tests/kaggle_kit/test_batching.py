@@ -17,7 +17,7 @@ def test_bucketed_batches_cover_every_index_once_and_group_lengths():
     random_padded = sum(len(b) * lengths[b].max() for b in np.array_split(rng.permutation(1000), 125))
     assert padded < 0.8 * random_padded
     again = bucketed_batches(lengths, 8, np.random.default_rng(1), bucket_factor=10)
-    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
 
 
 def test_sorted_batches_longest_first():

@@ -5,11 +5,13 @@ import pytest
 from tests.helpers import assert_one_line_error, run_kit
 
 HEADER = "text_id,full_text,cohesion,syntax,vocabulary,phraseology,grammar,conventions\n"
-GOOD = "a,some essay text,3,3,3,3,3,3\nb,another essay,2,2.5,3,3.5,4,4.5\nc,third one,3,3,3,3,3,3\nd,fourth,3,3,3,3,3,3\n"
+GOOD = ("a,some essay text,3,3,3,3,3,3\nb,another essay,2,2.5,3,3.5,4,4.5\n"
+        "c,third one,3,3,3,3,3,3\nd,fourth,3,3,3,3,3,3\n")
 
 
 @pytest.mark.parametrize("name, content, fragments", [
-    ("missing column", HEADER.replace(",grammar", "") + "a,t,3,3,3,3,3\n", ["train.csv", "missing column(s) 'grammar'"]),
+    ("missing column", HEADER.replace(",grammar", "") + "a,t,3,3,3,3,3\n",
+     ["train.csv", "missing column(s) 'grammar'"]),
     ("unknown target", HEADER.strip() + ",fluency\na,t,3,3,3,3,3,3,3\n", ["train.csv", "unknown column(s) 'fluency'"]),
     ("nan label", HEADER + GOOD + "e,t,3,3,,3,3,3\n", ["row 5 (text_id=e)", "'vocabulary'", "NaN"]),
     ("text label", HEADER + GOOD + "e,t,3,3,3,x,3,3\n", ["row 5 (text_id=e)", "'phraseology'", "not a number"]),
@@ -55,7 +57,8 @@ def test_one_fold_is_rejected(tmp_path, capsys, ell_small_dir, tiny_bert):
 def test_missing_data_says_how_to_download(tmp_path, capsys, monkeypatch, tiny_bert):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_kit(capsys, "train", "ell", "--model", tiny_bert)
-    assert_one_line_error(code, err, "data/ell", "kaggle competitions download -c feedback-prize-english-language-learning")
+    assert_one_line_error(code, err, "data/ell",
+                          "kaggle competitions download -c feedback-prize-english-language-learning")
 
 
 def test_unknown_competition(capsys):

@@ -39,7 +39,9 @@ def test_extra_unknown_target_column(tmp_path):
     assert "unknown column(s) 'fluency'" in message
 
 
-@pytest.mark.parametrize("value, expected", [("", "empty (NaN)"), ("NaN", "empty (NaN)"), ("good", "'good' is not a number")])
+@pytest.mark.parametrize("value, expected", [
+    ("", "empty (NaN)"), ("NaN", "empty (NaN)"), ("good", "'good' is not a number"),
+])
 def test_nan_or_non_numeric_label(tmp_path, value, expected):
     message = _error(_write(tmp_path, f"a,text,3,3,3,3,3,3\nb,text,3,{value},3,3,3,3\n"))
     assert "row 2 (text_id=b), column 'syntax'" in message and expected in message

@@ -2,8 +2,14 @@ import pytest
 import torch
 
 from kaggle_kit.errors import KitError
-from kaggle_kit.model import (build_model, check_model_dir, default_model_path, find_encoder_layers,
-                              llrd_param_groups, load_backbone_config)
+from kaggle_kit.model import (
+    build_model,
+    check_model_dir,
+    default_model_path,
+    find_encoder_layers,
+    llrd_param_groups,
+    load_backbone_config,
+)
 
 
 @pytest.fixture(params=["tiny_bert", "tiny_deberta"])
