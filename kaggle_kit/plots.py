@@ -23,7 +23,7 @@ def _save(fig, path: Path) -> None:
 def learning_curves(metrics: pd.DataFrame, metric_name: str, path: Path) -> None:
     """Per fold: smoothed training loss against step, validation score on a second axis."""
     folds = sorted(metrics["fold"].unique())
-    fig, axes = plt.subplots(1, len(folds), figsize=(5 * len(folds), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(folds), figsize=(5 * len(folds), 3.6), squeeze=False, layout="constrained")
     for ax, fold in zip(axes[0], folds, strict=False):
         part = metrics[metrics["fold"] == fold]
         train = part.dropna(subset=["train_loss"])
@@ -46,7 +46,7 @@ def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], 
     n = len(names)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False, layout="constrained")
     rng = np.random.default_rng(0)
     for k, name in enumerate(names):
         ax = axes[k // cols][k % cols]
