@@ -77,7 +77,8 @@ class KitModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.hidden_size
-        self.pooling = build_pooling(pooling, hidden, pooling_layers)
+        n_layers = min(pooling_layers, getattr(backbone.config, "num_hidden_layers", pooling_layers))
+        self.pooling = build_pooling(pooling, hidden, n_layers)
         self.dropout = nn.Dropout(head_dropout)
         self.fc = nn.Linear(self.pooling.out_dim, n_outputs)
         std = getattr(backbone.config, "initializer_range", 0.02)
@@ -85,6 +86,14 @@ class KitModel(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=std)
                 nn.init.zeros_(module.bias)
+
+    def enable_checkpointing(self) -> None:
+        """Recompute activations in backward: less memory for longer inputs or bigger batches."""
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.backbone, "activation_checkpointing_enable"):  # transformers >= 5
+            self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def init_output_bias(self, values: torch.Tensor) -> None:
         """Start from the training mean (or its logit): the head need not learn the offset first."""

@@ -118,7 +118,7 @@ class FoldTrainer:
                             cfg.head_dropout, weights_from=self.model_path)
         model.init_output_bias(initial_bias(y_train, cfg.loss or self.comp.default_loss))
         if cfg.grad_checkpointing:
-            model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_checkpointing()
         return model.to(self.device)
 
     def evaluate(self, model: KitModel, valid: FoldData) -> tuple[np.ndarray, float, dict[str, float]]:

@@ -107,3 +107,25 @@ def test_predict_follows_sample_submission_order(trained_run, ell_small_dir, tmp
     assert list(sub.columns) == list(sample.columns)
     assert list(sub["text_id"]) == list(sample["text_id"])
     assert ((sub[TARGETS] >= 1) & (sub[TARGETS] <= 5)).all().all() and not sub.isna().any().any()
+
+
+def test_deberta_with_every_trainer_option(tmp_path, ell_small_dir, tiny_deberta, capsys):
+    """The less common paths in one short run: DeBERTa-v2, a config file, gradient checkpointing, AWP,
+    accumulation, weighted-layer pooling, SmoothL1, a linear schedule."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text("pooling: weighted-layer\nloss: smoothl1\nscheduler: linear\ngrad_accum: 2\n"
+                      "awp_lr: 0.1\nawp_start_epoch: 0\nepochs: 2\n")
+    out = tmp_path / "run"
+    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_deberta, "--config", config,
+                           "--folds", "3", "--train-folds", "1", "--max-len", "48", "--batch-size", "4",
+                           "--grad-checkpointing", "--llrd", "0.9", "--out", out)
+    assert code == 0, err
+    saved = json.loads((out / "run_config.json").read_text())
+    assert saved["pooling"] == "weighted-layer" and saved["grad_accum"] == 2 and saved["grad_checkpointing"] is True
+    cv = json.loads((out / "cv.json").read_text())
+    assert cv["folds_trained"] == [1] and np.isfinite(cv["score"])
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["epoch"].max() == 2 and metrics["val_score"].notna().sum() == 2
+    oof = pd.read_csv(out / "oof.csv")
+    folds = pd.read_csv(out / "folds.csv")
+    assert set(oof["text_id"]) == set(folds.loc[folds["fold"] == 1, "text_id"])
