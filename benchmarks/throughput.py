@@ -86,35 +86,26 @@ def measure(args, queue) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    result = {"variant": args.variant}
-    if args.phase == "train":
-        if args.variant == "kit":
-            from kaggle_kit.config import TrainConfig
-            from kaggle_kit.trainer import make_optimizer
+    train = args.phase == "train"
+    optimizer = None
+    if train and args.variant == "kit":
+        from kaggle_kit.config import TrainConfig
+        from kaggle_kit.trainer import make_optimizer
 
-            optimizer = make_optimizer(model, TrainConfig(lr=1e-5, head_lr=1e-5))
-        else:
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        model.train()
-        batches = _batches(args, ids, train=True)
-        run_batch(batches[0], True)
+        optimizer = make_optimizer(model, TrainConfig(lr=1e-5, head_lr=1e-5))
+    elif train:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    model.train(train)
+    batches = _batches(args, ids, train=train)
+    with torch.inference_mode(not train):
+        run_batch(batches[0], train)
         sync()
         start = time.perf_counter()
         for batch_idx in batches:
-            run_batch(batch_idx, True)
+            run_batch(batch_idx, train)
         sync()
         seconds = time.perf_counter() - start
-    else:
-        model.eval()
-        batches = _batches(args, ids, train=False)
-        with torch.inference_mode():
-            run_batch(batches[0], False)
-            sync()
-            start = time.perf_counter()
-            for batch_idx in batches:
-                run_batch(batch_idx, False)
-            sync()
-        seconds = time.perf_counter() - start
+    result = {"variant": args.variant}
     real_tokens = sum(len(x) for x in ids)
     padded_tokens = sum(len(b) * (pad_to or max(len(ids[i]) for i in b)) for b in batches)
     result.update(samples_per_s=len(ids) / seconds, seconds=seconds, padded_tokens=padded_tokens,
