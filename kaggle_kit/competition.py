@@ -108,6 +108,9 @@ class Competition:
     hidden_test_size: int = 1000
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_hint: str = ""
+    # Files besides train.csv/test.csv that build_inputs reads from ctx.data_dir, at training and at inference:
+    # a bundle must ship them and pass the folder holding them as data_dir.
+    extra_files: tuple[str, ...] = ()
 
     @property
     def n_outputs(self) -> int:

@@ -69,3 +69,35 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_deberta(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory.mktemp("models") / "tiny-deberta-v2", "deberta")
+
+
+def _uspppm_dir() -> Path:
+    folder = SHARED_DATA / "uspppm"
+    if not (folder / "train.csv").is_file() or not (folder / "cpc_titles.csv").is_file():
+        pytest.skip(f"real USPPPM data (train.csv, cpc_titles.csv) not found at {folder}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def uspppm_dir() -> Path:
+    return _uspppm_dir()
+
+
+@pytest.fixture(scope="session")
+def uspppm_small_dir(tmp_path_factory, uspppm_dir) -> Path:
+    """Every pair of the first 12 real anchors (549 rows), the real test.csv and sample_submission.csv, and a
+    titles file cut down to the codes those use, with only the two required columns (code, title)."""
+    import pandas as pd
+
+    out = tmp_path_factory.mktemp("uspppm_small")
+    train = pd.read_csv(uspppm_dir / "train.csv", dtype=str, keep_default_na=False)
+    anchors = train["anchor"].drop_duplicates().iloc[:12]
+    train[train["anchor"].isin(anchors)].to_csv(out / "train.csv", index=False)
+    test = pd.read_csv(uspppm_dir / "test.csv", dtype=str, keep_default_na=False)
+    for name in ("test.csv", "sample_submission.csv"):
+        (out / name).write_bytes((uspppm_dir / name).read_bytes())
+    contexts = set(train["context"]) | set(test["context"])
+    titles = pd.read_csv(uspppm_dir / "cpc_titles.csv", usecols=["code", "title"], dtype=str, keep_default_na=False)
+    keep = titles["code"].isin(contexts | {c[0] for c in contexts})
+    titles[keep].to_csv(out / "cpc_titles.csv", index=False)
+    return out
