@@ -43,3 +43,11 @@ def test_every_loss_builds_and_returns_a_scalar():
 def test_unknown_loss_is_a_clear_error():
     with pytest.raises(KitError, match="--loss 'huber2' is unknown"):
         get_loss("huber2")
+
+
+def test_pearson_loss_on_a_batch_of_one_is_finite_and_inert():
+    """A trailing batch of one row has no variance: the loss must not turn into NaN and poison the weights."""
+    pred = torch.randn(1, 1, requires_grad=True)
+    loss = PearsonLoss()(pred, torch.rand(1, 1))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.all(pred.grad == 0)
