@@ -96,6 +96,9 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
         folds = run.finished_folds()
         if not folds:
             raise KitError(f"{run.path}: no finished fold weights (fold*.safetensors) to predict with")
+        status = run.load_manifest().get("status")
+        if status != "complete":
+            log.warning("%s: run status is %r, predicting with its finished folds %s", run.path, status, folds)
         plan.append((run, run.load_config(), folds))
     total = sum(len(folds) for _, _, folds in plan)
     start = clock()
