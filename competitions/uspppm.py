@@ -131,6 +131,7 @@ COMPETITION = Competition(
         "quick": {"folds": 4, "train_folds": [0], "epochs": 1, "max_len": 64, "batch_size": 32,
                   "eval_batch_size": 128, "lr": 1e-4, "head_lr": 1e-3, "eval_every": 2},
     },
-    data_hint="the CPC titles file (cpc_titles.csv or Kaggle's cpc-codes titles.csv) must sit beside train.csv",
+    data_hint="the CPC titles must sit beside train.csv as cpc_titles.csv, or as titles.csv from "
+              "`kaggle datasets download -d xhlulu/cpc-codes`",
     extra_files=(TITLES_FILE,),
 )

@@ -27,6 +27,7 @@ def test_pearson_matches_numpy_and_handles_constant():
     a, b = rng.normal(size=50), rng.normal(size=50)
     assert PEARSON(a, b, ["score"]).score == pytest.approx(np.corrcoef(a, b)[0, 1])
     assert PEARSON(a, np.ones(50), ["score"]).score == 0.0
+    assert PEARSON(rng.normal(size=7381), np.full(7381, 0.36021541796504536), ["score"]).score == 0.0
     assert PEARSON.better(0.8, 0.7)
 
 
