@@ -110,7 +110,9 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> T
     device = pick_device(cfg.device)
     if not resume:
         write_json(run.config, cfg.to_dict())
-        write_json(run.manifest, new_manifest(cfg, [prep.data_dir / "train.csv"], describe(device), prep.model_path))
+        data_files = [prep.data_dir / "train.csv"] + [prep.data_dir / name for name in comp.extra_files
+                                                      if (prep.data_dir / name).is_file()]
+        write_json(run.manifest, new_manifest(cfg, data_files, describe(device), prep.model_path))
         prep.tokenizer.save_pretrained(str(run.tokenizer))
         prep.backbone_config.save_pretrained(str(run.backbone))
         with atomic_path(run.folds_csv) as tmp:

@@ -149,6 +149,8 @@ def test_train_predict_and_ensemble_on_real_pairs(tmp_path, uspppm_small_dir, ti
     assert oof["score"].between(0, 1).all()
     cv = json.loads((first / "cv.json").read_text())
     assert cv["metric"] == "Pearson" and set(cv["folds"]) == {"fold0", "fold1"}
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert set(manifest["data"]) == {"train.csv", "cpc_titles.csv"}
 
     train_only = tmp_path / "train_only"
     train_only.mkdir()
