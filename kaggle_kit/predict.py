@@ -70,6 +70,8 @@ class PredictionReport:
     folds_used: list[tuple[str, int]] = field(default_factory=list)
     folds_skipped: list[tuple[str, int]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    # The part of `seconds` spent building and loading the fold's model: it does not grow with the test size.
+    load_seconds: dict[str, float] = field(default_factory=dict)
 
 
 # Called after each fold with (folds done, folds total, seconds so far); False stops further folds.
@@ -79,11 +81,13 @@ ContinueCheck = Callable[[int, int, float], bool]
 def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path], weights: Sequence[float] | None = None,
                  device: str = "auto", batch_size: int | None = None, data_dir: Path | None = None,
                  should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
-                 report: PredictionReport | None = None) -> np.ndarray:
+                 report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """Post-processed predictions (n_rows, n_targets): folds averaged within a run, runs blended by weight.
 
     After each fold `should_continue` may stop the remaining work; the folds done so far are still used,
     so a deadline never costs the submission (at least one fold always runs).
+    `folds` names the folds of each run to use; a bundle passes them because its model folders hold only the
+    weights, not the per-fold training records that `RunDir.finished_folds` looks for.
     """
     report = report if report is not None else PredictionReport()
     weights = list(weights) if weights is not None else [1.0 / len(run_paths)] * len(run_paths)
@@ -91,15 +95,23 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
         raise KitError(f"{len(weights)} ensemble weights for {len(run_paths)} runs")
     torch_device = pick_device(device)
     plan = []
-    for path in run_paths:
+    if folds is not None and len(folds) != len(run_paths):
+        raise KitError(f"{len(folds)} fold lists for {len(run_paths)} runs")
+    for i, path in enumerate(run_paths):
         run = RunDir(Path(path))
-        folds = run.finished_folds()
-        if not folds:
+        if folds is None:
+            run_folds = run.finished_folds()
+            status = run.load_manifest().get("status")
+            if run_folds and status != "complete":
+                log.warning("%s: run status is %r, predicting with its finished folds %s", run.path, status, run_folds)
+        else:
+            run_folds = list(folds[i])
+            missing = [f for f in run_folds if not run.weights(f).is_file()]
+            if missing:
+                raise KitError(f"{run.weights(missing[0])}: file not found")
+        if not run_folds:
             raise KitError(f"{run.path}: no finished fold weights (fold*.safetensors) to predict with")
-        status = run.load_manifest().get("status")
-        if status != "complete":
-            log.warning("%s: run status is %r, predicting with its finished folds %s", run.path, status, folds)
-        plan.append((run, run.load_config(), folds))
+        plan.append((run, run.load_config(), run_folds))
     total = sum(len(folds) for _, _, folds in plan)
     start = clock()
     blended = np.zeros((len(df), comp.n_outputs), dtype=np.float64)
@@ -117,6 +129,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                 break
             fold_start = clock()
             model = load_fold_model(run, cfg, comp.n_outputs, fold, torch_device)
+            report.load_seconds[f"{run.path.name}/fold{fold}"] = clock() - fold_start
             raw = infer(model, ids, tokenizer.pad_token_id or 0, batch_size or cfg.eval_batch_size, torch_device,
                         dtype, desc=f"{run.path.name} fold {fold}")
             fold_preds.append(link(torch.from_numpy(raw)).numpy())

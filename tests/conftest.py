@@ -71,6 +71,32 @@ def tiny_deberta(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory.mktemp("models") / "tiny-deberta-v2", "deberta")
 
 
+@pytest.fixture(scope="session")
+def ell_tiny_run(tmp_path_factory, ell_small_dir, tiny_bert) -> Path:
+    """A complete 2-fold run of the tiny BERT on 48 real essays (about 10 s), shared by every test that needs one."""
+    from tests.helpers import invoke
+
+    out = tmp_path_factory.mktemp("runs") / "ell-tiny"
+    code = invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
+                  "--max-len", "64", "--batch-size", "4", "--eval-every", "2", "--pooling", "attention",
+                  "--llrd", "0.8", "--fgm-eps", "0.5", "--ema", "0.9", "--out", out)
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_packages_of_this_env(tmp_path_factory) -> Path:
+    """A Kaggle image list that has every kaggle-kit requirement at its installed version: bundling downloads
+    nothing, so tests never need PyPI."""
+    from importlib.metadata import distributions
+
+    path = tmp_path_factory.mktemp("image") / "image.txt"
+    lines = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()
+                    if d.metadata["Name"] and d.metadata["Name"] != "kaggle-kit"})
+    path.write_text("# date: test\n# python: 3.11\n" + "\n".join(lines) + "\n")
+    return path
+
+
 def _uspppm_dir() -> Path:
     folder = SHARED_DATA / "uspppm"
     if not (folder / "train.csv").is_file() or not (folder / "cpc_titles.csv").is_file():

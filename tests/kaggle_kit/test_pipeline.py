@@ -9,20 +9,15 @@ from safetensors.torch import load_file
 
 from kaggle_kit.fileio import sha256_file
 from kaggle_kit.run import RunDir
-from tests.helpers import invoke, run_kit
+from tests.helpers import run_kit
 
 pytestmark = pytest.mark.e2e
 TARGETS = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, ell_small_dir, tiny_bert):
-    out = tmp_path_factory.mktemp("runs") / "ell-tiny"
-    code = invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
-                  "--max-len", "64", "--batch-size", "4", "--eval-every", "2", "--pooling", "attention",
-                  "--llrd", "0.8", "--fgm-eps", "0.5", "--ema", "0.9", "--out", out)
-    assert code == 0
-    return out
+def trained_run(ell_tiny_run):
+    return ell_tiny_run
 
 
 def test_run_folder_layout(trained_run, ell_small_dir):
