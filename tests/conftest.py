@@ -97,6 +97,18 @@ def image_packages_of_this_env(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def ell_tiny_bundle(tmp_path_factory, ell_tiny_run, image_packages_of_this_env) -> Path:
+    """`kit bundle` of ell_tiny_run (no offline check), owned by `kit-tester`. Tests must not modify it."""
+    from kaggle_kit.bundle import build_bundle, load_image_packages
+    from kaggle_kit.registry import get_competition
+
+    out = tmp_path_factory.mktemp("bundles")
+    bundle = build_bundle(get_competition("ell"), [ell_tiny_run], out, owner="kit-tester",
+                          image=load_image_packages(image_packages_of_this_env), log=lambda _: None)
+    return bundle.path
+
+
 def _uspppm_dir() -> Path:
     folder = SHARED_DATA / "uspppm"
     if not (folder / "train.csv").is_file() or not (folder / "cpc_titles.csv").is_file():

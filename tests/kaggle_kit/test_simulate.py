@@ -1,0 +1,77 @@
+"""`kit simulate` and the check inside `kit bundle`: the notebook runs offline in a venv without the kit
+checkout, and its submission equals `kit predict`."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kaggle_kit.simulate import image_site_dir
+from tests.helpers import assert_one_line_error, run_kit
+
+pytestmark = pytest.mark.e2e
+TARGETS = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
+
+
+def test_simulate_matches_kit_predict(ell_tiny_bundle, ell_tiny_run, ell_small_dir, tmp_path, capsys):
+    simulated = tmp_path / "simulated.csv"
+    code, _, err = run_kit(capsys, "simulate", "--bundle", ell_tiny_bundle, "--data", ell_small_dir,
+                           "--output", simulated)
+    assert code == 0, err
+    for phase in ("install", "bundle check", "load", "inference ell-tiny/fold0", "inference ell-tiny/fold1",
+                  "projected runtime for the hidden test (2,700 rows)"):
+        assert phase in err, phase
+    predicted = tmp_path / "predicted.csv"
+    code, _, err = run_kit(capsys, "predict", "ell", "--run", ell_tiny_run, "--input", ell_small_dir / "test.csv",
+                           "--output", predicted)
+    assert code == 0, err
+    sim, pred = pd.read_csv(simulated), pd.read_csv(predicted)
+    sample = pd.read_csv(ell_small_dir / "sample_submission.csv")
+    assert list(sim.columns) == list(sample.columns) and list(sim["text_id"]) == list(sample["text_id"])
+    assert not sim.isna().any().any()
+    assert np.abs(sim[TARGETS].to_numpy() - pred[TARGETS].to_numpy()).max() <= 1e-4
+
+
+def test_bundle_runs_the_offline_check_by_default(ell_tiny_run, image_packages_of_this_env, tmp_path, capsys):
+    code, _, err = run_kit(capsys, "bundle", "ell", "--run", ell_tiny_run, "--owner", "kit-tester", "--out", tmp_path,
+                           "--image-packages", image_packages_of_this_env)
+    assert code == 0, err
+    assert "simulate: valid submission, 8 rows, equal to `kit predict`" in err
+
+
+def test_tampered_bundle_stops_the_notebook(ell_tiny_bundle, ell_small_dir, tmp_path, capsys):
+    bundle = tmp_path / ell_tiny_bundle.name
+    shutil.copytree(ell_tiny_bundle, bundle)
+    weights = bundle / "dataset" / "models" / "ell-tiny" / "fold0.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    code, _, err = run_kit(capsys, "simulate", "--bundle", bundle, "--data", ell_small_dir)
+    assert_one_line_error(code, err, "cell 'verify'", "models/ell-tiny/fold0.safetensors does not match manifest.json")
+
+
+def test_simulated_image_hides_the_kit(tmp_path):
+    names = {p.name for p in image_site_dir(tmp_path).iterdir()}
+    assert "torch" in names and "transformers" in names
+    assert not any(n.startswith(("kaggle_kit", "__editable__", "competitions")) for n in names)
+
+
+def test_simulate_needs_a_bundle(tmp_path, ell_small_dir, capsys):
+    code, _, err = run_kit(capsys, "simulate", "--bundle", tmp_path, "--data", ell_small_dir)
+    assert_one_line_error(code, err, "no dataset/manifest.json")
+
+
+def test_image_venv_lacks_the_kit_and_the_fallback_blocks_the_network(tmp_path):
+    import subprocess
+
+    from kaggle_kit.simulate import make_image_venv
+
+    python = make_image_venv(tmp_path, block_with_socket_patch=True)
+    probe = ("import importlib.util, socket\n"
+             "print('kit', importlib.util.find_spec('kaggle_kit') is not None)\n"
+             "print('torch', importlib.util.find_spec('torch') is not None)\n"
+             "try:\n    socket.create_connection(('192.0.2.1', 80), timeout=5)\n"
+             "except OSError as err:\n    print('blocked', err)\n")
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    assert "kit False" in out and "torch True" in out and "blocked by kit simulate" in out
