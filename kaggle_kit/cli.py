@@ -60,6 +60,7 @@ def train(
     data: Path = typer.Option(None, help="Folder with train.csv [default: data/<competition>/]."),
     model: Path = typer.Option(None, help="Local Hugging Face model folder [default: embedded all-MiniLM-L6-v2]."),
     preset: str = typer.Option(None, help="quick (CPU, <10 min) or full (the GPU reference recipe)."),
+    mode: str = typer.Option(None, help="finetune, or frozen: pooled embeddings + a ridge head per fold."),
     config: Path = typer.Option(None, "--config", help="YAML/JSON file of settings; flags override it."),
     out: Path = typer.Option(None, help="Run folder [default: runs/<competition>/<time>-<model>]."),
     resume: bool = typer.Option(False, help="Continue the run in --out (or the latest unfinished one)."),

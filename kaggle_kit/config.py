@@ -16,9 +16,13 @@ SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
+MODES = ("finetune", "frozen")
+
+
 @dataclass
 class TrainConfig:
     competition: str = "ell"
+    mode: str = "finetune"
     data: str | None = None
     model: str | None = None
     folds: int = 4
@@ -174,6 +178,8 @@ def validate(cfg: TrainConfig) -> None:
         bad("llrd", f"layer-wise decay must be in (0, 1] (got {cfg.llrd}); 1 means no decay")
     if cfg.scheduler not in SCHEDULERS:
         bad("scheduler", f"{cfg.scheduler!r} is unknown; choose one of: {', '.join(SCHEDULERS)}")
+    if cfg.mode not in MODES:
+        bad("mode", f"{cfg.mode!r} is unknown; choose one of: {', '.join(MODES)}")
     if cfg.precision not in PRECISIONS:
         bad("precision", f"{cfg.precision!r} is unknown; choose one of: {', '.join(PRECISIONS)}")
     if not 0 <= cfg.warmup < 1:

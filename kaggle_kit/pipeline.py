@@ -76,6 +76,10 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
     if cfg.input_format and cfg.input_format not in comp.input_formats:
         raise KitError(f"--input-format {cfg.input_format!r} is unknown for {comp.name}; "
                        f"choose one of: {', '.join(comp.input_formats)}")
+    if cfg.mode == "frozen":
+        from kaggle_kit.frozen import check_config
+
+        check_config(cfg)
     seed_everything(cfg.seed)
     if cfg.max_train_samples and cfg.max_train_samples < len(train_df):
         train_df = train_df.sample(n=cfg.max_train_samples, random_state=cfg.seed).sort_index().reset_index(drop=True)
@@ -119,8 +123,11 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> T
             pd.DataFrame({comp.schema.id_column: prep.row_ids, "fold": prep.folds}).to_csv(tmp, index=False)
     log.info("run folder: %s (device %s)", run.path, describe(device))
 
-    trainer = FoldTrainer(cfg, comp, prep.backbone_config, prep.model_path, prep.tokenizer.pad_token_id or 0,
-                          device, run)
+    trainer_class = FoldTrainer
+    if cfg.mode == "frozen":
+        from kaggle_kit.frozen import FrozenFoldTrainer as trainer_class
+    trainer = trainer_class(cfg, comp, prep.backbone_config, prep.model_path, prep.tokenizer.pad_token_id or 0,
+                            device, run)
     for fold in cfg.fold_list():
         if run.fold_done(fold):
             log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)

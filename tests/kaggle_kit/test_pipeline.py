@@ -1,6 +1,7 @@
 """End to end on real ELL essays with a tiny random model: train -> run folder -> resume -> predict."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -124,3 +125,36 @@ def test_deberta_with_every_trainer_option(tmp_path, ell_small_dir, tiny_deberta
     oof = pd.read_csv(out / "oof.csv")
     folds = pd.read_csv(out / "folds.csv")
     assert set(oof["text_id"]) == set(folds.loc[folds["fold"] == 1, "text_id"])
+
+
+def test_frozen_mode_saves_ridge_heads_that_predict_like_the_oof(tmp_path, ell_small_dir, tiny_bert, capsys):
+    """The ridge head is stored as the model's output layer: predicting the validation rows from the saved
+    fold weights must reproduce the OOF predictions computed from the cached features."""
+    from kaggle_kit.predict import predict_runs
+    from kaggle_kit.registry import get_competition
+
+    out = tmp_path / "frozen"
+    code, _, err = run_kit(capsys, "train", "ell", "--mode", "frozen", "--data", ell_small_dir, "--model", tiny_bert,
+                           "--folds", "2", "--max-len", "64", "--out", out)
+    assert code == 0, err
+    assert "fold 1: ridge alpha" in err
+    oof = pd.read_csv(out / "oof.csv")
+    folds = pd.read_csv(out / "folds.csv")
+    train = pd.read_csv(ell_small_dir / "train.csv")
+    for fold in (0, 1):
+        ids = folds.loc[folds["fold"] == fold, "text_id"]
+        rows = train[train["text_id"].isin(ids)].reset_index(drop=True)
+        # predict with this fold's weights only, by hiding the other fold's
+        copy = tmp_path / f"only{fold}"
+        shutil.copytree(out, copy)
+        (copy / f"fold{1 - fold}.safetensors").unlink()
+        predicted = predict_runs(get_competition("ell"), rows.astype(str), [copy], device="cpu")
+        expected = oof.set_index("text_id").loc[rows["text_id"], TARGETS].to_numpy()
+        assert np.allclose(predicted, expected, atol=1e-4)
+
+
+def test_frozen_mode_rejects_trained_poolings(tmp_path, ell_small_dir, tiny_bert, capsys):
+    code, _, err = run_kit(capsys, "train", "ell", "--mode", "frozen", "--pooling", "attention", "--data",
+                           ell_small_dir, "--model", tiny_bert, "--folds", "2", "--out", tmp_path / "r")
+    assert code == 2 and "--mode frozen needs a pooling without trained weights" in err
+    assert not (tmp_path / "r").exists()
