@@ -205,7 +205,8 @@ def bundle(
     result = build_bundle(comp, run, out, weight_list, slug=slug, owner=owner, license_name=license, gpu=gpu,
                           image=image, log=say)
     say(f"bundle: {result.path} ({result.size_bytes() / 1e6:.1f} MB; wheels: "
-                  f"{', '.join(Path(w).name for w in result.wheels)})")
+        f"{', '.join(Path(w).name for w in result.wheels)})")
+    say(f"next: kit simulate --bundle {result.path} --data DIR, then kit submit {comp.name} --bundle {result.path}")
     if check:
         from kaggle_kit.simulate import print_simulation, quick_check
 

@@ -59,7 +59,7 @@ socket.socket.connect, socket.socket.connect_ex = _guarded_connect, _guarded_con
 class Simulation:
     """What a simulated Kaggle run measured and produced."""
 
-    submission: Path
+    submission: Path | None  # the --output copy, if any
     rows: int
     network: str
     phases: dict[str, float] = field(default_factory=dict)
@@ -235,7 +235,7 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
 
         nb_in, nb_out = root / "in.ipynb", root / "executed.ipynb"
         nbformat.write(nb, str(nb_in))
-        phases["environment"] = time.perf_counter() - start
+        phases["venv and input folders"] = time.perf_counter() - start
         log(f"simulate: running {bundle_dir / 'notebook' / NOTEBOOK_NAME} offline ({network}) on {len(test_df)} rows")
         start = time.perf_counter()
         run_notebook(nb_in, nb_out, working, kernel_env(root, jupyter), use_unshare, timeout)
@@ -254,6 +254,7 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     problems = submission_problems(submission, sample, comp.schema.id_column)
     if problems:
         raise KitError(f"simulate: submission.csv is not valid: {problems[0]}")
+    log("simulate: predicting the same rows in this process with `kit predict`'s code, to compare")
     dataset = bundle_dir / "dataset"
     runs = manifest["runs"]
     expected = submission_frame(comp, test_df, predict_runs(
@@ -271,7 +272,7 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     phases["notebook total"] = total
     fixed = total - sum(infer.values())
     projected = fixed + sum(infer.values()) * comp.hidden_test_size / len(test_df)
-    return Simulation(Path(output) if output else Path(), len(submission), network, phases, infer, projected,
+    return Simulation(Path(output) if output else None, len(submission), network, phases, infer, projected,
                       comp.hidden_test_size, diff, report["kaggle_kit_file"])
 
 
