@@ -22,7 +22,7 @@ def code_of(nb, cell_id):
 def test_same_inputs_same_bytes_and_no_outputs():
     nb = make()
     assert notebook_text(nb) == notebook_text(make())
-    assert [c.id for c in nb.cells] == ["intro", "parameters", "verify-intro", "verify", "install-intro", "install",
+    assert [c.id for c in nb.cells] == ["parameters", "intro", "verify-intro", "verify", "install-intro", "install",
                                         "predict-intro", "predict", "show"]
     for cell in nb.cells:
         if cell.cell_type == "code":

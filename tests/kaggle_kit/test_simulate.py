@@ -75,3 +75,29 @@ def test_image_venv_lacks_the_kit_and_the_fallback_blocks_the_network(tmp_path):
              "except OSError as err:\n    print('blocked', err)\n")
     out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
     assert "kit False" in out and "torch True" in out and "blocked by kit simulate" in out
+
+
+def test_socket_patch_fallback_also_runs_offline(ell_tiny_bundle, ell_small_dir, monkeypatch):
+    """Where `unshare --net` is unavailable the notebook still runs, with non-loopback connects refused."""
+    from kaggle_kit import simulate
+
+    monkeypatch.setattr(simulate, "unshare_works", lambda: False)
+    lines = []
+    sim = simulate.simulate(ell_tiny_bundle, ell_small_dir, log=lines.append)
+    assert sim.network.startswith("socket patch") and sim.rows == 3 and sim.max_abs_diff <= 1e-4
+    assert any(line.startswith("warning: `unshare --net` is unavailable") for line in lines)
+
+
+def test_quick_check_is_skipped_without_the_training_data(ell_tiny_run, ell_tiny_bundle, tmp_path):
+    import json
+
+    from kaggle_kit.registry import get_competition
+    from kaggle_kit.simulate import quick_check
+
+    run = tmp_path / "run"
+    shutil.copytree(ell_tiny_run, run)
+    config = json.loads((run / "run_config.json").read_text())
+    (run / "run_config.json").write_text(json.dumps({**config, "data": str(tmp_path / "gone")}))
+    lines = []
+    assert quick_check(get_competition("ell"), ell_tiny_bundle, run, log=lines.append) is None
+    assert lines and lines[0].startswith("warning: skipped the offline check") and "kit simulate --bundle" in lines[0]
