@@ -318,9 +318,10 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
                  slug: str | None = None, owner: str | None = None, license_name: str = "CC0-1.0",
                  gpu: bool = True, image: ImagePackages | None = None, downloader: Downloader = pip_download,
                  log: Callable[[str], None] = print) -> Bundle:
-    """Write `out_root/<slug>/dataset/` and `out_root/<slug>/notebook/`, replacing an older bundle of that slug."""
-    from kaggle_kit.notebook import NOTEBOOK_NAME, build_notebook, notebook_text
+    """Write `out_root/<slug>/dataset/` and `out_root/<slug>/notebook/`, replacing an older bundle of that slug.
 
+    Everything is written to a staging folder first, so a failure never leaves half a bundle under the slug.
+    """
     if slug is not None and not (SLUG_PATTERN.match(slug) and 6 <= len(slug) <= 40):
         raise KitError(f"--slug {slug!r}: use 6-40 lowercase letters, digits and single hyphens "
                        f"(the notebook's slug adds '-inference')")
@@ -333,53 +334,12 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     dataset_meta = {"id": f"{owner}/{slug}", "licenses": [{"name": license_name}],
                     "title": f"{slug} bundle" if len(slug) <= 43 else slug}
     validate_dataset_metadata(dataset_meta, "--slug/--owner/--license")
-    epoch = bundle_epoch(runs)
-    created = dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat()
     out_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{slug}.", dir=out_root))
     try:
-        dataset, notebook = staging / "dataset", staging / "notebook"
-        for r in runs:
-            for src, dest in model_files(r):
-                (dataset / dest).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dataset / dest)
-        data_dir = copy_extra_files(comp, runs, dataset)
-        kit_wheel = build_kit_wheel(dataset / "wheels", epoch)
-        missing = missing_from_image(wheel_requirements(kit_wheel), image)
-        if missing:
-            log(f"not on the Kaggle image ({image.path.name}, {image.date}): {', '.join(map(str, missing))}; "
-                f"downloading wheels for Python {image.python}")
-            downloader(missing, dataset / "wheels", image)
-        wheels = sorted(f"wheels/{p.name}" for p in (dataset / "wheels").glob("*.whl"))
-        run_entries = [{"name": r.name, "path": f"models/{r.name}", "folds": r.folds, "weight": r.weight,
-                        "cv_score": r.cv.get("score") if r.cv else None,
-                        "metric": r.cv.get("metric") if r.cv else comp.metric.name} for r in runs]
-        files = {p.relative_to(dataset).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
-                 for p in sorted(dataset.rglob("*")) if p.is_file()}
-        write_json(dataset / MANIFEST_NAME, {
-            "bundle_format": 1,
-            "competition": comp.name,
-            "kaggle_competition": comp.kaggle_slug,
-            "created": created,
-            "kit_version": kaggle_kit.__version__,
-            "image_packages": {"file": image.path.name, "date": image.date, "python": image.python},
-            "runs": run_entries,
-            "wheels": wheels,
-            "data_dir": data_dir,
-            "files": files,
-        })
-        write_json(dataset / DATASET_METADATA, dataset_meta)
-        nb = build_notebook(comp.title, comp.kaggle_slug, slug, wheels, run_entries)
-        write_text(notebook / NOTEBOOK_NAME, notebook_text(nb))
-        kernel_slug = f"{slug}-inference"
-        kernel_meta = {
-            "id": f"{owner}/{kernel_slug}", "title": kernel_slug, "code_file": NOTEBOOK_NAME,
-            "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": gpu,
-            "enable_tpu": False, "enable_internet": False, "dataset_sources": [f"{owner}/{slug}"],
-            "competition_sources": [comp.kaggle_slug], "kernel_sources": [], "model_sources": [],
-        }
-        write_json(notebook / KERNEL_METADATA, kernel_meta)
-        validate_kernel_metadata(kernel_meta, notebook)
+        manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log)
+        write_json(staging / "dataset" / DATASET_METADATA, dataset_meta)
+        write_notebook_folder(staging / "notebook", comp, manifest, owner, slug, gpu)
         final = out_root / slug
         if final.exists():
             shutil.rmtree(final)
@@ -387,18 +347,77 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return Bundle(final, slug, owner, wheels, [str(r) for r in missing])
+    return Bundle(final, slug, owner, manifest["wheels"], manifest["downloaded"])
+
+
+def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image: ImagePackages,
+                  downloader: Downloader, log: Callable[[str], None]) -> dict[str, Any]:
+    """models/, data/ (plugin extra files), wheels/ and manifest.json; returns the manifest."""
+    epoch = bundle_epoch(runs)
+    for r in runs:
+        for src, dest in model_files(r):
+            (dataset / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dataset / dest)
+    data_dir = copy_extra_files(comp, runs, dataset)
+    kit_wheel = build_kit_wheel(dataset / "wheels", epoch)
+    missing = missing_from_image(wheel_requirements(kit_wheel), image)
+    if missing:
+        log(f"not on the Kaggle image ({image.path.name}, {image.date}): {', '.join(map(str, missing))}; "
+            f"downloading wheels for Python {image.python}")
+        downloader(missing, dataset / "wheels", image)
+    manifest = {
+        "bundle_format": 1,
+        "competition": comp.name,
+        "kaggle_competition": comp.kaggle_slug,
+        "created": dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(),
+        "kit_version": kaggle_kit.__version__,
+        "image_packages": {"file": image.path.name, "date": image.date, "python": image.python},
+        "runs": [{"name": r.name, "path": f"models/{r.name}", "folds": r.folds, "weight": r.weight,
+                  "cv_score": r.cv.get("score") if r.cv else None,
+                  "metric": r.cv.get("metric") if r.cv else comp.metric.name} for r in runs],
+        "wheels": sorted(f"wheels/{p.name}" for p in (dataset / "wheels").glob("*.whl")),
+        "downloaded": [str(r) for r in missing],
+        "data_dir": data_dir,
+        "files": {p.relative_to(dataset).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+                  for p in sorted(dataset.rglob("*")) if p.is_file()},
+    }
+    write_json(dataset / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def write_notebook_folder(folder: Path, comp: Competition, manifest: dict[str, Any], owner: str, slug: str,
+                          gpu: bool) -> None:
+    """inference.ipynb and its kernel-metadata.json (validated: internet written as off)."""
+    from kaggle_kit.notebook import NOTEBOOK_NAME, build_notebook, notebook_text
+
+    nb = build_notebook(comp.title, comp.kaggle_slug, slug, manifest["wheels"], manifest["runs"])
+    write_text(folder / NOTEBOOK_NAME, notebook_text(nb))
+    kernel_slug = f"{slug}-inference"
+    kernel_meta = {
+        "id": f"{owner}/{kernel_slug}", "title": kernel_slug, "code_file": NOTEBOOK_NAME,
+        "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": gpu,
+        "enable_tpu": False, "enable_internet": False, "dataset_sources": [f"{owner}/{slug}"],
+        "competition_sources": [comp.kaggle_slug], "kernel_sources": [], "model_sources": [],
+    }
+    write_json(folder / KERNEL_METADATA, kernel_meta)
+    validate_kernel_metadata(kernel_meta, folder)
 
 
 def copy_extra_files(comp: Competition, runs: list[BundleRun], dataset: Path) -> str | None:
-    """Files the plugin's input builder reads besides test.csv (Competition.extra_files), from the first run's data."""
+    """Files the plugin's input builder reads besides test.csv (Competition.extra_files) into dataset/data/.
+
+    Each is taken from the first run's data folder, or from a path of that name in its config's `extra`.
+    """
     if not comp.extra_files:
         return None
-    data = runs[0].run.load_config().data
+    cfg = runs[0].run.load_config()
     for name in comp.extra_files:
-        src = Path(data or ".") / name
-        if not src.is_file():
-            raise KitError(f"{src}: file not found; {comp.name} needs it at inference (the run's data folder)")
+        candidates = [Path(cfg.data or ".") / name]
+        candidates += [Path(v) for v in cfg.extra.values() if isinstance(v, str) and Path(v).name == name]
+        src = next((p for p in candidates if p.is_file()), None)
+        if src is None:
+            raise KitError(f"{candidates[0]}: file not found; {comp.name} reads {name} at inference, so the bundle "
+                           f"must ship it (put it in the run's data folder)")
         (dataset / "data").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dataset / "data" / name)
     return "data"

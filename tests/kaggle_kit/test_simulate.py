@@ -1,6 +1,7 @@
 """`kit simulate` and the check inside `kit bundle`: the notebook runs offline in a venv without the kit
 checkout, and its submission equals `kit predict`."""
 
+import json
 import shutil
 
 import numpy as np
@@ -89,8 +90,6 @@ def test_socket_patch_fallback_also_runs_offline(ell_tiny_bundle, ell_small_dir,
 
 
 def test_quick_check_is_skipped_without_the_training_data(ell_tiny_run, ell_tiny_bundle, tmp_path):
-    import json
-
     from kaggle_kit.registry import get_competition
     from kaggle_kit.simulate import quick_check
 
@@ -101,3 +100,24 @@ def test_quick_check_is_skipped_without_the_training_data(ell_tiny_run, ell_tiny
     lines = []
     assert quick_check(get_competition("ell"), ell_tiny_bundle, run, log=lines.append) is None
     assert lines and lines[0].startswith("warning: skipped the offline check") and "kit simulate --bundle" in lines[0]
+
+
+def test_a_uspppm_bundle_ships_its_titles_file_and_runs_offline(tmp_path, uspppm_small_dir, tiny_bert,
+                                                                 image_packages_of_this_env, capsys):
+    """Every plugin bundles the same way; USPPPM also needs cpc_titles.csv inside the dataset."""
+    from kaggle_kit.bundle import build_bundle, load_image_packages
+    from kaggle_kit.registry import get_competition
+    from kaggle_kit.simulate import simulate
+
+    run = tmp_path / "run"
+    code, _, err = run_kit(capsys, "train", "uspppm", "--data", uspppm_small_dir, "--model", tiny_bert, "--folds", "2",
+                           "--train-folds", "0", "--epochs", "1", "--max-len", "32", "--batch-size", "16", "--out", run)
+    assert code == 0, err
+    bundle = build_bundle(get_competition("uspppm"), [run], tmp_path / "bundles", owner="kit-tester",
+                          image=load_image_packages(image_packages_of_this_env), log=lambda _: None)
+    manifest = json.loads((bundle.dataset / "manifest.json").read_text())
+    assert manifest["data_dir"] == "data" and "data/cpc_titles.csv" in manifest["files"]
+    assert json.loads((bundle.notebook / "kernel-metadata.json").read_text())["competition_sources"] == [
+        "us-patent-phrase-to-phrase-matching"]
+    sim = simulate(bundle.path, uspppm_small_dir, log=lambda _: None)
+    assert sim.rows == len(pd.read_csv(uspppm_small_dir / "sample_submission.csv")) and sim.max_abs_diff <= 1e-4
