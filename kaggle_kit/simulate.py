@@ -189,6 +189,48 @@ def _timestamp(text: str) -> dt.datetime:
 
 # ---- the whole simulation -------------------------------------------------------------------------------------
 
+def kaggle_folders(root: Path, bundle_dir: Path, comp, data_dir: Path) -> dict[str, str]:
+    """/kaggle/input/<dataset>, /kaggle/input/<competition> and /kaggle/working under `root`, as the notebook's
+    path parameters. The dataset is linked, not copied; the competition folder gets test.csv and the sample."""
+    dataset_slug = read_json(bundle_dir / "dataset" / "dataset-metadata.json")["id"].split("/")[1]
+    inputs, working = root / "kaggle" / "input", root / "kaggle" / "working"
+    working.mkdir(parents=True)
+    (inputs / comp.kaggle_slug).mkdir(parents=True)
+    (inputs / dataset_slug).symlink_to((bundle_dir / "dataset").resolve(), target_is_directory=True)
+    for name in ("test.csv", "sample_submission.csv"):
+        shutil.copyfile(data_dir / name, inputs / comp.kaggle_slug / name)
+    return {"DATASET_DIR": str(inputs / dataset_slug), "COMPETITION_DIR": str(inputs / comp.kaggle_slug),
+            "OUTPUT_PATH": str(working / "submission.csv")}
+
+
+def prepared_notebook(bundle_dir: Path, params: dict[str, str], path: Path) -> Path:
+    """The bundle's notebook with the simulated paths injected and the simulated kernel selected."""
+    import nbformat
+
+    from kaggle_kit.notebook import NOTEBOOK_NAME, inject_parameters, read_notebook
+
+    nb = inject_parameters(read_notebook(bundle_dir / "notebook" / NOTEBOOK_NAME), params)
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Kaggle image (simulated)",
+                                 "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path, data_dir: Path, test_df,
+                                sample, submission) -> float:
+    """Largest absolute difference between the notebook's submission and `predict_runs` in this process."""
+    from kaggle_kit.predict import predict_runs, submission_frame
+
+    dataset = bundle_dir / "dataset"
+    runs = manifest["runs"]
+    preds = predict_runs(comp, test_df, [dataset / r["path"] for r in runs], [r["weight"] for r in runs],
+                         device="cpu", folds=[r["folds"] for r in runs],
+                         data_dir=dataset / manifest["data_dir"] if manifest.get("data_dir") else data_dir)
+    expected = submission_frame(comp, test_df, preds, sample)
+    targets = comp.schema.target_names
+    return float(np.max(np.abs(submission[targets].to_numpy(dtype=float) - expected[targets].to_numpy(dtype=float))))
+
+
 def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeout: int = 1800,
              log: Callable[[str], None] = print) -> Simulation:
     """Run the bundle's notebook offline on `data_dir`'s test.csv, check the submission against `kit predict`."""
@@ -197,72 +239,45 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     from kaggle_kit.bundle import load_bundle_manifest
     from kaggle_kit.data import load_test, read_csv
     from kaggle_kit.kaggle_runtime import REPORT_NAME, submission_problems
-    from kaggle_kit.notebook import NOTEBOOK_NAME, inject_parameters, read_notebook
-    from kaggle_kit.predict import predict_runs, submission_frame
     from kaggle_kit.registry import get_competition
 
     bundle_dir, data_dir = Path(bundle_dir), Path(data_dir)
     manifest = load_bundle_manifest(bundle_dir)
     comp = get_competition(manifest["competition"])
-    test_path, sample_path = data_dir / "test.csv", data_dir / "sample_submission.csv"
-    test_df = load_test(comp, test_path)
-    sample = read_csv(sample_path)
+    test_df = load_test(comp, data_dir / "test.csv")
+    sample = read_csv(data_dir / "sample_submission.csv")
     use_unshare = unshare_works()
     network = "unshare --net (loopback only)" if use_unshare else "socket patch (loopback only)"
     if not use_unshare:
         log("warning: `unshare --net` is unavailable here; blocking the network by patching socket.connect instead")
-    dataset_slug = json.loads((bundle_dir / "dataset" / "dataset-metadata.json").read_text())["id"].split("/")[1]
     phases: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="kit-simulate-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        inputs, working = root / "kaggle" / "input", root / "kaggle" / "working"
-        working.mkdir(parents=True)
-        (inputs / comp.kaggle_slug).mkdir(parents=True)
-        (inputs / dataset_slug).symlink_to((bundle_dir / "dataset").resolve(), target_is_directory=True)
-        shutil.copyfile(test_path, inputs / comp.kaggle_slug / "test.csv")
-        shutil.copyfile(sample_path, inputs / comp.kaggle_slug / "sample_submission.csv")
+        params = kaggle_folders(root, bundle_dir, comp, data_dir)
         python = make_image_venv(root, block_with_socket_patch=not use_unshare)
-        jupyter = write_kernelspec(root, python)
-        nb = inject_parameters(read_notebook(bundle_dir / "notebook" / NOTEBOOK_NAME), {
-            "DATASET_DIR": str(inputs / dataset_slug),
-            "COMPETITION_DIR": str(inputs / comp.kaggle_slug),
-            "OUTPUT_PATH": str(working / "submission.csv"),
-        })
-        nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Kaggle image (simulated)",
-                                     "language": "python"}
-        import nbformat
-
-        nb_in, nb_out = root / "in.ipynb", root / "executed.ipynb"
-        nbformat.write(nb, str(nb_in))
+        env = kernel_env(root, write_kernelspec(root, python))
+        notebook = prepared_notebook(bundle_dir, params, root / "notebook.ipynb")
         phases["venv and input folders"] = time.perf_counter() - start
-        log(f"simulate: running {bundle_dir / 'notebook' / NOTEBOOK_NAME} offline ({network}) on {len(test_df)} rows")
+        log(f"simulate: running {bundle_dir}/notebook offline ({network}) on {len(test_df)} rows")
         start = time.perf_counter()
-        run_notebook(nb_in, nb_out, working, kernel_env(root, jupyter), use_unshare, timeout)
+        working = Path(params["OUTPUT_PATH"]).parent
+        run_notebook(notebook, root / "executed.ipynb", working, env, use_unshare, timeout)
         total = time.perf_counter() - start
-        executed = read_json(nb_out)
-        cells = cell_seconds(executed)
+        cells = cell_seconds(read_json(root / "executed.ipynb"))
         report = read_json(working / REPORT_NAME)
-        submission = pd.read_csv(working / "submission.csv", dtype={comp.schema.id_column: str})
-        venv_root = str(root / "venv")
-        if not str(Path(report["kaggle_kit_file"]).resolve()).startswith(str(Path(venv_root).resolve())):
+        if not Path(report["kaggle_kit_file"]).resolve().is_relative_to((root / "venv").resolve()):
             raise KitError(f"simulate: the notebook imported kaggle_kit from {report['kaggle_kit_file']}, "
-                           f"not from the wheel it installed into {venv_root}")
+                           f"not from the wheel it installed into {root / 'venv'}")
+        submission = pd.read_csv(params["OUTPUT_PATH"], dtype={comp.schema.id_column: str})
         if output:
             Path(output).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(working / "submission.csv", output)
+            shutil.copyfile(params["OUTPUT_PATH"], output)
     problems = submission_problems(submission, sample, comp.schema.id_column)
     if problems:
         raise KitError(f"simulate: submission.csv is not valid: {problems[0]}")
     log("simulate: predicting the same rows in this process with `kit predict`'s code, to compare")
-    dataset = bundle_dir / "dataset"
-    runs = manifest["runs"]
-    expected = submission_frame(comp, test_df, predict_runs(
-        comp, test_df, [dataset / r["path"] for r in runs], [r["weight"] for r in runs], device="cpu",
-        data_dir=dataset / manifest["data_dir"] if manifest.get("data_dir") else data_dir,
-        folds=[r["folds"] for r in runs]), sample)
-    targets = comp.schema.target_names
-    diff = float(np.max(np.abs(submission[targets].to_numpy(dtype=float) - expected[targets].to_numpy(dtype=float))))
+    diff = difference_from_kit_predict(comp, manifest, bundle_dir, data_dir, test_df, sample, submission)
     if diff > 1e-4:
         raise KitError(f"simulate: the notebook's predictions differ from `kit predict` by up to {diff:.2e} (> 1e-4)")
     infer = {k: v - report["fold_load_seconds"].get(k, 0.0) for k, v in report["fold_seconds"].items()}
@@ -270,8 +285,8 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     phases["install"] = cells.get("install", 0.0)
     phases["load (imports, data, models)"] = cells.get("predict", 0.0) - sum(infer.values())
     phases["notebook total"] = total
-    fixed = total - sum(infer.values())
-    projected = fixed + sum(infer.values()) * comp.hidden_test_size / len(test_df)
+    # Model loading and setup do not grow with the test size; inference does, linearly in rows.
+    projected = total - sum(infer.values()) + sum(infer.values()) * comp.hidden_test_size / len(test_df)
     return Simulation(Path(output) if output else None, len(submission), network, phases, infer, projected,
                       comp.hidden_test_size, diff, report["kaggle_kit_file"])
 
