@@ -250,10 +250,13 @@ def submit(
     from kaggle_kit.registry import get_competition
     from kaggle_kit.submit import submit_bundle
 
+    def log(line: str) -> None:
+        say(f"(dry run) {line}" if dry_run and not line.startswith("would call") else line)
+
     comp = get_competition(competition)
     client = DryRunClient(log=say) if dry_run else KaggleClient.from_credentials()
     submit_bundle(comp, bundle, client, message or f"kaggle-kit bundle {bundle.name}", poll_seconds=poll_seconds,
-                  wait_seconds=wait_hours * 3600, log=say)
+                  wait_seconds=wait_hours * 3600, log=log)
 
 
 def say(message: str) -> None:
