@@ -326,6 +326,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
         raise KitError(f"--slug {slug!r}: use 6-40 lowercase letters, digits and single hyphens "
                        f"(the notebook's slug adds '-inference')")
     image = image or load_image_packages()
+    weights, ensemble = ensemble_weights(comp, run_paths, weights, log)
     runs = check_runs(comp, run_paths, weights)
     slug = slug or f"{comp.name}-kit-{runs_digest(runs)[:10]}"
     owner = owner or kaggle_username()
@@ -337,7 +338,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     out_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{slug}.", dir=out_root))
     try:
-        manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log)
+        manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble)
         write_json(staging / "dataset" / DATASET_METADATA, dataset_meta)
         write_notebook_folder(staging / "notebook", comp, manifest, owner, slug, gpu)
         final = out_root / slug
@@ -350,8 +351,31 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     return Bundle(final, slug, owner, manifest["wheels"], manifest["downloaded"])
 
 
+def ensemble_weights(comp: Competition, run_paths: list[Path], weights: list[float] | None,
+                     log: Callable[[str], None]) -> tuple[list[float] | None, dict[str, Any] | None]:
+    """Several runs without --weights: weights fitted on their OOF predictions. With --weights, the same
+    report scores them when the training data is still there; it is information then, not a requirement."""
+    if len(run_paths) < 2:
+        return weights, None
+    from kaggle_kit.ensemble import ensemble_report
+
+    try:
+        report = ensemble_report(comp, run_paths, weights)
+    except KitError as err:
+        if weights is None:
+            raise KitError(f"cannot fit ensemble weights ({err}); pass --weights to give them") from None
+        log(f"ensemble: using the given --weights; OOF scores not available ({err})")
+        return weights, None
+    log(f"ensemble ({'fitted on OOF' if report.fitted else 'given'}):\n{report.table()}")
+    summary = {"fitted": report.fitted, "metric": report.metric, "n_oof_rows": report.n_rows,
+               "blend_oof_score": report.blend_score,
+               "run_oof_scores": dict(zip(report.runs, report.run_scores, strict=True))}
+    return [float(w) for w in report.weights], summary
+
+
 def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image: ImagePackages,
-                  downloader: Downloader, log: Callable[[str], None]) -> dict[str, Any]:
+                  downloader: Downloader, log: Callable[[str], None],
+                  ensemble: dict[str, Any] | None = None) -> dict[str, Any]:
     """models/, data/ (plugin extra files), wheels/ and manifest.json; returns the manifest."""
     epoch = bundle_epoch(runs)
     for r in runs:
@@ -375,6 +399,7 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
         "runs": [{"name": r.name, "path": f"models/{r.name}", "folds": r.folds, "weight": r.weight,
                   "cv_score": r.cv.get("score") if r.cv else None,
                   "metric": r.cv.get("metric") if r.cv else comp.metric.name} for r in runs],
+        "ensemble": ensemble,
         "wheels": sorted(f"wheels/{p.name}" for p in (dataset / "wheels").glob("*.whl")),
         "downloaded": [str(r) for r in missing],
         "data_dir": data_dir,

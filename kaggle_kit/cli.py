@@ -171,7 +171,7 @@ def predict(
     test_df = load_test(comp, input)
     sample_path = sample_submission or input.parent / "sample_submission.csv"
     sample = read_csv(sample_path) if sample_path.is_file() else None
-    weight_list = [float(w) for w in weights.split(",")] if weights else None
+    weight_list = parse_weights(weights)
     preds = predict_runs(comp, test_df, run, weight_list, device=device, batch_size=batch_size, data_dir=input.parent)
     sub = submission_frame(comp, test_df, preds, sample)
     with atomic_path(output) as tmp:
@@ -183,7 +183,8 @@ def predict(
 def bundle(
     competition: str = typer.Argument(..., help="Competition plugin name, e.g. ell."),
     run: list[Path] = typer.Option(..., "--run", help="Run folder(s) from `kit train`; repeat to ensemble."),
-    weights: str = typer.Option(None, help="Comma-separated ensemble weights, one per --run [default: equal]."),
+    weights: str = typer.Option(
+        None, help="Comma-separated ensemble weights, one per --run [default: fitted on the runs' OOF]."),
     slug: str = typer.Option(None, help="Dataset slug, 6-40 chars of a-z, 0-9, - [default: <comp>-kit-<hash>]."),
     owner: str = typer.Option(None, help="Kaggle username [default: KAGGLE_USERNAME or ~/.kaggle/kaggle.json]."),
     out: Path = typer.Option(Path("bundles"), help="Folder that receives <slug>/."),

@@ -200,3 +200,30 @@ def test_bundle_without_owner_says_how(ell_tiny_run, tmp_path, capsys, monkeypat
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nowhere"))
     code, _, err = run_kit(capsys, "bundle", "ell", "--run", ell_tiny_run, "--out", tmp_path / "b", "--no-check")
     assert_one_line_error(code, err, "--owner")
+
+
+def test_two_runs_get_weights_fitted_on_their_oof(tmp_path, ell_tiny_run, ell_small_dir, tiny_bert,
+                                                  image_packages_of_this_env):
+    from tests.helpers import invoke
+
+    second = tmp_path / "ell-tiny-mean"
+    assert invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
+                  "--max-len", "32", "--batch-size", "8", "--pooling", "mean", "--out", second) == 0
+    messages = []
+    image = load_image_packages(image_packages_of_this_env)
+    bundle = build_bundle(get_competition("ell"), [ell_tiny_run, second], tmp_path / "out", owner="kit-tester",
+                          image=image, log=messages.append)
+    manifest = json.loads((bundle.path / "dataset" / "manifest.json").read_text())
+    weights = [r["weight"] for r in manifest["runs"]]
+    assert all(w >= 0 for w in weights) and sum(weights) == pytest.approx(1.0)
+    ensemble = manifest["ensemble"]
+    assert ensemble["fitted"] is True and ensemble["n_oof_rows"] == 48
+    assert set(ensemble["run_oof_scores"]) == {ell_tiny_run.name, second.name}
+    assert ensemble["blend_oof_score"] <= min(ensemble["run_oof_scores"].values()) + 1e-9
+    assert any("fitted on OOF" in m and "blend" in m for m in messages)
+
+    given = build_bundle(get_competition("ell"), [ell_tiny_run, second], tmp_path / "given", owner="kit-tester",
+                         image=image, weights=[3, 1], log=lambda _: None)
+    manifest = json.loads((given.path / "dataset" / "manifest.json").read_text())
+    assert [r["weight"] for r in manifest["runs"]] == [0.75, 0.25]
+    assert manifest["ensemble"]["fitted"] is False
