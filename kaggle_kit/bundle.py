@@ -28,7 +28,7 @@ from packaging.utils import canonicalize_name
 import kaggle_kit
 from kaggle_kit.competition import Competition
 from kaggle_kit.errors import KitError
-from kaggle_kit.fileio import read_json, sha256_file, write_json, write_text
+from kaggle_kit.fileio import default_mode, read_json, sha256_file, write_json, write_text
 from kaggle_kit.kaggle_runtime import MANIFEST_NAME
 from kaggle_kit.run import RunDir
 
@@ -337,6 +337,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     validate_dataset_metadata(dataset_meta, "--slug/--owner/--license")
     out_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{slug}.", dir=out_root))
+    staging.chmod(default_mode(directory=True))
     try:
         manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble)
         write_json(staging / "dataset" / DATASET_METADATA, dataset_meta)
