@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kaggle_kit.errors import KitError
@@ -16,6 +17,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="Train, bundle and submit transformer models for Kaggle NLP code competitions, offline and reproducibly.",
 )
 console = Console(stderr=True)
@@ -126,7 +128,7 @@ def train(
 
     result = run_training(cfg, run_path, resume=resume)
     print_cv(result.cv, comp.schema.target_names)
-    console.print(f"run folder: {result.run.path}")
+    say(f"run folder: {result.run.path}")
 
 
 def print_cv(cv: dict, targets: list[str]) -> None:
@@ -176,7 +178,7 @@ def predict(
     sub = submission_frame(comp, test_df, preds, sample)
     with atomic_path(output) as tmp:
         sub.to_csv(tmp, index=False)
-    console.print(f"wrote {output} ({len(sub)} rows, columns: {', '.join(sub.columns)})")
+    say(f"wrote {output} ({len(sub)} rows, columns: {', '.join(sub.columns)})")
 
 
 @app.command()
@@ -285,8 +287,8 @@ def main() -> None:
     try:
         app()
     except KitError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        console.print("interrupted: finished folds are saved; continue with `kit train COMP --resume`")
+        say("interrupted: finished folds are saved; continue with `kit train COMP --resume`")
         raise SystemExit(130) from None

@@ -76,3 +76,14 @@ def test_help_explains_options(capsys):
     assert code == 0
     for option in ("--preset", "--resume", "--pooling", "--llrd", "--fgm-eps", "--eval-every", "--config"):
         assert option in out
+
+
+def test_error_text_in_square_brackets_is_printed_as_is(tmp_path, capsys, tiny_bert):
+    (tmp_path / "train.csv").write_text(HEADER + "a,t,3,3,3,3,3,[bold]\n", encoding="utf-8")
+    code, _, err = run_kit(capsys, "train", "ell", "--data", tmp_path, "--model", tiny_bert, "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "column 'conventions'", "'[bold]' is not a number")
+
+
+def test_help_keeps_bracketed_defaults(capsys):
+    code, out, _ = run_kit(capsys, "train", "--help")
+    assert code == 0 and "[default:" in out and "data/<competition>/" in out
