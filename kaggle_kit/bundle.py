@@ -300,6 +300,8 @@ def model_files(r: BundleRun) -> list[tuple[Path, str]]:
              (r.run.backbone / "config.json", f"{base}/backbone/config.json")]
     if r.run.cv.is_file():
         files.append((r.run.cv, f"{base}/cv.json"))
+    if r.run.manifest.is_file():  # data sha256, git commit, seed, versions: where these weights came from
+        files.append((r.run.manifest, f"{base}/run_manifest.json"))
     files += [(p, f"{base}/tokenizer/{p.name}") for p in sorted(r.run.tokenizer.iterdir()) if p.is_file()]
     files += [(r.run.weights(f), f"{base}/fold{f}.safetensors") for f in r.folds]
     return files

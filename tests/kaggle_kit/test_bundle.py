@@ -46,7 +46,8 @@ def test_layout_and_manifest(bundle_dir, ell_tiny_run):
     name = ell_tiny_run.name
     for rel in ("dataset-metadata.json", "manifest.json", f"models/{name}/run_config.json", f"models/{name}/cv.json",
                 f"models/{name}/backbone/config.json", f"models/{name}/tokenizer/tokenizer.json",
-                f"models/{name}/fold0.safetensors", f"models/{name}/fold1.safetensors"):
+                f"models/{name}/fold0.safetensors", f"models/{name}/fold1.safetensors",
+                f"models/{name}/run_manifest.json"):
         assert (dataset / rel).is_file(), rel
     assert [p.name for p in (dataset / "wheels").iterdir()] == ["kaggle_kit-0.1.0-py3-none-any.whl"]
     manifest = json.loads((dataset / "manifest.json").read_text())
