@@ -1,6 +1,7 @@
 """End to end on real ELL essays with a tiny random model: train -> run folder -> resume -> predict."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -62,17 +63,19 @@ def test_same_seed_same_folds(trained_run, tmp_path, ell_small_dir, tiny_bert, c
     assert (again / "folds.csv").read_bytes() == (trained_run / "folds.csv").read_bytes()
 
 
-def test_resume_skips_finished_folds_and_keeps_their_files(trained_run, tmp_path, capsys):
-    import shutil
-
-    run_copy = tmp_path / "interrupted"
-    shutil.copytree(trained_run, run_copy)
-    # the process "died" during fold 1: its result files and the final reports are missing
+def _interrupted_copy(trained_run, dest):
+    """A copy of the run as if the process died during fold 1: its results and the final reports are missing."""
+    shutil.copytree(trained_run, dest)
     for name in ("folds/fold1.json", "folds/fold1_oof.csv", "fold1.safetensors", "oof.csv", "cv.json"):
-        (run_copy / name).unlink()
-    manifest = json.loads((run_copy / "manifest.json").read_text())
+        (dest / name).unlink()
+    manifest = json.loads((dest / "manifest.json").read_text())
     manifest["status"] = "running"
-    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def test_resume_skips_finished_folds_and_keeps_their_files(trained_run, tmp_path, capsys):
+    run_copy = _interrupted_copy(trained_run, tmp_path / "interrupted")
     fold0_hash = sha256_file(run_copy / "fold0.safetensors")
 
     code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", run_copy)
@@ -81,6 +84,19 @@ def test_resume_skips_finished_folds_and_keeps_their_files(trained_run, tmp_path
     assert sha256_file(run_copy / "fold0.safetensors") == fold0_hash
     assert (run_copy / "fold1.safetensors").is_file() and (run_copy / "cv.json").is_file()
     assert json.loads((run_copy / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_resume_without_out_continues_the_latest_unfinished_run(trained_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_kit(capsys, "train", "ell", "--resume")
+    assert code == 2 and "no unfinished run under runs/ell/" in err
+
+    older = _interrupted_copy(trained_run, tmp_path / "runs" / "ell" / "older")
+    newer = _interrupted_copy(trained_run, tmp_path / "runs" / "ell" / "newer")
+    os.utime(older / "run_config.json", (1, 1))
+    code, _, err = run_kit(capsys, "train", "ell", "--resume")
+    assert code == 0, err
+    assert (newer / "cv.json").is_file() and not (older / "cv.json").exists()
 
 
 def test_train_refuses_to_overwrite_a_run(trained_run, ell_small_dir, tiny_bert, capsys):
