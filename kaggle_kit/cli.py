@@ -98,6 +98,8 @@ def train(
     input_format: str = typer.Option(None, help="How a row becomes model input (competition-specific)."),
     max_train_samples: int = typer.Option(None, help="Train on a seeded subsample of this many rows."),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:1 ..."),
+    threads: int = typer.Option(None, help="CPU threads for torch [default: all cores]; on a machine other "
+                                           "jobs share, use fewer than the free cores."),
 ) -> None:
     """K-fold fine-tuning: OOF predictions, CV report, fold weights and plots in a run folder."""
     from kaggle_kit import config as config_mod

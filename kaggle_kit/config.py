@@ -56,6 +56,7 @@ class TrainConfig:
     input_format: str | None = None
     max_train_samples: int | None = None
     device: str = "auto"
+    threads: int | None = None
     preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -170,6 +171,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "eval_every", "pooling_layers"):
         if getattr(cfg, name) < 1:
             bad(name, f"must be at least 1 (got {getattr(cfg, name)})")
+    if cfg.threads is not None and cfg.threads < 1:
+        bad("threads", f"must be at least 1 (got {cfg.threads})")
     if cfg.max_len < 8:
         bad("max_len", f"must be at least 8 tokens (got {cfg.max_len})")
     if cfg.lr <= 0 or cfg.head_lr <= 0:

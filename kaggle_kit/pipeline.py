@@ -60,8 +60,13 @@ def train(cfg: TrainConfig, run_path: Path, resume: bool = False) -> TrainResult
     run = RunDir(run_path)
     prep = prepare(cfg, run, resume)
     run.path.mkdir(parents=True, exist_ok=True)
-    with log_to_file(run.path / "train.log"):
-        return _run_folds(cfg, run, prep, resume)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cfg.threads or threads)
+        with log_to_file(run.path / "train.log"):
+            return _run_folds(cfg, run, prep, resume)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:

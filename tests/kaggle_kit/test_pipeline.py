@@ -130,10 +130,11 @@ def test_deberta_with_every_trainer_option(tmp_path, ell_small_dir, tiny_deberta
     out = tmp_path / "run"
     code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_deberta, "--config", config,
                            "--folds", "3", "--train-folds", "1", "--max-len", "48", "--batch-size", "4",
-                           "--grad-checkpointing", "--llrd", "0.9", "--out", out)
+                           "--grad-checkpointing", "--llrd", "0.9", "--threads", "1", "--out", out)
     assert code == 0, err
     saved = json.loads((out / "run_config.json").read_text())
     assert saved["pooling"] == "weighted-layer" and saved["grad_accum"] == 2 and saved["grad_checkpointing"] is True
+    assert saved["threads"] == 1 and "cpu (1 threads)" in json.loads((out / "manifest.json").read_text())["device"]
     cv = json.loads((out / "cv.json").read_text())
     assert cv["folds_trained"] == [1] and np.isfinite(cv["score"])
     metrics = pd.read_csv(out / "metrics.csv")
