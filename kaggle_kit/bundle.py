@@ -209,9 +209,10 @@ def kaggle_username() -> str | None:
     """The username from KAGGLE_USERNAME or kaggle.json (never the key), to name the dataset's owner."""
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
-    config = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle")) / "kaggle.json"
+    from kaggle_kit.kaggle_client import credentials_file
+
     try:
-        return read_json(config).get("username")
+        return read_json(credentials_file()).get("username")
     except (OSError, ValueError, AttributeError):
         return None
 
