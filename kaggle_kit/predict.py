@@ -112,20 +112,20 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
         if not run_folds:
             raise KitError(f"{run.path}: no finished fold weights (fold*.safetensors) to predict with")
         plan.append((run, run.load_config(), run_folds))
-    total = sum(len(folds) for _, _, folds in plan)
+    total = sum(len(run_folds) for _, _, run_folds in plan)
     start = clock()
     blended = np.zeros((len(df), comp.n_outputs), dtype=np.float64)
     used_weight = 0.0
     done = 0
     dtype = amp_dtype("auto", torch_device)
-    for (run, cfg, folds), weight in zip(plan, weights, strict=True):
+    for (run, cfg, run_folds), weight in zip(plan, weights, strict=True):
         tokenizer = load_tokenizer(run.tokenizer)
         ids = build_model_inputs(comp, df, tokenizer, cfg, data_dir)
         link = get_loss(cfg.loss or comp.default_loss).link
         fold_preds = []
-        for fold in folds:
+        for fold in run_folds:
             if done and should_continue is not None and not should_continue(done, total, clock() - start):
-                report.folds_skipped.extend((run.path.name, f) for f in folds[len(fold_preds):])
+                report.folds_skipped.extend((run.path.name, f) for f in run_folds[len(fold_preds):])
                 break
             fold_start = clock()
             model = load_fold_model(run, cfg, comp.n_outputs, fold, torch_device)
@@ -142,7 +142,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
             blended += weight * np.mean(fold_preds, axis=0)
             used_weight += weight
         else:
-            report.folds_skipped.extend((run.path.name, f) for f in folds)
+            report.folds_skipped.extend((run.path.name, f) for f in run_folds)
     return comp.postprocess(blended / used_weight)
 
 
