@@ -11,16 +11,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def _ell_dir() -> Path:
-    folder = SHARED_DATA / "ell"
-    if not (folder / "train.csv").is_file():
-        pytest.skip(f"real ELL data not found at {folder}")
+def _shared_data(competition: str, *files: str) -> Path:
+    """A competition's real data beside the repo; the tests that need it skip where it is absent."""
+    folder = SHARED_DATA / competition
+    if not all((folder / name).is_file() for name in files):
+        pytest.skip(f"real {competition} data ({', '.join(files)}) not found at {folder}")
     return folder
 
 
 @pytest.fixture(scope="session")
 def ell_dir() -> Path:
-    return _ell_dir()
+    return _shared_data("ell", "train.csv")
 
 
 @pytest.fixture(scope="session")
@@ -109,16 +110,9 @@ def ell_tiny_bundle(tmp_path_factory, ell_tiny_run, image_packages_of_this_env) 
     return bundle.path
 
 
-def _uspppm_dir() -> Path:
-    folder = SHARED_DATA / "uspppm"
-    if not (folder / "train.csv").is_file() or not (folder / "cpc_titles.csv").is_file():
-        pytest.skip(f"real USPPPM data (train.csv, cpc_titles.csv) not found at {folder}")
-    return folder
-
-
 @pytest.fixture(scope="session")
 def uspppm_dir() -> Path:
-    return _uspppm_dir()
+    return _shared_data("uspppm", "train.csv", "cpc_titles.csv")
 
 
 @pytest.fixture(scope="session")
