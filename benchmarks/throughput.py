@@ -23,9 +23,9 @@ import torch
 
 
 def _setup(args):
-    from kaggle_kit.data import load_train
-    from kaggle_kit.model import build_model, default_model_path, load_backbone_config
-    from kaggle_kit.predict import load_tokenizer
+    from kaggle_kit.data.load import load_train
+    from kaggle_kit.models.model import build_model, default_model_path, load_backbone_config
+    from kaggle_kit.predict.inference import load_tokenizer
     from kaggle_kit.registry import get_competition
 
     torch.manual_seed(0)
@@ -41,7 +41,7 @@ def _setup(args):
 
 
 def _batches(args, ids, train: bool):
-    from kaggle_kit.batching import bucketed_batches, sorted_batches
+    from kaggle_kit.data.batching import bucketed_batches, sorted_batches
 
     if args.variant == "kit":
         lengths = [len(x) for x in ids]
@@ -62,7 +62,7 @@ def _amp(args, device):
 
 def measure(args, queue) -> None:
     """Runs in a child process: time one variant, report samples/s and peak RSS."""
-    from kaggle_kit.batching import collate, tokenize
+    from kaggle_kit.data.batching import collate, tokenize
 
     comp, df, tokenizer, model, y, device = _setup(args)
     texts = df["full_text"].tolist()
@@ -90,7 +90,7 @@ def measure(args, queue) -> None:
     optimizer = None
     if train and args.variant == "kit":
         from kaggle_kit.config import TrainConfig
-        from kaggle_kit.trainer import make_optimizer
+        from kaggle_kit.train.trainer import make_optimizer
 
         optimizer = make_optimizer(model, TrainConfig(lr=1e-5, head_lr=1e-5))
     elif train:

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kaggle_kit.data import load_train
-from kaggle_kit.metrics import pearson
-from kaggle_kit.model import default_model_path
+from kaggle_kit.data.load import load_train
+from kaggle_kit.models.model import default_model_path
 from kaggle_kit.registry import get_competition
+from kaggle_kit.tasks.metrics import pearson
 
 
 @torch.inference_mode()

@@ -1,8 +1,8 @@
 """Feedback Prize - English Language Learning: six analytic scores of student essays, MCRMSE."""
 
 from kaggle_kit.competition import Competition, InputContext, Schema, Target, clip
-from kaggle_kit.folds import multilabel_stratified
-from kaggle_kit.metrics import MCRMSE
+from kaggle_kit.data.folds import multilabel_stratified
+from kaggle_kit.tasks.metrics import MCRMSE
 
 TARGETS = ("cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions")
 

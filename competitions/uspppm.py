@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from kaggle_kit.competition import Competition, InputContext, Schema, Target
+from kaggle_kit.data.folds import stratified_group
 from kaggle_kit.errors import KitError
-from kaggle_kit.folds import stratified_group
-from kaggle_kit.metrics import PEARSON
+from kaggle_kit.tasks.metrics import PEARSON
 
 TITLES_FILE = "cpc_titles.csv"
 # Kaggle's "cpc-codes" dataset names the same table titles.csv.

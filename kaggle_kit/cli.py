@@ -104,7 +104,7 @@ def train(
     """K-fold fine-tuning: OOF predictions, CV report, fold weights and plots in a run folder."""
     from kaggle_kit import config as config_mod
     from kaggle_kit.registry import get_competition
-    from kaggle_kit.run import RunDir, default_run_path, latest_incomplete_run
+    from kaggle_kit.runs.folder import RunDir, default_run_path, latest_incomplete_run
 
     comp = get_competition(competition)
     overrides = {k: v for k, v in locals().items()
@@ -120,13 +120,13 @@ def train(
         cfg = RunDir(run_path).load_config()
     else:
         cfg = config_mod.resolve(comp.name, comp.presets, preset, config, overrides)
-    from kaggle_kit.model import check_model_dir, default_model_path
+    from kaggle_kit.models.model import check_model_dir, default_model_path
 
     model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
     run_path = Path(run_path if resume else (out or default_run_path(runs_root, comp.name, model_path)))
     setup_logging()
     quiet_transformers()
-    from kaggle_kit.pipeline import train as run_training
+    from kaggle_kit.train.pipeline import train as run_training
 
     result = run_training(cfg, run_path, resume=resume)
     print_cv(result.cv, comp.schema.target_names)
@@ -164,9 +164,9 @@ def predict(
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
 ) -> None:
     """Fold-averaged, post-processed predictions in the sample submission's row and column order."""
-    from kaggle_kit.data import load_test, read_csv
+    from kaggle_kit.data.load import load_test, read_csv
     from kaggle_kit.fileio import atomic_path
-    from kaggle_kit.predict import predict_runs, submission_frame
+    from kaggle_kit.predict.inference import predict_runs, submission_frame
     from kaggle_kit.registry import get_competition
 
     setup_logging()
@@ -200,8 +200,8 @@ def bundle(
                                help="Run the notebook offline on a few training rows (a quick `kit simulate`)."),
 ) -> None:
     """A Kaggle dataset (wheels, models, manifest) and an offline inference notebook, in bundles/<slug>/."""
-    from kaggle_kit.bundle import build_bundle, load_image_packages
     from kaggle_kit.registry import get_competition
+    from kaggle_kit.ship.bundle import build_bundle, load_image_packages
 
     require_module("nbformat", "simulate")
     comp = get_competition(competition)
@@ -213,7 +213,7 @@ def bundle(
         f"{', '.join(Path(w).name for w in result.wheels)})")
     say(f"next: kit simulate --bundle {result.path} --data DIR, then kit submit {comp.name} --bundle {result.path}")
     if check:
-        from kaggle_kit.simulate import print_simulation, quick_check
+        from kaggle_kit.ship.simulate import print_simulation, quick_check
 
         setup_logging()
         quiet_transformers()
@@ -230,8 +230,8 @@ def simulate(
     timeout: int = typer.Option(1800, help="Seconds a notebook cell may run."),
 ) -> None:
     """Run the bundle's notebook offline, as Kaggle would, and check its submission against `kit predict`."""
-    from kaggle_kit.simulate import print_simulation
-    from kaggle_kit.simulate import simulate as run_simulation
+    from kaggle_kit.ship.simulate import print_simulation
+    from kaggle_kit.ship.simulate import simulate as run_simulation
 
     require_module("nbclient", "simulate")
     setup_logging()
@@ -251,9 +251,9 @@ def submit(
     wait_hours: float = typer.Option(10.0, help="Give up waiting for the dataset or the kernel run after this."),
 ) -> None:
     """Upload the dataset, push and run the notebook on Kaggle, then submit that notebook version."""
-    from kaggle_kit.kaggle_client import DryRunClient, KaggleClient
     from kaggle_kit.registry import get_competition
-    from kaggle_kit.submit import submit_bundle
+    from kaggle_kit.ship.kaggle_client import DryRunClient, KaggleClient
+    from kaggle_kit.ship.submit import submit_bundle
 
     def log(line: str) -> None:
         say(f"(dry run) {line}" if dry_run and not line.startswith("would call") else line)

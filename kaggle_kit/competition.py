@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kaggle_kit.metrics import Metric
+from kaggle_kit.tasks.metrics import Metric
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def _tiny_model(folder: Path, arch: str) -> Path:
     """A random-weight encoder with a real WordPiece tokenizer (the embedded MiniLM's)."""
     from transformers import AutoModel, AutoTokenizer, BertConfig, DebertaV2Config
 
-    from kaggle_kit.model import default_model_path
+    from kaggle_kit.models.model import default_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
     common = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -101,8 +101,8 @@ def image_packages_of_this_env(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ell_tiny_bundle(tmp_path_factory, ell_tiny_run, image_packages_of_this_env) -> Path:
     """`kit bundle` of ell_tiny_run (no offline check), owned by `kit-tester`. Tests must not modify it."""
-    from kaggle_kit.bundle import build_bundle, load_image_packages
     from kaggle_kit.registry import get_competition
+    from kaggle_kit.ship.bundle import build_bundle, load_image_packages
 
     out = tmp_path_factory.mktemp("bundles")
     bundle = build_bundle(get_competition("ell"), [ell_tiny_run], out, owner="kit-tester",

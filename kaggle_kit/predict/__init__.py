@@ -1,0 +1,1 @@
+"""Inference over run folders and ensembles of runs."""

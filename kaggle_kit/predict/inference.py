@@ -1,0 +1,161 @@
+"""Inference: the code path shared by validation, `kit predict` and the generated Kaggle notebook."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from kaggle_kit.competition import Competition, InputContext
+from kaggle_kit.config import TrainConfig
+from kaggle_kit.data.batching import collate, sorted_batches, tokenize
+from kaggle_kit.device import amp_dtype, autocast, pick_device
+from kaggle_kit.errors import KitError
+from kaggle_kit.models.model import KitModel, build_model, load_backbone_config
+from kaggle_kit.runs.folder import RunDir
+from kaggle_kit.tasks.losses import get_loss
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def infer(model: KitModel, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device: torch.device,
+          dtype: torch.dtype | None, desc: str | None = None) -> np.ndarray:
+    """Raw model outputs (before the loss's link), in the order of `ids`, computed in length-sorted batches."""
+    model.eval()
+    out = np.zeros((len(ids), model.fc.out_features), dtype=np.float32)
+    batches = sorted_batches([len(x) for x in ids], batch_size)
+    for batch_idx in tqdm(batches, desc=desc, disable=desc is None, leave=False, unit="batch"):
+        batch = {k: v.to(device, non_blocking=True) for k, v in collate([ids[i] for i in batch_idx], pad_id).items()}
+        with autocast(device, dtype):
+            pred = model(**batch)
+        out[batch_idx] = pred.float().cpu().numpy()
+    return out
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, device: torch.device) -> KitModel:
+    from safetensors.torch import load_file
+
+    model = build_model(load_backbone_config(run.backbone, cfg.backbone_dropout), n_outputs, cfg.pooling,
+                        cfg.pooling_layers, cfg.head_dropout)
+    model.load_state_dict(load_file(str(run.weights(fold))))
+    return model.to(device).eval()
+
+
+def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: TrainConfig,
+                       data_dir: Path | None) -> list[list[int]]:
+    ctx = InputContext(sep_token=tokenizer.sep_token or "[SEP]",
+                       input_format=cfg.input_format or comp.input_formats[0], seed=cfg.seed,
+                       data_dir=data_dir, options=cfg.extra)
+    return tokenize(tokenizer, comp.build_inputs(df, ctx), cfg.max_len)
+
+
+@dataclass
+class PredictionReport:
+    """What happened during prediction: which folds ran, how long each took, which were skipped."""
+
+    folds_used: list[tuple[str, int]] = field(default_factory=list)
+    folds_skipped: list[tuple[str, int]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    # The part of `seconds` spent building and loading the fold's model: it does not grow with the test size.
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+
+# Called after each fold with (folds done, folds total, seconds so far); False stops further folds.
+ContinueCheck = Callable[[int, int, float], bool]
+
+
+def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path], weights: Sequence[float] | None = None,
+                 device: str = "auto", batch_size: int | None = None, data_dir: Path | None = None,
+                 should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
+                 report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Post-processed predictions (n_rows, n_targets): folds averaged within a run, runs blended by weight.
+
+    After each fold `should_continue` may stop the remaining work; the folds done so far are still used,
+    so a deadline never costs the submission (at least one fold always runs).
+    `folds` names the folds of each run to use; a bundle passes them because its model folders hold only the
+    weights, not the per-fold training records that `RunDir.finished_folds` looks for.
+    """
+    report = report if report is not None else PredictionReport()
+    weights = list(weights) if weights is not None else [1.0 / len(run_paths)] * len(run_paths)
+    if len(weights) != len(run_paths):
+        raise KitError(f"{len(weights)} ensemble weights for {len(run_paths)} runs")
+    torch_device = pick_device(device)
+    plan = []
+    if folds is not None and len(folds) != len(run_paths):
+        raise KitError(f"{len(folds)} fold lists for {len(run_paths)} runs")
+    for i, path in enumerate(run_paths):
+        run = RunDir(Path(path))
+        if folds is None:
+            run_folds = run.finished_folds()
+            status = run.load_manifest().get("status")
+            if run_folds and status != "complete":
+                log.warning("%s: run status is %r, predicting with its finished folds %s", run.path, status, run_folds)
+        else:
+            run_folds = list(folds[i])
+            missing = [f for f in run_folds if not run.weights(f).is_file()]
+            if missing:
+                raise KitError(f"{run.weights(missing[0])}: file not found")
+        if not run_folds:
+            raise KitError(f"{run.path}: no finished fold weights (fold*.safetensors) to predict with")
+        plan.append((run, run.load_config(), run_folds))
+    total = sum(len(run_folds) for _, _, run_folds in plan)
+    start = clock()
+    blended = np.zeros((len(df), comp.n_outputs), dtype=np.float64)
+    used_weight = 0.0
+    done = 0
+    dtype = amp_dtype("auto", torch_device)
+    for (run, cfg, run_folds), weight in zip(plan, weights, strict=True):
+        tokenizer = load_tokenizer(run.tokenizer)
+        ids = build_model_inputs(comp, df, tokenizer, cfg, data_dir)
+        link = get_loss(cfg.loss or comp.default_loss).link
+        fold_preds = []
+        for fold in run_folds:
+            if done and should_continue is not None and not should_continue(done, total, clock() - start):
+                report.folds_skipped.extend((run.path.name, f) for f in run_folds[len(fold_preds):])
+                break
+            fold_start = clock()
+            model = load_fold_model(run, cfg, comp.n_outputs, fold, torch_device)
+            report.load_seconds[f"{run.path.name}/fold{fold}"] = clock() - fold_start
+            raw = infer(model, ids, tokenizer.pad_token_id or 0, batch_size or cfg.eval_batch_size, torch_device,
+                        dtype, desc=f"{run.path.name} fold {fold}")
+            fold_preds.append(link(torch.from_numpy(raw)).numpy())
+            del model
+            done += 1
+            report.folds_used.append((run.path.name, fold))
+            report.seconds[f"{run.path.name}/fold{fold}"] = clock() - fold_start
+            log.info("%s fold %d predicted in %.1fs", run.path.name, fold, clock() - fold_start)
+        if fold_preds:
+            blended += weight * np.mean(fold_preds, axis=0)
+            used_weight += weight
+        else:
+            report.folds_skipped.extend((run.path.name, f) for f in run_folds)
+    return comp.postprocess(blended / used_weight)
+
+
+def submission_frame(comp: Competition, test_df: pd.DataFrame, preds: np.ndarray,
+                     sample_submission: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Predictions in the sample submission's row and column order (or the test order without one)."""
+    id_col = comp.schema.id_column
+    sub = pd.DataFrame(preds, columns=comp.schema.target_names)
+    sub.insert(0, id_col, test_df[id_col].to_numpy())
+    if sample_submission is None:
+        return sub
+    missing = set(sample_submission[id_col]) - set(sub[id_col])
+    if missing:
+        raise KitError(f"sample submission has {len(missing)} id(s) not in the test file, e.g. {sorted(missing)[0]!r}")
+    columns = [c for c in sample_submission.columns if c in sub.columns]
+    return sub.set_index(id_col).loc[sample_submission[id_col].to_numpy()].reset_index()[columns]

@@ -1,0 +1,459 @@
+"""`kit bundle`: training runs -> a Kaggle dataset (wheels, models, manifest) plus an offline inference notebook.
+
+The same runs always give the same bytes: files are copied as they are, everything generated has sorted keys
+and a fixed timestamp (the newest run's finish time, or SOURCE_DATE_EPOCH), and the kaggle-kit wheel is built
+with that timestamp. So a bundle's hash identifies it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.parser import Parser
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+import kaggle_kit
+from kaggle_kit.competition import Competition
+from kaggle_kit.errors import KitError
+from kaggle_kit.fileio import default_mode, read_json, sha256_file, write_json, write_text
+from kaggle_kit.runs.folder import RunDir
+from kaggle_kit.ship.kaggle_runtime import MANIFEST_NAME
+
+DEFAULT_IMAGE_LIST = Path(__file__).parent / "kaggle_image.txt"
+DATASET_METADATA = "dataset-metadata.json"
+KERNEL_METADATA = "kernel-metadata.json"
+# Kaggle's dataset license names (the `licenses[0].name` of dataset-metadata.json).
+LICENSES = ("CC0-1.0", "CC-BY-4.0", "CC-BY-SA-4.0", "CC-BY-NC-4.0", "CC-BY-NC-SA-4.0", "CC-BY-ND-4.0",
+            "CC-BY-NC-ND-4.0", "ODbL-1.0", "ODC-BY-1.0", "PDDL", "DbCL-1.0", "GPL-2.0", "GPL-3.0", "LGPL-3.0",
+            "AGPL-3.0", "apache-2.0", "MIT", "copyright-authors", "other", "unknown")
+SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+OWNER_PATTERN = re.compile(r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$")
+WHEEL_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "linux_x86_64")
+SOURCE_FILES = ("kaggle_kit", "competitions", "pyproject.toml", "README.md", "LICENSE")
+
+
+# ---- what the Kaggle image ships ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImagePackages:
+    """The Kaggle image's Python version and package versions, from a dated list."""
+
+    path: Path
+    python: str
+    date: str
+    versions: dict[str, str]
+
+
+def load_image_packages(path: str | Path | None = None) -> ImagePackages:
+    """Parse `name==version` lines plus `# python: X.Y` and `# date: YYYY-MM-DD` header comments."""
+    path = Path(path) if path else DEFAULT_IMAGE_LIST
+    if not path.is_file():
+        raise KitError(f"--image-packages {path}: file not found")
+    header: dict[str, str] = {}
+    versions: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("#"):
+            key, _, value = line.lstrip("# ").partition(":")
+            header.setdefault(key.strip().lower(), value.strip())
+            continue
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        if not sep or not name.strip() or not version.strip():
+            raise KitError(f"{path} line {number}: expected `name==version`, got {line!r}")
+        versions[canonicalize_name(name.strip())] = version.strip()
+    if not re.fullmatch(r"3\.\d+", header.get("python", "")):
+        raise KitError(f"{path}: missing header line `# python: 3.X` (the image's Python version)")
+    return ImagePackages(path, header["python"], header.get("date", "undated"), versions)
+
+
+def wheel_requirements(wheel: Path) -> list[Requirement]:
+    """The run-time requirements (no extras) declared in a wheel's METADATA."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(archive.read(name).decode("utf-8"))
+    reqs = [Requirement(r) for r in metadata.get_all("Requires-Dist") or []]
+    return [r for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
+
+
+def missing_from_image(requirements: list[Requirement], image: ImagePackages) -> list[Requirement]:
+    """Requirements the image lacks or has at a version outside the requirement's range."""
+    missing = []
+    for req in requirements:
+        version = image.versions.get(canonicalize_name(req.name))
+        if version is None or not req.specifier.contains(version, prereleases=True):
+            missing.append(req)
+    return missing
+
+
+Downloader = Callable[[list[Requirement], Path, ImagePackages], None]
+
+
+def pip_download(requirements: list[Requirement], dest: Path, image: ImagePackages) -> None:
+    """Binary wheels for the image's Python and Linux x86-64, from PyPI."""
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+           "--only-binary=:all:", "--implementation", "cp", "--python-version", image.python, "--dest", str(dest)]
+    for platform_tag in WHEEL_PLATFORMS:
+        cmd += ["--platform", platform_tag]
+    result = subprocess.run(cmd + [str(r) for r in requirements], capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KitError(f"could not download wheels for {', '.join(map(str, requirements))} ({last}); "
+                       f"check the network, or list them in an --image-packages file if the image has them")
+
+
+# ---- the kaggle-kit wheel -------------------------------------------------------------------------------------
+
+def source_checkout() -> Path:
+    root = Path(kaggle_kit.__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise KitError(f"kit bundle builds the kaggle-kit wheel from a source checkout; none found at {root} "
+                       f"(install kaggle-kit with `pip install -e .` from a clone)")
+    return root
+
+
+def build_kit_wheel(dest: Path, epoch: int) -> Path:
+    """Build the kaggle-kit wheel from a clean copy of the checkout, with every zip timestamp set to `epoch`."""
+    root = source_checkout()
+    with tempfile.TemporaryDirectory(prefix="kit-wheel-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for name in SOURCE_FILES:
+            if (root / name).is_dir():
+                shutil.copytree(root / name, src / name,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+            elif (root / name).is_file():
+                shutil.copy2(root / name, src / name)
+        env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
+        cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--no-build-isolation", "--no-index", str(src), "-w", str(Path(tmp) / "dist")]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise KitError(f"building the kaggle-kit wheel from {root} failed: {last}")
+        (wheel,) = (Path(tmp) / "dist").glob("kaggle_kit-*.whl")
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(wheel, dest / wheel.name))
+
+
+# ---- metadata -------------------------------------------------------------------------------------------------
+
+def validate_dataset_metadata(meta: dict[str, Any], where: str = DATASET_METADATA) -> None:
+    """The checks Kaggle applies when creating a dataset, as one-line errors before any upload."""
+    title = meta.get("title")
+    if not isinstance(title, str) or not 6 <= len(title) <= 50:
+        raise KitError(f"{where}: title {title!r} must be 6-50 characters")
+    _check_ref(meta.get("id"), where, "id", 6)
+    licenses = meta.get("licenses")
+    if not isinstance(licenses, list) or len(licenses) != 1 or not isinstance(licenses[0], dict):
+        raise KitError(f"{where}: licenses must hold exactly one license, e.g. [{{\"name\": \"CC0-1.0\"}}]")
+    if licenses[0].get("name") not in LICENSES:
+        raise KitError(f"{where}: license {licenses[0].get('name')!r} is not a Kaggle license name "
+                       f"(one of {', '.join(LICENSES)})")
+
+
+def validate_kernel_metadata(meta: dict[str, Any], folder: Path, where: str = KERNEL_METADATA) -> None:
+    """What `kernels push` needs, plus the settings a code competition needs (internet explicitly off)."""
+    slug = _check_ref(meta.get("id"), where, "id", 5)
+    title = meta.get("title")
+    if not isinstance(title, str) or len(title) < 5 or slugify(title) != slug:
+        raise KitError(f"{where}: title {title!r} must be at least 5 characters and slugify to the id's {slug!r}")
+    for key, expected in (("language", "python"), ("kernel_type", "notebook")):
+        if meta.get(key) != expected:
+            raise KitError(f"{where}: {key} must be {expected!r}, not {meta.get(key)!r}")
+    if meta.get("enable_internet") is not False:
+        raise KitError(f"{where}: enable_internet must be written as false (Kaggle turns the internet on when the "
+                       f"field is missing, and code competitions reject such notebooks)")
+    if not isinstance(meta.get("enable_gpu"), bool):
+        raise KitError(f"{where}: enable_gpu must be true or false")
+    code_file = meta.get("code_file")
+    if not code_file or not (folder / code_file).is_file():
+        raise KitError(f"{where}: code_file {code_file!r} not found in {folder}")
+    for key in ("dataset_sources", "competition_sources"):
+        sources = meta.get(key)
+        if not isinstance(sources, list) or not sources:
+            raise KitError(f"{where}: {key} must be a non-empty list")
+    for source in meta["dataset_sources"]:
+        _check_ref(source, where, "dataset_sources", 6)
+
+
+def _check_ref(ref: Any, where: str, field: str, min_slug: int) -> str:
+    owner, sep, slug = ref.partition("/") if isinstance(ref, str) else ("", "", "")
+    if not sep or not OWNER_PATTERN.match(owner):
+        raise KitError(f"{where}: {field} {ref!r} must be `owner/slug` with a lowercase Kaggle username as owner")
+    if not SLUG_PATTERN.match(slug) or not min_slug <= len(slug) <= 50:
+        raise KitError(f"{where}: {field} {ref!r}: slug must be {min_slug}-50 lowercase letters, digits and "
+                       f"single hyphens")
+    return slug
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def kaggle_username() -> str | None:
+    """The username from KAGGLE_USERNAME or kaggle.json (never the key), to name the dataset's owner."""
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    from kaggle_kit.ship.kaggle_client import credentials_file
+
+    try:
+        return read_json(credentials_file()).get("username")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+# ---- the bundle -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BundleRun:
+    """One training run going into a bundle, checked."""
+
+    run: RunDir
+    name: str
+    folds: list[int]
+    weight: float
+    cv: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    slug: str
+    owner: str
+    wheels: list[str]
+    downloaded: list[str]
+
+    @property
+    def dataset(self) -> Path:
+        return self.path / "dataset"
+
+    @property
+    def notebook(self) -> Path:
+        return self.path / "notebook"
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+def check_runs(comp: Competition, run_paths: list[Path], weights: list[float] | None) -> list[BundleRun]:
+    if not run_paths:
+        raise KitError("--run: give at least one run folder")
+    if weights is not None and len(weights) != len(run_paths):
+        raise KitError(f"--weights: {len(weights)} weight(s) for {len(run_paths)} --run folder(s)")
+    if weights is not None and (any(w < 0 for w in weights) or sum(weights) <= 0):
+        raise KitError(f"--weights {','.join(map(str, weights))}: weights must be >= 0 and not all 0")
+    weights = weights or [1.0] * len(run_paths)
+    total = sum(weights)
+    runs, names = [], set()
+    for path, weight in zip(run_paths, weights, strict=True):
+        run = RunDir(Path(path))
+        cfg = run.load_config()
+        if cfg.competition != comp.name:
+            raise KitError(f"--run {path}: a {cfg.competition!r} run, not {comp.name!r}")
+        folds = run.finished_folds()
+        if not folds:
+            raise KitError(f"--run {path}: no finished folds (fold*.safetensors) to bundle")
+        for needed in (run.tokenizer, run.backbone / "config.json"):
+            if not needed.exists():
+                raise KitError(f"--run {path}: {needed.relative_to(run.path)} not found")
+        name = slugify(run.path.resolve().name) or "run"
+        while name in names:
+            name += "-2"
+        names.add(name)
+        cv = read_json(run.cv) if run.cv.is_file() else None
+        runs.append(BundleRun(run, name, folds, weight / total, cv))
+    return runs
+
+
+def bundle_epoch(runs: list[BundleRun]) -> int:
+    """The bundle's one timestamp: SOURCE_DATE_EPOCH, else the newest run's finish (or config) time."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    stamps = []
+    for r in runs:
+        finished = r.run.load_manifest().get("finished")
+        if finished:
+            stamps.append(int(dt.datetime.fromisoformat(finished).timestamp()))
+        else:
+            stamps.append(int(r.run.config.stat().st_mtime))
+    return max(max(stamps), 315532800)  # zip timestamps start in 1980
+
+
+def model_files(r: BundleRun) -> list[tuple[Path, str]]:
+    """(source, path inside the dataset) for what inference needs from one run, in a fixed order."""
+    base = f"models/{r.name}"
+    files = [(r.run.config, f"{base}/run_config.json"),
+             (r.run.backbone / "config.json", f"{base}/backbone/config.json")]
+    if r.run.cv.is_file():
+        files.append((r.run.cv, f"{base}/cv.json"))
+    if r.run.manifest.is_file():  # data sha256, git commit, seed, versions: where these weights came from
+        files.append((r.run.manifest, f"{base}/run_manifest.json"))
+    files += [(p, f"{base}/tokenizer/{p.name}") for p in sorted(r.run.tokenizer.iterdir()) if p.is_file()]
+    files += [(r.run.weights(f), f"{base}/fold{f}.safetensors") for f in r.folds]
+    return files
+
+
+def runs_digest(runs: list[BundleRun]) -> str:
+    digest = hashlib.sha256()
+    for r in runs:
+        digest.update(f"{r.name}:{r.weight!r}\n".encode())
+        for src, dest in model_files(r):
+            digest.update(f"{dest}:{sha256_file(src)}\n".encode())
+    return digest.hexdigest()
+
+
+def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weights: list[float] | None = None,
+                 slug: str | None = None, owner: str | None = None, license_name: str = "CC0-1.0",
+                 gpu: bool = True, image: ImagePackages | None = None, downloader: Downloader = pip_download,
+                 log: Callable[[str], None] = print) -> Bundle:
+    """Write `out_root/<slug>/dataset/` and `out_root/<slug>/notebook/`, replacing an older bundle of that slug.
+
+    Everything is written to a staging folder first, so a failure never leaves half a bundle under the slug.
+    """
+    if slug is not None and not (SLUG_PATTERN.match(slug) and 6 <= len(slug) <= 40):
+        raise KitError(f"--slug {slug!r}: use 6-40 lowercase letters, digits and single hyphens "
+                       f"(the notebook's slug adds '-inference')")
+    image = image or load_image_packages()
+    weights, ensemble = ensemble_weights(comp, run_paths, weights, log)
+    runs = check_runs(comp, run_paths, weights)
+    slug = slug or f"{comp.name}-kit-{runs_digest(runs)[:10]}"
+    owner = owner or kaggle_username()
+    if not owner:
+        raise KitError("--owner: no Kaggle username given and none found in KAGGLE_USERNAME or ~/.kaggle/kaggle.json")
+    dataset_meta = {"id": f"{owner}/{slug}", "licenses": [{"name": license_name}],
+                    "title": f"{slug} bundle" if len(slug) <= 43 else slug}
+    validate_dataset_metadata(dataset_meta, "--slug/--owner/--license")
+    out_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{slug}.", dir=out_root))
+    staging.chmod(default_mode(directory=True))
+    try:
+        manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble)
+        write_json(staging / "dataset" / DATASET_METADATA, dataset_meta)
+        write_notebook_folder(staging / "notebook", comp, manifest, owner, slug, gpu)
+        final = out_root / slug
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return Bundle(final, slug, owner, manifest["wheels"], manifest["downloaded"])
+
+
+def ensemble_weights(comp: Competition, run_paths: list[Path], weights: list[float] | None,
+                     log: Callable[[str], None]) -> tuple[list[float] | None, dict[str, Any] | None]:
+    """Several runs without --weights: weights fitted on their OOF predictions. With --weights, the same
+    report scores them when the training data is still there; it is information then, not a requirement."""
+    if len(run_paths) < 2:
+        return weights, None
+    from kaggle_kit.predict.ensemble import ensemble_report
+
+    try:
+        report = ensemble_report(comp, run_paths, weights)
+    except KitError as err:
+        if weights is None:
+            raise KitError(f"cannot fit ensemble weights ({err}); pass --weights to give them") from None
+        log(f"ensemble: using the given --weights; OOF scores not available ({err})")
+        return weights, None
+    log(f"ensemble ({'fitted on OOF' if report.fitted else 'given'}):\n{report.table()}")
+    summary = {"fitted": report.fitted, "metric": report.metric, "n_oof_rows": report.n_rows,
+               "blend_oof_score": report.blend_score,
+               "run_oof_scores": dict(zip(report.runs, report.run_scores, strict=True))}
+    return [float(w) for w in report.weights], summary
+
+
+def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image: ImagePackages,
+                  downloader: Downloader, log: Callable[[str], None],
+                  ensemble: dict[str, Any] | None = None) -> dict[str, Any]:
+    """models/, data/ (plugin extra files), wheels/ and manifest.json; returns the manifest."""
+    epoch = bundle_epoch(runs)
+    for r in runs:
+        for src, dest in model_files(r):
+            (dataset / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dataset / dest)
+    data_dir = copy_extra_files(comp, runs, dataset)
+    kit_wheel = build_kit_wheel(dataset / "wheels", epoch)
+    missing = missing_from_image(wheel_requirements(kit_wheel), image)
+    if missing:
+        log(f"not on the Kaggle image ({image.path.name}, {image.date}): {', '.join(map(str, missing))}; "
+            f"downloading wheels for Python {image.python}")
+        downloader(missing, dataset / "wheels", image)
+    manifest = {
+        "bundle_format": 1,
+        "competition": comp.name,
+        "kaggle_competition": comp.kaggle_slug,
+        "created": dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(),
+        "kit_version": kaggle_kit.__version__,
+        "image_packages": {"file": image.path.name, "date": image.date, "python": image.python},
+        "runs": [{"name": r.name, "path": f"models/{r.name}", "folds": r.folds, "weight": r.weight,
+                  "cv_score": r.cv.get("score") if r.cv else None,
+                  "metric": r.cv.get("metric") if r.cv else comp.metric.name} for r in runs],
+        "ensemble": ensemble,
+        "wheels": sorted(f"wheels/{p.name}" for p in (dataset / "wheels").glob("*.whl")),
+        "downloaded": [str(r) for r in missing],
+        "data_dir": data_dir,
+        "files": {p.relative_to(dataset).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+                  for p in sorted(dataset.rglob("*")) if p.is_file()},
+    }
+    write_json(dataset / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def write_notebook_folder(folder: Path, comp: Competition, manifest: dict[str, Any], owner: str, slug: str,
+                          gpu: bool) -> None:
+    """inference.ipynb and its kernel-metadata.json (validated: internet written as off)."""
+    from kaggle_kit.ship.notebook import NOTEBOOK_NAME, build_notebook, notebook_text
+
+    nb = build_notebook(comp.title, comp.kaggle_slug, slug, manifest["wheels"], manifest["runs"])
+    write_text(folder / NOTEBOOK_NAME, notebook_text(nb))
+    kernel_slug = f"{slug}-inference"
+    kernel_meta = {
+        "id": f"{owner}/{kernel_slug}", "title": kernel_slug, "code_file": NOTEBOOK_NAME,
+        "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": gpu,
+        "enable_tpu": False, "enable_internet": False, "dataset_sources": [f"{owner}/{slug}"],
+        "competition_sources": [comp.kaggle_slug], "kernel_sources": [], "model_sources": [],
+    }
+    write_json(folder / KERNEL_METADATA, kernel_meta)
+    validate_kernel_metadata(kernel_meta, folder)
+
+
+def copy_extra_files(comp: Competition, runs: list[BundleRun], dataset: Path) -> str | None:
+    """Files the plugin's input builder reads besides test.csv (Competition.extra_files) into dataset/data/.
+
+    Each is taken from the first run's data folder, or from a path of that name in its config's `extra`.
+    """
+    if not comp.extra_files:
+        return None
+    cfg = runs[0].run.load_config()
+    for name in comp.extra_files:
+        candidates = [Path(cfg.data or ".") / name]
+        candidates += [Path(v) for v in cfg.extra.values() if isinstance(v, str) and Path(v).name == name]
+        src = next((p for p in candidates if p.is_file()), None)
+        if src is None:
+            raise KitError(f"{candidates[0]}: file not found; {comp.name} reads {name} at inference, so the bundle "
+                           f"must ship it (put it in the run's data folder)")
+        (dataset / "data").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dataset / "data" / name)
+    return "data"
+
+
+def load_bundle_manifest(bundle_dir: Path) -> dict[str, Any]:
+    path = bundle_dir / "dataset" / MANIFEST_NAME
+    if not path.is_file():
+        raise KitError(f"--bundle {bundle_dir}: no dataset/{MANIFEST_NAME} (make one with `kit bundle`)")
+    return read_json(path)

@@ -1,0 +1,330 @@
+"""`kit simulate`: run a bundle's notebook the way Kaggle would, offline, and check what it writes.
+
+The simulated kernel gets a fresh virtual environment that sees this interpreter's packages (standing in for
+the Kaggle image) minus kaggle-kit itself, so the notebook only works if its own wheel install works. The
+notebook runs headless under `unshare --net` with only loopback up (the kernel talks to nbclient over
+loopback ZMQ), or, where unshare is unavailable, with connect() patched to refuse non-loopback addresses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kaggle_kit.errors import KitError
+from kaggle_kit.fileio import read_json
+
+KERNEL_NAME = "kaggle-image-sim"
+OWN_DISTRIBUTION_PREFIXES = ("kaggle_kit", "__editable__.kaggle_kit", "__editable___kaggle_kit", "competitions")
+NETWORK_BLOCKER = '''"""Installed by kit simulate: refuse connections to anything but loopback, as if offline."""
+import socket
+
+_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+
+def _allowed(sock, address):
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return True
+    return str(address[0]) in ("127.0.0.1", "::1", "localhost")
+
+
+def _guarded_connect(self, address):
+    if not _allowed(self, address):
+        raise OSError(101, "Network is unreachable (blocked by kit simulate)")
+    return _connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    return _connect_ex(self, address) if _allowed(self, address) else 101
+
+
+socket.socket.connect, socket.socket.connect_ex = _guarded_connect, _guarded_connect_ex
+'''
+
+
+@dataclass
+class Simulation:
+    """What a simulated Kaggle run measured and produced."""
+
+    submission: Path | None  # the --output copy, if any
+    rows: int
+    network: str
+    phases: dict[str, float] = field(default_factory=dict)
+    fold_seconds: dict[str, float] = field(default_factory=dict)
+    projected_seconds: float = 0.0
+    hidden_rows: int = 0
+    max_abs_diff: float = 0.0
+    kit_file: str = ""
+
+
+# ---- the environment ------------------------------------------------------------------------------------------
+
+def unshare_works() -> bool:
+    """Whether this process may make a network namespace and bring its loopback up (root, or user namespaces)."""
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    probe = subprocess.run(["unshare", "--net", "ip", "link", "set", "lo", "up"], capture_output=True)
+    return probe.returncode == 0
+
+
+def image_site_dir(root: Path) -> Path:
+    """A folder of links to this interpreter's site-packages entries, without kaggle-kit (also its editable finder)."""
+    folder = root / "image-site"
+    folder.mkdir(parents=True)
+    for site_dir in site.getsitepackages():
+        for entry in sorted(Path(site_dir).iterdir()):
+            if entry.name.startswith(OWN_DISTRIBUTION_PREFIXES) or (folder / entry.name).exists():
+                continue
+            (folder / entry.name).symlink_to(entry)
+    return folder
+
+
+def make_image_venv(root: Path, block_with_socket_patch: bool) -> Path:
+    """A venv whose python sees the image packages but not kaggle-kit; returns its python."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  check=True, capture_output=True, text=True).stdout.strip())
+    lines = [f"import site; site.addsitedir({str(image_site_dir(root))!r})"]
+    if block_with_socket_patch:
+        (purelib / "_kit_block_network.py").write_text(NETWORK_BLOCKER)
+        lines.insert(0, "import _kit_block_network")
+    (purelib / "kaggle_image.pth").write_text("\n".join(lines) + "\n")
+    return python
+
+
+def write_kernelspec(root: Path, python: Path) -> Path:
+    """A kernelspec whose argv starts the venv's python; nbclient finds it through JUPYTER_PATH."""
+    jupyter = root / "jupyter"
+    spec_dir = jupyter / "kernels" / KERNEL_NAME
+    spec_dir.mkdir(parents=True)
+    spec = {"argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Kaggle image (simulated)", "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return jupyter
+
+
+def kernel_env(root: Path, jupyter: Path) -> dict[str, str]:
+    """The environment of the notebook run: no paths leaking the checkout, jupyter state under the temp dir."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "JUPYTER_PATH")}
+    env.update(JUPYTER_PATH=str(jupyter), JUPYTER_RUNTIME_DIR=str(root / "runtime"), IPYTHONDIR=str(root / "ipython"),
+               PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
+               PATH=f"{root / 'venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
+# ---- running the notebook -------------------------------------------------------------------------------------
+
+def execute(notebook_in: str, notebook_out: str, cwd: str, timeout: str) -> int:
+    """Entry point of the runner process: execute the notebook with nbclient, save it even when a cell fails."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(notebook_in, as_version=4)
+    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=int(timeout), resources={"metadata": {"path": cwd}})
+    code = 0
+    try:
+        client.execute()
+    except CellExecutionError:
+        code = 1
+    nbformat.write(nb, notebook_out)
+    return code
+
+
+def run_notebook(nb_path: Path, out_path: Path, cwd: Path, env: dict[str, str], use_unshare: bool,
+                 timeout: int) -> None:
+    runner = [sys.executable, "-m", "kaggle_kit.ship.simulate", str(nb_path), str(out_path), str(cwd), str(timeout)]
+    if use_unshare:
+        runner = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *runner]
+    result = subprocess.run(runner, env=env, cwd=cwd, capture_output=True, text=True)
+    if not out_path.is_file():
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KitError(f"simulate: the notebook runner failed before saving the notebook: {last}")
+    failure = notebook_error(read_json(out_path))
+    if failure or result.returncode != 0:
+        reason = failure or f"runner exit code {result.returncode}"
+        raise KitError(f"simulate: the notebook failed offline: {reason}")
+
+
+def notebook_error(nb: dict[str, Any]) -> str | None:
+    """`cell <id>: <ExceptionType>: <message>` for the first failing cell, or None."""
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return f"cell {cell.get('id')!r}: {output.get('ename')}: {output.get('evalue')}"
+    return None
+
+
+def cell_seconds(nb: dict[str, Any]) -> dict[str, float]:
+    """Wall time of each executed code cell, from the timestamps nbclient records."""
+    seconds = {}
+    for cell in nb["cells"]:
+        timing = cell.get("metadata", {}).get("execution", {})
+        start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+        if start and end:
+            elapsed = _timestamp(end) - _timestamp(start)
+            seconds[cell["id"]] = elapsed.total_seconds()
+    return seconds
+
+
+def _timestamp(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# ---- the whole simulation -------------------------------------------------------------------------------------
+
+def kaggle_folders(root: Path, bundle_dir: Path, comp, data_dir: Path) -> dict[str, str]:
+    """/kaggle/input/<dataset>, /kaggle/input/<competition> and /kaggle/working under `root`, as the notebook's
+    path parameters. The dataset is linked, not copied; the competition folder gets test.csv and the sample."""
+    dataset_slug = read_json(bundle_dir / "dataset" / "dataset-metadata.json")["id"].split("/")[1]
+    inputs, working = root / "kaggle" / "input", root / "kaggle" / "working"
+    working.mkdir(parents=True)
+    (inputs / comp.kaggle_slug).mkdir(parents=True)
+    (inputs / dataset_slug).symlink_to((bundle_dir / "dataset").resolve(), target_is_directory=True)
+    for name in ("test.csv", "sample_submission.csv"):
+        shutil.copyfile(data_dir / name, inputs / comp.kaggle_slug / name)
+    return {"DATASET_DIR": str(inputs / dataset_slug), "COMPETITION_DIR": str(inputs / comp.kaggle_slug),
+            "OUTPUT_PATH": str(working / "submission.csv")}
+
+
+def prepared_notebook(bundle_dir: Path, params: dict[str, str], path: Path) -> Path:
+    """The bundle's notebook with the simulated paths injected and the simulated kernel selected."""
+    import nbformat
+
+    from kaggle_kit.ship.notebook import NOTEBOOK_NAME, inject_parameters, read_notebook
+
+    nb = inject_parameters(read_notebook(bundle_dir / "notebook" / NOTEBOOK_NAME), params)
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Kaggle image (simulated)",
+                                 "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path, data_dir: Path, test_df,
+                                sample, submission) -> float:
+    """Largest absolute difference between the notebook's submission and `predict_runs` in this process."""
+    from kaggle_kit.predict.inference import predict_runs, submission_frame
+
+    dataset = bundle_dir / "dataset"
+    runs = manifest["runs"]
+    preds = predict_runs(comp, test_df, [dataset / r["path"] for r in runs], [r["weight"] for r in runs],
+                         device="cpu", folds=[r["folds"] for r in runs],
+                         data_dir=dataset / manifest["data_dir"] if manifest.get("data_dir") else data_dir)
+    expected = submission_frame(comp, test_df, preds, sample)
+    targets = comp.schema.target_names
+    return float(np.max(np.abs(submission[targets].to_numpy(dtype=float) - expected[targets].to_numpy(dtype=float))))
+
+
+def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeout: int = 1800,
+             log: Callable[[str], None] = print) -> Simulation:
+    """Run the bundle's notebook offline on `data_dir`'s test.csv, check the submission against `kit predict`."""
+    import pandas as pd
+
+    from kaggle_kit.data.load import load_test, read_csv
+    from kaggle_kit.registry import get_competition
+    from kaggle_kit.ship.bundle import load_bundle_manifest
+    from kaggle_kit.ship.kaggle_runtime import REPORT_NAME, submission_problems
+
+    bundle_dir, data_dir = Path(bundle_dir), Path(data_dir)
+    manifest = load_bundle_manifest(bundle_dir)
+    comp = get_competition(manifest["competition"])
+    test_df = load_test(comp, data_dir / "test.csv")
+    sample = read_csv(data_dir / "sample_submission.csv")
+    use_unshare = unshare_works()
+    network = "unshare --net (loopback only)" if use_unshare else "socket patch (loopback only)"
+    if not use_unshare:
+        log("warning: `unshare --net` is unavailable here; blocking the network by patching socket.connect instead")
+    phases: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="kit-simulate-") as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        params = kaggle_folders(root, bundle_dir, comp, data_dir)
+        python = make_image_venv(root, block_with_socket_patch=not use_unshare)
+        env = kernel_env(root, write_kernelspec(root, python))
+        notebook = prepared_notebook(bundle_dir, params, root / "notebook.ipynb")
+        phases["venv and input folders"] = time.perf_counter() - start
+        log(f"simulate: running {bundle_dir}/notebook offline ({network}) on {len(test_df)} rows")
+        start = time.perf_counter()
+        working = Path(params["OUTPUT_PATH"]).parent
+        run_notebook(notebook, root / "executed.ipynb", working, env, use_unshare, timeout)
+        total = time.perf_counter() - start
+        cells = cell_seconds(read_json(root / "executed.ipynb"))
+        report = read_json(working / REPORT_NAME)
+        if not Path(report["kaggle_kit_file"]).resolve().is_relative_to((root / "venv").resolve()):
+            raise KitError(f"simulate: the notebook imported kaggle_kit from {report['kaggle_kit_file']}, "
+                           f"not from the wheel it installed into {root / 'venv'}")
+        submission = pd.read_csv(params["OUTPUT_PATH"], dtype={comp.schema.id_column: str})
+        if output:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(params["OUTPUT_PATH"], output)
+    problems = submission_problems(submission, sample, comp.schema.id_column)
+    if problems:
+        raise KitError(f"simulate: submission.csv is not valid: {problems[0]}")
+    log("simulate: predicting the same rows in this process with `kit predict`'s code, to compare")
+    diff = difference_from_kit_predict(comp, manifest, bundle_dir, data_dir, test_df, sample, submission)
+    if diff > 1e-4:
+        raise KitError(f"simulate: the notebook's predictions differ from `kit predict` by up to {diff:.2e} (> 1e-4)")
+    infer = {k: v - report["fold_load_seconds"].get(k, 0.0) for k, v in report["fold_seconds"].items()}
+    phases["bundle check"] = cells.get("verify", 0.0)
+    phases["install"] = cells.get("install", 0.0)
+    phases["load (imports, data, models)"] = cells.get("predict", 0.0) - sum(infer.values())
+    phases["notebook total"] = total
+    # Model loading and setup do not grow with the test size; inference does, linearly in rows.
+    projected = total - sum(infer.values()) + sum(infer.values()) * comp.hidden_test_size / len(test_df)
+    return Simulation(Path(output) if output else None, len(submission), network, phases, infer, projected,
+                      comp.hidden_test_size, diff, report["kaggle_kit_file"])
+
+
+def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8,
+                log: Callable[[str], None] = print) -> Simulation | None:
+    """`simulate` on the first rows of the run's train.csv posing as a test set: what `kit bundle` runs by default."""
+    from kaggle_kit.data.load import read_csv
+    from kaggle_kit.runs.folder import RunDir
+
+    data = RunDir(run_path).load_config().data
+    train_csv = Path(data or "") / "train.csv"
+    if not data or not train_csv.is_file():
+        log(f"warning: skipped the offline check: the run's training data {train_csv} is not here; "
+            f"run `kit simulate --bundle {bundle_dir} --data DIR`")
+        return None
+    train = read_csv(train_csv).head(rows)
+    with tempfile.TemporaryDirectory(prefix="kit-check-") as tmp:
+        train[comp.schema.test_columns()].to_csv(Path(tmp) / "test.csv", index=False)
+        sample = train[[comp.schema.id_column]].copy()
+        for target in comp.schema.target_names:
+            sample[target] = 0.0
+        sample.to_csv(Path(tmp) / "sample_submission.csv", index=False)
+        return simulate(bundle_dir, Path(tmp), log=log)
+
+
+def print_simulation(sim: Simulation, log: Callable[[str], None] = print) -> None:
+    log(f"simulate: valid submission, {sim.rows} rows, equal to `kit predict` (max |diff| {sim.max_abs_diff:.1e}); "
+        f"network blocked by {sim.network}")
+    for phase, seconds in sim.phases.items():
+        log(f"  {phase:<32} {seconds:8.2f} s")
+    for fold, seconds in sim.fold_seconds.items():
+        log(f"  inference {fold:<22} {seconds:8.2f} s")
+    hours = sim.projected_seconds / 3600
+    verdict = "within" if hours < 9 else "OVER"
+    log(f"projected runtime for the hidden test ({sim.hidden_rows:,} rows) at this machine's measured throughput: "
+        f"{sim.projected_seconds:,.0f} s ({hours:.2f} h, {verdict} Kaggle's 9 h limit)")
+
+
+if __name__ == "__main__":
+    sys.exit(execute(*sys.argv[1:5]))

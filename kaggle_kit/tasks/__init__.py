@@ -1,0 +1,1 @@
+"""What a competition asks for: losses and metrics."""

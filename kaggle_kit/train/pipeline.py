@@ -1,0 +1,205 @@
+"""`kit train`: validate everything, then run K folds into a run folder that can be resumed."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kaggle_kit.competition import Competition
+from kaggle_kit.config import TrainConfig
+from kaggle_kit.data.load import load_train, resolve_data_dir
+from kaggle_kit.device import describe, pick_device, seed_everything
+from kaggle_kit.errors import KitError
+from kaggle_kit.fileio import atomic_path, read_json, sha256_file, write_json
+from kaggle_kit.models.model import check_model_dir, default_model_path, load_backbone_config
+from kaggle_kit.predict.inference import build_model_inputs, load_tokenizer
+from kaggle_kit.registry import get_competition
+from kaggle_kit.runs import plots
+from kaggle_kit.runs.folder import RunDir, new_manifest, now_iso
+from kaggle_kit.train.trainer import FoldData, FoldTrainer, save_fold_outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run: RunDir
+    cv: dict
+
+
+def _fold_data(prep: Prepared, mask: np.ndarray) -> FoldData:
+    index = np.flatnonzero(mask)
+    return FoldData([prep.ids[i] for i in index], prep.y[index], prep.row_ids[index])
+
+
+@dataclass
+class Prepared:
+    """Everything validated and tokenised before the first file of a run is written."""
+
+    comp: Competition
+    data_dir: Path
+    model_path: Path
+    train_df: pd.DataFrame
+    folds: np.ndarray
+    ids: list[list[int]]
+    y: np.ndarray
+    row_ids: np.ndarray
+    tokenizer: object
+    backbone_config: object
+
+
+def train(cfg: TrainConfig, run_path: Path, resume: bool = False) -> TrainResult:
+    """Validate inputs before anything is written; on resume, skip folds whose results are complete."""
+    run = RunDir(run_path)
+    prep = prepare(cfg, run, resume)
+    run.path.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cfg.threads or threads)
+        with log_to_file(run.path / "train.log"):
+            return _run_folds(cfg, run, prep, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
+    comp = get_competition(cfg.competition)
+    data_dir = resolve_data_dir(comp, cfg.data)
+    train_df = load_train(comp, data_dir)
+    model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
+    if resume:
+        _check_resumable(run, data_dir)
+    elif run.config.exists():
+        raise KitError(f"--out {run.path}: already holds a run; pass --resume to continue it or choose a new --out")
+    if cfg.input_format and cfg.input_format not in comp.input_formats:
+        raise KitError(f"--input-format {cfg.input_format!r} is unknown for {comp.name}; "
+                       f"choose one of: {', '.join(comp.input_formats)}")
+    if cfg.mode == "frozen":
+        from kaggle_kit.train.frozen import check_config
+
+        check_config(cfg)
+    seed_everything(cfg.seed)
+    if cfg.max_train_samples and cfg.max_train_samples < len(train_df):
+        train_df = train_df.sample(n=cfg.max_train_samples, random_state=cfg.seed).sort_index().reset_index(drop=True)
+    tokenizer = load_tokenizer(model_path)
+    targets = comp.schema.target_names
+    ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir)
+    lengths = np.array([len(x) for x in ids])
+    log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% truncated at %d", comp.name, len(train_df),
+             cfg.folds, np.median(lengths), 100 * np.mean(lengths >= cfg.max_len), cfg.max_len)
+    return Prepared(comp=comp, data_dir=data_dir, model_path=model_path, train_df=train_df,
+                    folds=comp.fold_strategy(train_df, targets, cfg.folds, cfg.seed), ids=ids,
+                    y=train_df[targets].to_numpy(dtype=np.float32),
+                    row_ids=train_df[comp.schema.id_column].to_numpy(), tokenizer=tokenizer,
+                    backbone_config=load_backbone_config(model_path, cfg.backbone_dropout))
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """Everything logged during the run also lands in the run folder (appended on --resume)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> TrainResult:
+    comp = prep.comp
+    device = pick_device(cfg.device)
+    if not resume:
+        write_json(run.config, cfg.to_dict())
+        data_files = [prep.data_dir / "train.csv"] + [prep.data_dir / name for name in comp.extra_files
+                                                      if (prep.data_dir / name).is_file()]
+        write_json(run.manifest, new_manifest(cfg, data_files, describe(device), prep.model_path))
+        prep.tokenizer.save_pretrained(str(run.tokenizer))
+        prep.backbone_config.save_pretrained(str(run.backbone))
+        with atomic_path(run.folds_csv) as tmp:
+            pd.DataFrame({comp.schema.id_column: prep.row_ids, "fold": prep.folds}).to_csv(tmp, index=False)
+    log.info("run folder: %s (device %s)", run.path, describe(device))
+
+    trainer_class = FoldTrainer
+    if cfg.mode == "frozen":
+        from kaggle_kit.train.frozen import FrozenFoldTrainer as trainer_class
+    trainer = trainer_class(cfg, comp, prep.backbone_config, prep.model_path, prep.tokenizer.pad_token_id or 0,
+                            device, run)
+    for fold in cfg.fold_list():
+        if run.fold_done(fold):
+            log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
+            continue
+        train_part = _fold_data(prep, prep.folds != fold)
+        valid_part = _fold_data(prep, prep.folds == fold)
+        log.info("fold %d: %d train / %d valid", fold, len(train_part.ids), len(valid_part.ids))
+        outcome = trainer.fit(fold, train_part, valid_part)
+        save_fold_outcome(run, outcome, valid_part, comp)
+        log.info("fold %d: best %s %.4f at step %d (%.0fs)", fold, comp.metric.name, outcome.score,
+                 outcome.best_step, outcome.seconds)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return TrainResult(run, finalize(run, comp, prep.train_df, prep.folds))
+
+
+def _check_resumable(run: RunDir, data_dir: Path) -> None:
+    if not run.config.is_file():
+        raise KitError(f"--resume: {run.path} is not a run folder (no {run.config.name})")
+    recorded = run.load_manifest().get("data", {}).get("train.csv", {}).get("sha256")
+    actual = sha256_file(data_dir / "train.csv")
+    if recorded and recorded != actual:
+        raise KitError(f"--resume: {data_dir / 'train.csv'} changed since the run started "
+                       f"(sha256 {actual[:12]} != {recorded[:12]}); start a new run instead")
+
+
+def finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> dict:
+    """Pool the finished folds into oof.csv, cv.json, metrics.csv and plots; mark the run complete."""
+    targets = comp.schema.target_names
+    id_col = comp.schema.id_column
+    done = run.finished_folds()
+    parts = [pd.read_csv(run.fold_oof(f), dtype={id_col: str}) for f in done]
+    oof = pd.concat(parts, ignore_index=True)
+    order = {v: i for i, v in enumerate(train_df[id_col].astype(str))}
+    oof = oof.iloc[np.argsort([order[v] for v in oof[id_col].astype(str)], kind="stable")].reset_index(drop=True)
+    truth = train_df.set_index(train_df[id_col].astype(str)).loc[oof[id_col].astype(str), targets].to_numpy(float)
+    pred = oof[targets].to_numpy(float)
+    pooled = comp.metric(truth, pred, targets)
+
+    baseline_pred = np.zeros_like(truth)
+    for f in done:
+        mask_valid = (folds == f)[[order[v] for v in oof[id_col].astype(str)]]
+        baseline_pred[mask_valid] = train_df.loc[folds != f, targets].to_numpy(float).mean(axis=0)
+    baseline = comp.metric(truth, baseline_pred, targets)
+
+    fold_results = {f"fold{f}": read_json(run.fold_result(f)) for f in done}
+    cv = {
+        "metric": comp.metric.name,
+        "greater_is_better": comp.metric.greater_is_better,
+        "score": pooled.score,
+        "per_target": pooled.per_target,
+        "folds": fold_results,
+        "folds_trained": done,
+        "n_oof": len(oof),
+        "baseline_train_mean": {"score": baseline.score, "per_target": baseline.per_target},
+    }
+    with atomic_path(run.oof) as tmp:
+        oof.to_csv(tmp, index=False)
+    metrics = pd.concat([pd.read_csv(run.fold_log(f)) for f in done if run.fold_log(f).is_file()], ignore_index=True)
+    with atomic_path(run.metrics) as tmp:
+        metrics.to_csv(tmp, index=False)
+    plots.learning_curves(metrics, comp.metric.name, run.plots / "learning_curves.png")
+    plots.predicted_vs_true(truth, pred, targets, run.plots / "predicted_vs_true.png")
+    write_json(run.cv, cv)
+    manifest = run.load_manifest()
+    cfg = run.load_config()
+    complete = set(done) >= set(cfg.fold_list())
+    manifest.update(status="complete" if complete else "partial", finished=now_iso(), folds_finished=done)
+    write_json(run.manifest, manifest)
+    return cv

@@ -1,0 +1,42 @@
+import numpy as np
+import torch
+
+from kaggle_kit.data.batching import bucketed_batches, collate, sorted_batches
+from kaggle_kit.device import pick_device
+from kaggle_kit.models.model import build_model, load_backbone_config
+from kaggle_kit.predict.inference import infer
+
+
+def test_bucketed_batches_cover_every_index_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 512, 1000)
+    batches = bucketed_batches(lengths, 8, np.random.default_rng(1), bucket_factor=10)
+    flat = np.concatenate(batches)
+    assert sorted(flat) == list(range(1000))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    random_padded = sum(len(b) * lengths[b].max() for b in np.array_split(rng.permutation(1000), 125))
+    assert padded < 0.8 * random_padded
+    again = bucketed_batches(lengths, 8, np.random.default_rng(1), bucket_factor=10)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_sorted_batches_longest_first():
+    lengths = [3, 9, 1, 7, 5]
+    batches = sorted_batches(lengths, 2)
+    assert [list(b) for b in batches] == [[1, 3], [4, 0], [2]]
+
+
+def test_collate_pads_right_with_mask():
+    batch = collate([[1, 2, 3], [4]], pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_infer_returns_input_order_and_matches_unbatched(tiny_bert):
+    torch.manual_seed(0)
+    model = build_model(load_backbone_config(tiny_bert, 0.0), 2, "mean", weights_from=tiny_bert)
+    rng = np.random.default_rng(0)
+    ids = [list(rng.integers(1000, 2000, n)) for n in (5, 30, 12, 2, 19, 7)]
+    batched = infer(model, ids, 0, 4, pick_device("cpu"), None)
+    single = np.concatenate([infer(model, [x], 0, 1, pick_device("cpu"), None) for x in ids])
+    assert np.allclose(batched, single, atol=1e-5)

@@ -1,0 +1,123 @@
+"""`kit simulate` and the check inside `kit bundle`: the notebook runs offline in a venv without the kit
+checkout, and its submission equals `kit predict`."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kaggle_kit.ship.simulate import image_site_dir
+from tests.helpers import assert_one_line_error, run_kit
+
+pytestmark = pytest.mark.e2e
+TARGETS = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
+
+
+def test_simulate_matches_kit_predict(ell_tiny_bundle, ell_tiny_run, ell_small_dir, tmp_path, capsys):
+    simulated = tmp_path / "simulated.csv"
+    code, _, err = run_kit(capsys, "simulate", "--bundle", ell_tiny_bundle, "--data", ell_small_dir,
+                           "--output", simulated)
+    assert code == 0, err
+    for phase in ("install", "bundle check", "load", "inference ell-tiny/fold0", "inference ell-tiny/fold1",
+                  "projected runtime for the hidden test (2,700 rows)"):
+        assert phase in err, phase
+    predicted = tmp_path / "predicted.csv"
+    code, _, err = run_kit(capsys, "predict", "ell", "--run", ell_tiny_run, "--input", ell_small_dir / "test.csv",
+                           "--output", predicted)
+    assert code == 0, err
+    sim, pred = pd.read_csv(simulated), pd.read_csv(predicted)
+    sample = pd.read_csv(ell_small_dir / "sample_submission.csv")
+    assert list(sim.columns) == list(sample.columns) and list(sim["text_id"]) == list(sample["text_id"])
+    assert not sim.isna().any().any()
+    assert np.abs(sim[TARGETS].to_numpy() - pred[TARGETS].to_numpy()).max() <= 1e-4
+
+
+def test_bundle_runs_the_offline_check_by_default(ell_tiny_run, image_packages_of_this_env, tmp_path, capsys):
+    code, _, err = run_kit(capsys, "bundle", "ell", "--run", ell_tiny_run, "--owner", "kit-tester", "--out", tmp_path,
+                           "--image-packages", image_packages_of_this_env)
+    assert code == 0, err
+    assert "simulate: valid submission, 8 rows, equal to `kit predict`" in err
+
+
+def test_tampered_bundle_stops_the_notebook(ell_tiny_bundle, ell_small_dir, tmp_path, capsys):
+    bundle = tmp_path / ell_tiny_bundle.name
+    shutil.copytree(ell_tiny_bundle, bundle)
+    weights = bundle / "dataset" / "models" / "ell-tiny" / "fold0.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    code, _, err = run_kit(capsys, "simulate", "--bundle", bundle, "--data", ell_small_dir)
+    assert_one_line_error(code, err, "cell 'verify'", "models/ell-tiny/fold0.safetensors does not match manifest.json")
+
+
+def test_simulated_image_hides_the_kit(tmp_path):
+    names = {p.name for p in image_site_dir(tmp_path).iterdir()}
+    assert "torch" in names and "transformers" in names
+    assert not any(n.startswith(("kaggle_kit", "__editable__", "competitions")) for n in names)
+
+
+def test_simulate_needs_a_bundle(tmp_path, ell_small_dir, capsys):
+    code, _, err = run_kit(capsys, "simulate", "--bundle", tmp_path, "--data", ell_small_dir)
+    assert_one_line_error(code, err, "no dataset/manifest.json")
+
+
+def test_image_venv_lacks_the_kit_and_the_fallback_blocks_the_network(tmp_path):
+    import subprocess
+
+    from kaggle_kit.ship.simulate import make_image_venv
+
+    python = make_image_venv(tmp_path, block_with_socket_patch=True)
+    probe = ("import importlib.util, socket\n"
+             "print('kit', importlib.util.find_spec('kaggle_kit') is not None)\n"
+             "print('torch', importlib.util.find_spec('torch') is not None)\n"
+             "try:\n    socket.create_connection(('192.0.2.1', 80), timeout=5)\n"
+             "except OSError as err:\n    print('blocked', err)\n")
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    assert "kit False" in out and "torch True" in out and "blocked by kit simulate" in out
+
+
+def test_socket_patch_fallback_also_runs_offline(ell_tiny_bundle, ell_small_dir, monkeypatch):
+    """Where `unshare --net` is unavailable the notebook still runs, with non-loopback connects refused."""
+    from kaggle_kit.ship import simulate
+
+    monkeypatch.setattr(simulate, "unshare_works", lambda: False)
+    lines = []
+    sim = simulate.simulate(ell_tiny_bundle, ell_small_dir, log=lines.append)
+    assert sim.network.startswith("socket patch") and sim.rows == 3 and sim.max_abs_diff <= 1e-4
+    assert any(line.startswith("warning: `unshare --net` is unavailable") for line in lines)
+
+
+def test_quick_check_is_skipped_without_the_training_data(ell_tiny_run, ell_tiny_bundle, tmp_path):
+    from kaggle_kit.registry import get_competition
+    from kaggle_kit.ship.simulate import quick_check
+
+    run = tmp_path / "run"
+    shutil.copytree(ell_tiny_run, run)
+    config = json.loads((run / "run_config.json").read_text())
+    (run / "run_config.json").write_text(json.dumps({**config, "data": str(tmp_path / "gone")}))
+    lines = []
+    assert quick_check(get_competition("ell"), ell_tiny_bundle, run, log=lines.append) is None
+    assert lines and lines[0].startswith("warning: skipped the offline check") and "kit simulate --bundle" in lines[0]
+
+
+def test_a_uspppm_bundle_ships_its_titles_file_and_runs_offline(tmp_path, uspppm_small_dir, tiny_bert,
+                                                                 image_packages_of_this_env, capsys):
+    """Every plugin bundles the same way; USPPPM also needs cpc_titles.csv inside the dataset."""
+    from kaggle_kit.registry import get_competition
+    from kaggle_kit.ship.bundle import build_bundle, load_image_packages
+    from kaggle_kit.ship.simulate import simulate
+
+    run = tmp_path / "run"
+    code, _, err = run_kit(capsys, "train", "uspppm", "--data", uspppm_small_dir, "--model", tiny_bert, "--folds", "2",
+                           "--train-folds", "0", "--epochs", "1", "--max-len", "32", "--batch-size", "16", "--out", run)
+    assert code == 0, err
+    bundle = build_bundle(get_competition("uspppm"), [run], tmp_path / "bundles", owner="kit-tester",
+                          image=load_image_packages(image_packages_of_this_env), log=lambda _: None)
+    manifest = json.loads((bundle.dataset / "manifest.json").read_text())
+    assert manifest["data_dir"] == "data" and "data/cpc_titles.csv" in manifest["files"]
+    assert json.loads((bundle.notebook / "kernel-metadata.json").read_text())["competition_sources"] == [
+        "us-patent-phrase-to-phrase-matching"]
+    sim = simulate(bundle.path, uspppm_small_dir, log=lambda _: None)
+    assert sim.rows == len(pd.read_csv(uspppm_small_dir / "sample_submission.csv")) and sim.max_abs_diff <= 1e-4
