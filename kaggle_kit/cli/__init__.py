@@ -1,0 +1,13 @@
+"""The `kit` command line: one module per group of commands, all registered on one Typer app.
+
+Importing a module registers its commands; the import order is the order of `kit --help` (pipeline order).
+"""
+
+# isort: off
+from kaggle_kit.cli import train  # noqa: F401
+from kaggle_kit.cli import predict  # noqa: F401
+from kaggle_kit.cli import ship  # noqa: F401
+# isort: on
+from kaggle_kit.cli.app import app, main
+
+__all__ = ["app", "main"]

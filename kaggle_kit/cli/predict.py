@@ -1,0 +1,41 @@
+"""`kit predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from kaggle_kit.cli.app import app, parse_weights, quiet_transformers, say, setup_logging
+
+
+@app.command()
+def predict(
+    competition: str = typer.Argument(..., help="Competition plugin name."),
+    run: list[Path] = typer.Option(..., "--run", help="Run folder(s) from `kit train`; repeat to ensemble."),
+    input: Path = typer.Option(..., "--input", help="test.csv to predict."),
+    output: Path = typer.Option(Path("submission.csv"), help="Where to write the submission CSV."),
+    sample_submission: Path = typer.Option(
+        None, help="Row/column order to follow [default: sample_submission.csv beside --input]."),
+    weights: str = typer.Option(None, help="Comma-separated ensemble weights, one per --run [default: equal]."),
+    batch_size: int = typer.Option(None, help="Inference batch size [default: the run's]."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+) -> None:
+    """Fold-averaged, post-processed predictions in the sample submission's row and column order."""
+    from kaggle_kit.data.load import load_test, read_csv
+    from kaggle_kit.fileio import atomic_path
+    from kaggle_kit.predict.inference import predict_runs, submission_frame
+    from kaggle_kit.registry import get_competition
+
+    setup_logging()
+    quiet_transformers()
+    comp = get_competition(competition)
+    test_df = load_test(comp, input)
+    sample_path = sample_submission or input.parent / "sample_submission.csv"
+    sample = read_csv(sample_path) if sample_path.is_file() else None
+    weight_list = parse_weights(weights)
+    preds = predict_runs(comp, test_df, run, weight_list, device=device, batch_size=batch_size, data_dir=input.parent)
+    sub = submission_frame(comp, test_df, preds, sample)
+    with atomic_path(output) as tmp:
+        sub.to_csv(tmp, index=False)
+    say(f"wrote {output} ({len(sub)} rows, columns: {', '.join(sub.columns)})")
