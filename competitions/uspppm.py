@@ -2,7 +2,8 @@
 
 A row is (anchor, target, context) with a score in {0, 0.25, 0.5, 0.75, 1}. The context is a CPC class code
 such as A47; the model reads it as text - the section title plus the class title, lower-cased - taken from a
-CPC titles file (`code, title` columns at least; Kaggle's cpc-codes `titles.csv` works as is).
+CPC titles file (`code, title` columns at least; Kaggle's cpc-codes `titles.csv` works as is). The kit finds that
+file when a run starts and the run carries a copy (see ExtraFile).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kaggle_kit.competition import Competition, InputContext, Schema, Target
+from kaggle_kit.competition import Competition, ExtraFile, InputContext, Schema, Target
 from kaggle_kit.data.folds import stratified_group
 from kaggle_kit.errors import KitError
 from kaggle_kit.tasks.metrics import PEARSON
@@ -24,23 +25,6 @@ TITLES_FILE = "cpc_titles.csv"
 TITLES_FALLBACK = "titles.csv"
 TITLES_OPTION = "cpc_titles"
 GROUP_JOINER = "; "
-
-
-def find_titles(data_dir: Path | None, options: dict) -> Path:
-    """The CPC titles file: `extra: {cpc_titles: PATH}` if that exists, else cpc_titles.csv or titles.csv in
-    the data folder. A recorded path that is gone (a run predicted on another machine, e.g. inside Kaggle) falls
-    through to the data folder, so the same run config works for training, `kit predict` and the bundle."""
-    candidates = []
-    if options.get(TITLES_OPTION):
-        candidates.append(Path(options[TITLES_OPTION]))
-    if data_dir is not None:
-        candidates += [Path(data_dir) / TITLES_FILE, Path(data_dir) / TITLES_FALLBACK]
-    for path in candidates:
-        if path.is_file():
-            return path
-    tried = ", ".join(str(p) for p in candidates) or "nothing (no data folder)"
-    raise KitError(f"uspppm needs the CPC titles file (code,title) to turn context codes into text; tried {tried}. "
-                   f"Put {TITLES_FILE} beside train.csv/test.csv or set `extra: {{{TITLES_OPTION}: PATH}}` in --config")
 
 
 @lru_cache(maxsize=4)
@@ -103,7 +87,7 @@ def pair_text(df: pd.DataFrame, ctx: InputContext) -> list[str]:
     sep = f" {ctx.sep_token} "
     parts = [df["anchor"].str.strip(), df["target"].str.strip()]
     if ctx.input_format != "anchor-target":
-        path = find_titles(ctx.data_dir, ctx.options)
+        path = ctx.files[TITLES_FILE]
         parts.append(pd.Series(context_texts(df["context"].str.strip(), load_titles(path), path, df["id"]),
                                index=df.index))
     if ctx.input_format == "anchor-target-context-group":
@@ -133,5 +117,8 @@ COMPETITION = Competition(
     },
     data_hint="the CPC titles must sit beside train.csv as cpc_titles.csv, or as titles.csv from "
               "`kaggle datasets download -d xhlulu/cpc-codes`",
-    extra_files=(TITLES_FILE,),
+    extra_files=(ExtraFile(TITLES_FILE, alternatives=(TITLES_FALLBACK,), option=TITLES_OPTION,
+                           hint="the CPC titles (code,title) turn context codes into text: put cpc_titles.csv beside "
+                                "train.csv (or Kaggle's cpc-codes titles.csv), or set `extra: {cpc_titles: PATH}` "
+                                "in --config"),),
 )

@@ -64,14 +64,35 @@ class Schema:
 
 
 @dataclass(frozen=True)
+class ExtraFile:
+    """A file an input builder reads besides the rows (USPPPM's CPC titles).
+
+    The kit finds it when a run starts (`extra: {option: PATH}` in --config, else `name` or one of `alternatives`
+    in the data folder), copies it into the run folder, and from then on the run, its predictions and its bundle
+    use that copy: an old run never depends on where the file once was.
+    """
+
+    name: str
+    alternatives: tuple[str, ...] = ()
+    option: str | None = None
+    hint: str = ""
+
+
+@dataclass(frozen=True)
 class InputContext:
-    """What an input builder may use besides the rows: the tokenizer's separator, options, seed, data folder."""
+    """What an input builder may use besides the rows.
+
+    `data_dir` is the competition's data folder of the rows being built (train.csv's at training, test.csv's at
+    inference: per-row files such as essay texts live there); `files` maps each of the plugin's `extra_files` to
+    the copy the run carries (found in the data folder only when the run starts).
+    """
 
     sep_token: str
     input_format: str
     seed: int
     data_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 InputBuilder = Callable[[pd.DataFrame, InputContext], list[str]]
@@ -108,9 +129,10 @@ class Competition:
     hidden_test_size: int = 1000
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_hint: str = ""
-    # Files besides train.csv/test.csv that build_inputs reads from ctx.data_dir, at training and at inference:
-    # a bundle must ship them and pass the folder holding them as data_dir.
-    extra_files: tuple[str, ...] = ()
+    # Files besides train.csv/test.csv that build_inputs reads (through ctx.files), at training and at inference.
+    extra_files: tuple[ExtraFile, ...] = ()
+    # Recorded in each run: bump it when a change to the plugin changes what an old run would predict.
+    version: str = "1"
 
     @property
     def n_outputs(self) -> int:

@@ -1,73 +1,164 @@
-"""Typed training configuration: defaults < preset < --config file < command-line flags."""
+"""Every training setting, declared once: its type, default, help text and validation live on one field.
+
+The `kit train` options, `--config` file checking, the `--resume` rules and the README's options table are all
+derived from `TrainConfig`'s fields, so a setting cannot exist in one place and be missing in another.
+
+Why pydantic: a field carries a real type (`Literal[...]` for choices, numeric bounds) plus free metadata for the
+CLI, validation is the same for a flag, a YAML file and a saved `run_config.json`, and models round-trip through
+JSON. Typer builds the command from a signature generated here (see `cli_parameters`); it never declares a
+setting of its own.
+
+Layering: defaults < preset (generic, then the competition's) < `--config` file < command-line flags. Each layer's
+values are checked field by field as they are applied, so an error names where the bad value came from.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from kaggle_kit.errors import KitError
 
-SCHEDULERS = ("linear", "cosine", "constant")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+Mode = Literal["finetune", "frozen"]
+Scheduler = Literal["linear", "cosine", "constant"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Pooling = Literal["mean", "max", "min", "cls", "attention", "weighted-layer", "concat-last4"]
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 
-MODES = ("finetune", "frozen")
+def _comma_list(value: Any) -> Any:
+    """`--train-folds 0,2` arrives as text; a config file may give a list or a single number."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, int):
+        return [value]
+    return value
 
 
-@dataclass
-class TrainConfig:
-    competition: str = "ell"
-    mode: str = "finetune"
-    data: str | None = None
-    model: str | None = None
-    folds: int = 4
-    train_folds: list[int] | None = None
-    epochs: int = 3
-    max_len: int = 512
-    batch_size: int = 8
-    eval_batch_size: int = 32
-    lr: float = 2e-5
-    head_lr: float = 1e-3
-    llrd: float = 1.0
-    weight_decay: float = 0.01
-    scheduler: str = "cosine"
-    warmup: float = 0.1
-    pooling: str = "mean"
-    pooling_layers: int = 4
-    loss: str | None = None
-    backbone_dropout: float | None = 0.0
-    head_dropout: float = 0.0
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    precision: str = "auto"
-    grad_checkpointing: bool = False
-    fgm_eps: float = 0.0
-    awp_lr: float = 0.0
-    awp_eps: float = 1e-3
-    awp_start_epoch: int = 1
-    eval_every: int = 1
-    ema: float = 0.0
-    seed: int = 42
-    input_format: str | None = None
-    max_train_samples: int | None = None
-    device: str = "auto"
-    threads: int | None = None
-    preset: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+FoldList = Annotated[list[int], BeforeValidator(_comma_list)]
+
+
+def setting(default: Any, help: str, *, flag: bool = True, resume_safe: bool = False, metavar: str | None = None,
+            why: str = "", **bounds: Any) -> Any:
+    """One setting: default, help, numeric bounds (ge/gt/le/lt) and how the CLI shows it.
+
+    `flag=False` keeps a field out of the command line (recorded or file-only settings); `resume_safe` marks the
+    settings `--resume` may change because they cannot change results; `why` is appended to a bounds error.
+    """
+    return Field(default, description=help, json_schema_extra={
+        "flag": flag, "resume_safe": resume_safe, "metavar": metavar, "why": why}, **bounds)
+
+
+class TrainConfig(BaseModel):
+    """A training run's settings. Saved as the run's `run_config.json`, resolved: nothing is left to defaults
+    that a later plugin or kit version could change (loss, input format, precision, targets are written out)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    competition: str = setting("ell", "Competition plugin name.", flag=False)
+    preset: str | None = setting(None, "quick (a CPU run in minutes) or full (the GPU reference recipe); a "
+                                       "competition may define more. Flags and --config override it.",
+                                 metavar="NAME")
+    mode: Mode = setting("finetune", "finetune, or frozen: pooled embeddings once + a ridge head per fold.")
+    data: str | None = setting(None, "Folder with train.csv [default: data/<competition>/].", metavar="DIR",
+                               resume_safe=True)
+    model: str | None = setting(None, "Local Hugging Face model folder [default: embedded all-MiniLM-L6-v2].",
+                                metavar="PATH")
+    folds: int = setting(4, "Number of CV folds K.", ge=2, why="K-fold CV needs a held-out fold")
+    train_folds: FoldList | None = setting(None, "Comma-separated folds to train, e.g. 0,1 [default: all].",
+                                           metavar="LIST", resume_safe=True)
+    epochs: int = setting(3, "Epochs per fold.", ge=1)
+    max_len: int = setting(512, "Max tokens per input (longer inputs are truncated).", ge=8)
+    batch_size: int = setting(8, "Training batch size (per optimizer micro-step).", ge=1)
+    eval_batch_size: int = setting(32, "Inference batch size.", ge=1, resume_safe=True)
+    lr: float = setting(2e-5, "Learning rate of the top encoder layer.", gt=0)
+    head_lr: float = setting(1e-3, "Learning rate of the pooling head and output layer.", gt=0)
+    llrd: float = setting(1.0, "Layer-wise LR decay per layer going down (1 = off, 0.9 typical).", gt=0, le=1,
+                          why="1 means no decay")
+    weight_decay: float = setting(0.01, "AdamW weight decay (never on biases and norm weights).", ge=0)
+    scheduler: Scheduler = setting("cosine", "LR schedule after warmup.")
+    warmup: float = setting(0.1, "Warmup as a fraction of all optimizer steps.", ge=0, lt=1)
+    pooling: Pooling = setting("mean", "How token states become one vector per input.")
+    pooling_layers: int = setting(4, "Layers used by weighted-layer / concat-last4 pooling.", ge=1)
+    loss: str | None = setting(None, "Training loss: rmse, mse, smoothl1, bce, pearson [default: the "
+                                     "competition's].", metavar="NAME")
+    backbone_dropout: float | None = setting(0.0, "Dropout inside the backbone (0 = off, the regression default).",
+                                             ge=0, lt=1)
+    head_dropout: float = setting(0.0, "Dropout before the output layer.", ge=0, lt=1)
+    grad_accum: int = setting(1, "Gradient accumulation: micro-batches per optimizer step.", ge=1)
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm.", gt=0)
+    precision: Precision = setting("auto", "auto (bf16 on GPUs with compute capability >= 8.0, fp16 with a grad "
+                                           "scaler below, fp32 on CPU), fp32, fp16, bf16.")
+    grad_checkpointing: bool = setting(False, "Recompute activations in backward: less memory, more compute.")
+    fgm_eps: float = setting(0.0, "FGM adversarial step on the word embeddings (0 = off).", ge=0)
+    awp_lr: float = setting(0.0, "AWP adversarial weight perturbation rate (0 = off).", ge=0)
+    awp_eps: float = setting(1e-3, "AWP perturbation bound, relative to each weight.", gt=0)
+    awp_start_epoch: int = setting(1, "First epoch (0-based) with AWP.", ge=0)
+    eval_every: int = setting(1, "Validations per epoch; the best one per fold is kept.", ge=1)
+    ema: float = setting(0.0, "EMA decay of weights for evaluation and the saved checkpoint (0 = off).", ge=0, lt=1,
+                         why="0 = off, 0.99-0.999 typical")
+    seed: int = setting(42, "Seed for folds, shuffling and initialisation.", ge=0)
+    input_format: str | None = setting(None, "How a row becomes model input [default: the competition's first].",
+                                       metavar="NAME")
+    max_train_samples: int | None = setting(None, "Train on a seeded subsample of this many rows.", ge=1)
+    device: str = setting("auto", "Where to train: auto (a GPU if there is one), cpu, cuda, cuda:1, ...",
+                          pattern=DEVICE_PATTERN, resume_safe=True, metavar="auto|cpu|cuda|cuda:N")
+    threads: int | None = setting(None, "CPU threads for torch [default: all cores]; on a machine other jobs "
+                                        "share, use fewer than the free cores.", ge=1, resume_safe=True)
+    extra: dict[str, Any] = setting({}, "Plugin options (config file only), e.g. {cpc_titles: PATH}.", flag=False)
+    # Recorded when the run starts, so an old run predicts the same way whatever its plugin says today.
+    competition_version: str | None = setting(None, "The plugin's version when the run started.", flag=False)
+    targets: list[str] | None = setting(None, "The plugin's target columns when the run started.", flag=False)
+
+    @model_validator(mode="after")
+    def _check_together(self) -> TrainConfig:
+        if self.train_folds is not None:
+            if not self.train_folds:
+                raise ValueError("--train-folds: is empty")
+            for fold in self.train_folds:
+                if not 0 <= fold < self.folds:
+                    raise ValueError(f"--train-folds: fold {fold} does not exist with --folds {self.folds} "
+                                     f"(use 0..{self.folds - 1})")
+        if self.max_train_samples is not None and self.max_train_samples < 2 * self.folds:
+            raise ValueError(f"--max-train-samples {self.max_train_samples} with --folds {self.folds}: each fold "
+                             f"needs at least 2 validation rows (use --max-train-samples >= {2 * self.folds} "
+                             f"or fewer --folds)")
+        if self.awp_lr > 0 and self.awp_start_epoch >= self.epochs:
+            raise ValueError(f"--awp-start-epoch {self.awp_start_epoch}: AWP would never run with --epochs "
+                             f"{self.epochs} (epochs count from 0: use 0..{self.epochs - 1})")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
     def fold_list(self) -> list[int]:
         return sorted(self.train_folds) if self.train_folds is not None else list(range(self.folds))
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+FIELDS = TrainConfig.model_fields
+
+
+def option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def field_info(name: str) -> dict[str, Any]:
+    return FIELDS[name].json_schema_extra or {}
+
+
+def choices(name: str) -> tuple[str, ...] | None:
+    """The allowed values of a Literal field (also inside `X | None`), else None."""
+    annotation = FIELDS[name].annotation
+    for candidate in (annotation, *get_args(annotation)):
+        if get_origin(candidate) is Literal:
+            return get_args(candidate)
+    return None
+
 
 # Generic presets; a competition may refine them in its plugin (Competition.presets).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -82,44 +173,84 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
-    """Turn a YAML/JSON/CLI value into the field's type, with a one-line error naming where it came from."""
-    if value is None:
-        return None
-    kind = FIELDS[name].type
+# ---- checking values --------------------------------------------------------------------------------------------
+
+_ADAPTERS: dict[str, TypeAdapter] = {}
+
+
+def _adapter(name: str) -> TypeAdapter:
+    """Validates one field alone: its type and bounds, without the checks that need other fields."""
+    if name not in _ADAPTERS:
+        info = FIELDS[name]
+        annotation = info.annotation
+        if info.metadata:
+            annotation = Annotated.__class_getitem__((annotation, *info.metadata))
+        _ADAPTERS[name] = TypeAdapter(annotation)
+    return _ADAPTERS[name]
+
+
+def _describe(name: str, value: Any, error: dict[str, Any]) -> str:
+    """A pydantic error as the one line a user needs: what was given, what is allowed."""
+    kind, ctx = error["type"], error.get("ctx", {})
+    allowed = choices(name)
+    why = field_info(name).get("why")
+    if kind == "literal_error" and allowed:
+        return f"{value!r} is unknown; choose one of: {', '.join(allowed)}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        words = {"greater_than_equal": "at least", "greater_than": "above", "less_than_equal": "at most",
+                 "less_than": "below"}[kind]
+        limit = next(iter(ctx.values()))
+        return f"must be {words} {limit} (got {value}){': ' + why if why else ''}"
+    if kind == "string_pattern_mismatch" and name == "device":
+        return f"{value!r} is not a device (auto, cpu, cuda, cuda:N)"
+    expected = {"int_parsing": "a whole number", "int_from_float": "a whole number", "float_parsing": "a number",
+                "bool_parsing": "true or false", "list_type": "a list", "dict_type": "a mapping",
+                "string_type": "text"}.get(kind)
+    if expected:
+        return f"{value!r} is not {expected}"
+    return f"{value!r}: {error['msg']}"
+
+
+def check_value(name: str, value: Any, source: str) -> Any:
+    """One field's value, converted and bounds-checked; a bad value is a one-line KitError naming `source`."""
     try:
-        if name == "train_folds":
-            if isinstance(value, str):
-                return [int(x) for x in value.split(",") if x.strip()]
-            return [int(x) for x in value]
-        if name == "extra":
-            return dict(value)
-        if "bool" in kind:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if "int" in kind and "float" not in kind:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if "float" in kind:
-            return float(value)
-        if "str" in kind:
-            return str(value)
-    except (TypeError, ValueError):
-        raise KitError(f"{source}: {name} = {value!r} is not a valid {kind}") from None
-    return value
+        return _adapter(name).validate_python(value)
+    except ValidationError as err:
+        first = err.errors()[0]
+        shown = first.get("input", value) if first["loc"] else value
+        where = option_name(name) if source == "command line" else f"{source}: {name}"
+        raise KitError(f"{where}: {_describe(name, shown, first)}") from None
 
 
-def apply(cfg: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
+def unknown_setting(key: str, source: str) -> KitError:
+    close = difflib.get_close_matches(key.replace("-", "_"), list(FIELDS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(FIELDS)})"
+    return KitError(f"{source}: unknown setting {key!r}{hint}")
+
+
+def checked_values(values: dict[str, Any], source: str) -> dict[str, Any]:
+    out = {}
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in FIELDS:
-            raise KitError(f"{source}: unknown setting {key!r} (known: {', '.join(FIELDS)})")
-        setattr(cfg, name, _coerce(name, value, source))
-    return cfg
+            raise unknown_setting(key, source)
+        out[name] = check_value(name, value, source)
+    return out
+
+
+def build(values: dict[str, Any], source: str) -> TrainConfig:
+    """A TrainConfig from already layered values; a failed cross-field check is one line."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        message = str(first.get("ctx", {}).get("error", first["msg"]))
+        raise KitError(message if message.startswith("--") else f"{source}: {message}") from None
+
+
+def from_dict(values: dict[str, Any], source: str) -> TrainConfig:
+    """A saved run_config.json (or any mapping of settings) as a checked TrainConfig."""
+    return build(checked_values(values, source), source)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -138,56 +269,143 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve(competition: str, competition_presets: dict[str, dict[str, Any]], preset: str | None,
-            config_file: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """Layer defaults, preset (generic then the competition's), config file and flags, then validate."""
+def layers(competition: str, competition_presets: dict[str, dict[str, Any]], preset: str | None,
+           config_file: str | Path | None, flags: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(source, checked values) per layer, lowest first: preset, the competition's preset, file, flags."""
     file_values = load_config_file(config_file) if config_file else {}
-    preset = overrides.get("preset") or preset or file_values.get("preset")
-    cfg = TrainConfig(competition=competition)
+    preset = flags.get("preset") or preset or file_values.get("preset")
+    out: list[tuple[str, dict[str, Any]]] = []
     if preset:
         if preset not in PRESETS and preset not in competition_presets:
-            raise KitError(f"--preset {preset!r} is unknown; choose one of: {', '.join(sorted(PRESETS))}")
-        apply(cfg, PRESETS.get(preset, {}), f"preset {preset}")
-        apply(cfg, competition_presets.get(preset, {}), f"preset {preset} ({competition})")
-        cfg.preset = preset
-    apply(cfg, {k: v for k, v in file_values.items() if k != "preset"}, f"--config {config_file}")
-    apply(cfg, {k: v for k, v in overrides.items() if v is not None and k != "preset"}, "command line")
-    cfg.competition = competition
-    validate(cfg)
-    return cfg
+            known = sorted(set(PRESETS) | set(competition_presets))
+            raise KitError(f"--preset {preset!r} is unknown; choose one of: {', '.join(known)}")
+        out.append((f"preset {preset}", checked_values(PRESETS.get(preset, {}), f"preset {preset}")))
+        out.append((f"preset {preset} ({competition})",
+                    checked_values(competition_presets.get(preset, {}), f"preset {preset} ({competition})")))
+        out.append(("--preset", {"preset": preset}))
+    out.append((f"--config {config_file}", checked_values(
+        {k: v for k, v in file_values.items() if k != "preset"}, f"--config {config_file}")))
+    out.append(("command line", checked_values(
+        {k: v for k, v in flags.items() if v is not None and k != "preset"}, "command line")))
+    return out
 
 
-def validate(cfg: TrainConfig) -> None:
-    def bad(option: str, why: str) -> None:
-        raise KitError(f"--{option.replace('_', '-')}: {why}")
+def resolve(competition: str, competition_presets: dict[str, dict[str, Any]], preset: str | None,
+            config_file: str | Path | None, flags: dict[str, Any]) -> TrainConfig:
+    """Layer defaults, preset, config file and flags, then check the settings together."""
+    merged: dict[str, Any] = {}
+    for _, values in layers(competition, competition_presets, preset, config_file, flags):
+        merged.update(values)
+    merged["competition"] = competition
+    return build(merged, "settings")
 
-    if cfg.folds < 2:
-        bad("folds", f"must be at least 2 (got {cfg.folds}): K-fold CV needs a held-out fold")
-    for fold in cfg.fold_list():
-        if not 0 <= fold < cfg.folds:
-            bad("train_folds", f"fold {fold} does not exist with --folds {cfg.folds} (use 0..{cfg.folds - 1})")
-    if cfg.train_folds is not None and not cfg.train_folds:
-        bad("train_folds", "is empty")
-    for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "eval_every", "pooling_layers"):
-        if getattr(cfg, name) < 1:
-            bad(name, f"must be at least 1 (got {getattr(cfg, name)})")
-    if cfg.threads is not None and cfg.threads < 1:
-        bad("threads", f"must be at least 1 (got {cfg.threads})")
-    if cfg.max_len < 8:
-        bad("max_len", f"must be at least 8 tokens (got {cfg.max_len})")
-    if cfg.lr <= 0 or cfg.head_lr <= 0:
-        bad("lr", "learning rates must be positive")
-    if not 0 < cfg.llrd <= 1:
-        bad("llrd", f"layer-wise decay must be in (0, 1] (got {cfg.llrd}); 1 means no decay")
-    if cfg.scheduler not in SCHEDULERS:
-        bad("scheduler", f"{cfg.scheduler!r} is unknown; choose one of: {', '.join(SCHEDULERS)}")
-    if cfg.mode not in MODES:
-        bad("mode", f"{cfg.mode!r} is unknown; choose one of: {', '.join(MODES)}")
-    if cfg.precision not in PRECISIONS:
-        bad("precision", f"{cfg.precision!r} is unknown; choose one of: {', '.join(PRECISIONS)}")
-    if not 0 <= cfg.warmup < 1:
-        bad("warmup", f"is a fraction of the steps in [0, 1) (got {cfg.warmup})")
-    if not 0 <= cfg.ema < 1:
-        bad("ema", f"is a decay in [0, 1), 0 = off (got {cfg.ema})")
-    if cfg.max_train_samples is not None and cfg.max_train_samples < 2 * cfg.folds:
-        bad("max_train_samples", f"needs at least 2 rows per fold (got {cfg.max_train_samples})")
+
+def resume_changes(recorded: TrainConfig, requested: dict[str, Any]) -> dict[str, Any]:
+    """The settings `--resume` may change, checked; any other setting that differs from the run is an error.
+
+    Only settings that cannot change results pass: device, threads, eval batch size, the data folder (its
+    train.csv is hash-checked) and a subset of the run's folds.
+    """
+    allowed = {}
+    for name, value in requested.items():
+        if name in ("competition", "preset") or value == getattr(recorded, name):
+            continue
+        if name == "train_folds":
+            if not set(value) <= set(recorded.fold_list()):
+                raise KitError(f"--resume: --train-folds {','.join(map(str, value))} is not a subset of the run's "
+                               f"folds {','.join(map(str, recorded.fold_list()))}")
+        elif not field_info(name).get("resume_safe"):
+            raise KitError(f"--resume: {option_name(name)} {_show(value)} would change the run, which was trained "
+                           f"with {option_name(name)} {_show(getattr(recorded, name))}; drop the flag, or start a "
+                           f"new run without --resume")
+        allowed[name] = value
+    return allowed
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "(none)" if value is None else str(value)
+
+
+# ---- the command line and the README, derived from the fields -----------------------------------------------------
+
+def cli_parameters() -> list[tuple[str, type, Any, str, str | None]]:
+    """(name, type, default, flag declaration, metavar) for each setting the command line takes."""
+    params = []
+    for name, info in FIELDS.items():
+        extra = field_info(name)
+        if not extra.get("flag", True):
+            continue
+        annotation = info.annotation
+        base = next((a for a in (annotation, *get_args(annotation)) if a in (int, float, bool)), str)
+        allowed = choices(name)
+        metavar = extra.get("metavar") or ("|".join(allowed) if allowed else {int: "N", float: "X"}.get(base))
+        flag = option_name(name)
+        declaration = f"{flag}/--no-{flag[2:]}" if base is bool else flag
+        params.append((name, base, None, declaration, metavar))
+    return params
+
+
+def help_text(name: str) -> str:
+    """The option's help: its description, then default and bounds, all from the declaration."""
+    info = FIELDS[name]
+    notes = []
+    if "[default:" not in (info.description or "") and info.default not in (None, {}):
+        notes.append(f"default: {_show(info.default)}")
+    if not choices(name) and allowed_text(name):
+        notes.append(allowed_text(name))
+    text = (info.description or "") + (f" [{'; '.join(notes)}]" if notes else "")
+    if field_info(name).get("resume_safe"):
+        text += " (may change on --resume)"
+    return text
+
+
+def allowed_text(name: str) -> str:
+    """What a setting accepts, from its declaration: its choices, or its numeric bounds."""
+    allowed = choices(name)
+    if allowed:
+        return " | ".join(allowed)
+    words = {"Ge": ">=", "Gt": ">", "Le": "<=", "Lt": "<"}
+    parts = [f"{words[type(m).__name__]} {getattr(m, type(m).__name__.lower())}" for m in FIELDS[name].metadata
+             if type(m).__name__ in words]
+    return ", ".join(parts)
+
+
+def options_table() -> str:
+    """The README's table of `kit train` settings, generated from the fields (a test keeps the README current)."""
+    rows = ["| option | default | allowed | what it does |", "| --- | --- | --- | --- |"]
+    for name, _, _, declaration, metavar in cli_parameters():
+        info = FIELDS[name]
+        default = "" if info.default is None else f"`{_show(info.default)}`"
+        text = (info.description or "").replace("|", "\\|")
+        if field_info(name).get("resume_safe"):
+            text += " May change on `--resume`."
+        shown = declaration.split("/")[0] + (f" {metavar}" if metavar and not choices(name) else "")
+        allowed = allowed_text(name).replace("|", "\\|")
+        rows.append(f"| `{shown}` | {default} | {allowed} | {text} |")
+    return "\n".join(rows)
+
+
+def write_readme_table(readme: Path) -> bool:
+    """Replace the README's generated options table; True when it changed."""
+    start, end = "<!-- options-table:start -->", "<!-- options-table:end -->"
+    text = readme.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        raise KitError(f"{readme}: no {start} ... {end} markers to put the options table between")
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    new = f"{before}{start}\n{options_table()}\n{end}{after}"
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":  # python -m kaggle_kit.config --readme [README.md]: regenerate the options table
+    import sys
+
+    if sys.argv[1:2] == ["--readme"]:
+        target = Path(sys.argv[2] if len(sys.argv) > 2 else "README.md")
+        print(f"{target}: {'updated' if write_readme_table(target) else 'already current'}")
+    else:
+        print(options_table())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 
@@ -17,7 +18,11 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise KitError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise KitError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0.."
+                       f"cuda:{torch.cuda.device_count() - 1})")
+    return device
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -29,6 +34,24 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def inference_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The run's recorded precision at inference. On CPU everything runs in fp32; a bf16 run on a GPU without bf16
+    (a T4) runs in fp16, the nearest fast type, with a warning rather than in emulated bf16."""
+    if device.type != "cuda":
+        return None
+    if precision == "bf16" and amp_dtype("auto", device) != torch.bfloat16:
+        logging.getLogger(__name__).warning("the run was trained in bf16; this GPU has no fast bf16: "
+                                            "predicting in fp16")
+        return torch.float16
+    return amp_dtype(precision, device)
+
+
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """`auto` made concrete for this device (what the run records), checked against the device."""
+    dtype = amp_dtype(precision, device)
+    return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -9,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from kaggle_kit.errors import KitError
+from kaggle_kit.errors import Interrupted, KitError
 
 app = typer.Typer(
     add_completion=False,
@@ -61,12 +62,54 @@ def require_module(module: str, extra: str) -> None:
         raise KitError(f"{module} is not installed: pip install 'kaggle-kit[{extra}]'")
 
 
+def os_error_line(err: OSError) -> str:
+    """An OS error as one line naming the path and what to do (read-only folder, full disk, permissions)."""
+    path = err.filename or "a file"
+    reason = (err.strerror or str(err)).rstrip(".").lower()
+    hint = {
+        errno.ENOSPC: "free some disk space; finished work is kept and a run continues with --resume",
+        errno.EDQUOT: "free some disk space; finished work is kept and a run continues with --resume",
+        errno.EROFS: "choose a folder on a writable disk (--out)",
+        errno.EACCES: "choose a folder you can write to (--out), or fix its permissions",
+        errno.EPERM: "choose a folder you can write to (--out), or fix its permissions",
+        errno.ENOENT: "check the path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+    }.get(err.errno, "")
+    return f"{path}: {reason}{'; ' + hint if hint else ''}"
+
+
 def main() -> None:
+    """Run `kit`. Errors the user can act on end as one `error:` line with exit code 2; Ctrl-C as one line with
+    exit code 130. Click runs in non-standalone mode so no handler of its own swallows an interrupt first."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except KitError as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        _error(str(err))
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        say("interrupted: finished folds are saved; continue with `kit train COMP --resume`")
+    except OSError as err:
+        _error(os_error_line(err))
+        raise SystemExit(2) from None
+    except Interrupted as err:
+        say(str(err))
         raise SystemExit(130) from None
+    except (KeyboardInterrupt, typer.Abort):
+        say("interrupted")
+        raise SystemExit(130) from None
+    except _click_exception() as err:
+        err.show()
+        raise SystemExit(err.exit_code) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
+def _click_exception() -> type[Exception]:
+    """Usage errors (an unknown option, a missing argument): recent typer vendors click, older ones use it."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click.exceptions import ClickException
+    return ClickException
+
+
+def _error(message: str) -> None:
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer
@@ -9,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kaggle_kit.cli.app import app, quiet_transformers, say, setup_logging
-from kaggle_kit.errors import KitError
+from kaggle_kit.errors import Interrupted, KitError
 
 
 @app.command("list")
@@ -26,70 +27,34 @@ def list_competitions() -> None:
     Console().print(table)
 
 
-@app.command()
-def train(
-    competition: str = typer.Argument(..., help="Competition plugin name (see `kit list`), e.g. ell."),
-    data: Path = typer.Option(None, help="Folder with train.csv [default: data/<competition>/]."),
-    model: Path = typer.Option(None, help="Local Hugging Face model folder [default: embedded all-MiniLM-L6-v2]."),
-    preset: str = typer.Option(None, help="quick (CPU, <10 min) or full (the GPU reference recipe)."),
-    mode: str = typer.Option(None, help="finetune, or frozen: pooled embeddings + a ridge head per fold."),
-    config: Path = typer.Option(None, "--config", help="YAML/JSON file of settings; flags override it."),
-    out: Path = typer.Option(None, help="Run folder [default: runs/<competition>/<time>-<model>]."),
-    resume: bool = typer.Option(False, help="Continue the run in --out (or the latest unfinished one)."),
-    folds: int = typer.Option(None, help="Number of CV folds K (>= 2)."),
-    train_folds: str = typer.Option(None, help="Comma-separated folds to train, e.g. 0,1 [default: all]."),
-    epochs: int = typer.Option(None, help="Epochs per fold."),
-    max_len: int = typer.Option(None, help="Max tokens per input (longer inputs are truncated)."),
-    batch_size: int = typer.Option(None, help="Training batch size."),
-    eval_batch_size: int = typer.Option(None, help="Inference batch size."),
-    lr: float = typer.Option(None, help="Learning rate of the top encoder layer."),
-    head_lr: float = typer.Option(None, help="Learning rate of the pooling head and output layer."),
-    llrd: float = typer.Option(None, help="Layer-wise LR decay per layer going down (1 = off, 0.9 typical)."),
-    weight_decay: float = typer.Option(None, help="AdamW weight decay (never on biases/LayerNorm)."),
-    scheduler: str = typer.Option(None, help="linear, cosine or constant (all with warmup)."),
-    warmup: float = typer.Option(None, help="Warmup as a fraction of all steps."),
-    pooling: str = typer.Option(None, help="mean, max, min, cls, attention, weighted-layer, concat-last4."),
-    pooling_layers: int = typer.Option(None, help="Layers used by weighted-layer / concat-last4 pooling."),
-    loss: str = typer.Option(None, help="rmse, mse, smoothl1, bce, pearson [default: the competition's]."),
-    backbone_dropout: float = typer.Option(None, help="Dropout inside the backbone (0 = off, the regression default)."),
-    head_dropout: float = typer.Option(None, help="Dropout before the output layer."),
-    grad_accum: int = typer.Option(None, help="Gradient accumulation steps."),
-    max_grad_norm: float = typer.Option(None, help="Gradient clipping norm."),
-    precision: str = typer.Option(None, help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16."),
-    grad_checkpointing: bool = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing",
-                                            help="Trade compute for memory."),
-    fgm_eps: float = typer.Option(None, help="FGM adversarial step on word embeddings (0 = off)."),
-    awp_lr: float = typer.Option(None, help="AWP adversarial weight perturbation rate (0 = off)."),
-    awp_eps: float = typer.Option(None, help="AWP perturbation bound, relative to each weight."),
-    awp_start_epoch: int = typer.Option(None, help="First epoch (0-based) with AWP."),
-    eval_every: int = typer.Option(None, help="Validations per epoch; the best one per fold is kept."),
-    ema: float = typer.Option(None, help="EMA decay of weights for evaluation and the saved checkpoint (0 = off)."),
-    seed: int = typer.Option(None, help="Seed for folds, shuffling and initialisation."),
-    input_format: str = typer.Option(None, help="How a row becomes model input (competition-specific)."),
-    max_train_samples: int = typer.Option(None, help="Train on a seeded subsample of this many rows."),
-    device: str = typer.Option(None, help="auto, cpu, cuda, cuda:1 ..."),
-    threads: int = typer.Option(None, help="CPU threads for torch [default: all cores]; on a machine other "
-                                           "jobs share, use fewer than the free cores."),
-) -> None:
-    """K-fold fine-tuning: OOF predictions, CV report, fold weights and plots in a run folder."""
+def train(competition: str, config: Path | None, out: Path | None, resume: bool, **settings) -> None:
+    """K-fold fine-tuning: OOF predictions, CV report, fold weights and plots in a run folder.
+
+    Settings layer as defaults < --preset < --config FILE < flags. With --resume the run's own recorded settings
+    are used; only flags that cannot change results (device, threads, eval batch size, data folder, a subset of
+    the run's folds) may be given.
+    """
     from kaggle_kit import config as config_mod
     from kaggle_kit.registry import get_competition
     from kaggle_kit.runs.folder import RunDir, default_run_path, latest_incomplete_run
 
     comp = get_competition(competition)
-    overrides = {k: v for k, v in locals().items()
-                 if k in config_mod.FIELDS and k not in ("competition",) and v is not None}
-    for key in ("data", "model"):
-        if key in overrides:
-            overrides[key] = str(overrides[key])
+    flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items() if v is not None}
     runs_root = Path("runs")
     if resume:
         run_path = out or latest_incomplete_run(runs_root, comp.name)
         if run_path is None:
             raise KitError(f"--resume: no unfinished run under {runs_root / comp.name}/; pass --out RUN_DIR")
-        cfg = RunDir(run_path).load_config()
+        recorded = RunDir(Path(run_path)).load_config()
+        if recorded.competition != comp.name:
+            raise KitError(f"--resume: {run_path} is a run of {recorded.competition!r}, not of {comp.name!r}")
+        requested: dict = {}
+        for _, values in config_mod.layers(comp.name, comp.presets, None, config, flags):
+            requested.update(values)
+        cfg = recorded.model_copy(update=config_mod.resume_changes(recorded, requested))
+        cfg = config_mod.build(cfg.model_dump(), "--resume")
     else:
-        cfg = config_mod.resolve(comp.name, comp.presets, preset, config, overrides)
+        cfg = config_mod.resolve(comp.name, comp.presets, None, config, flags)
     from kaggle_kit.models.model import check_model_dir, default_model_path
 
     model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
@@ -98,9 +63,43 @@ def train(
     quiet_transformers()
     from kaggle_kit.train.pipeline import train as run_training
 
-    result = run_training(cfg, run_path, resume=resume)
+    try:
+        result = run_training(cfg, run_path, resume=resume)
+    except KeyboardInterrupt:
+        if (run_path / "run_config.json").is_file():
+            raise Interrupted(f"interrupted: finished folds are saved in {run_path}; continue with "
+                              f"`kit train {comp.name} --resume --out {run_path}`") from None
+        raise Interrupted("interrupted before the run started; nothing was written") from None
     print_cv(result.cv, comp.schema.target_names)
     say(f"run folder: {result.run.path}")
+
+
+def _train_signature() -> inspect.Signature:
+    """`kit train`'s parameters: the few that steer the command, then one option per TrainConfig setting."""
+    from kaggle_kit import config as config_mod
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("competition", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                          default=typer.Argument(..., help="Competition plugin name (see `kit list`), e.g. ell.")),
+        inspect.Parameter("config", keyword, annotation=Path | None, default=typer.Option(
+            None, "--config", metavar="FILE", help="YAML/JSON file of settings (same names as the options, "
+                                                   "e.g. max_len: 512); flags override it.")),
+        inspect.Parameter("out", keyword, annotation=Path | None, default=typer.Option(
+            None, "--out", metavar="DIR", help="Run folder [default: runs/<competition>/<time>-<model>].")),
+        inspect.Parameter("resume", keyword, annotation=bool, default=typer.Option(
+            False, "--resume", help="Continue the run in --out (or the latest unfinished one) with its own "
+                                    "settings; skip its finished folds.")),
+    ]
+    for name, kind, default, declaration, metavar in config_mod.cli_parameters():
+        params.append(inspect.Parameter(name, keyword, annotation=kind | None, default=typer.Option(
+            default, declaration, metavar=metavar, help=config_mod.help_text(name), show_default=False)))
+    return inspect.Signature(params)
+
+
+train.__signature__ = _train_signature()
+train.__annotations__ = {p.name: p.annotation for p in train.__signature__.parameters.values()}
+app.command()(train)
 
 
 def print_cv(cv: dict, targets: list[str]) -> None:

@@ -87,17 +87,23 @@ def validate_train(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFr
             if problem:
                 raise KitError(f"{_where(path, df, row, schema.id_column, target.name)}: label {problem}")
         out[target.name] = values
-    for column in schema.input_columns:
+    _check_inputs(df, path, comp)
+    return out
+
+
+def _check_inputs(df: pd.DataFrame, path: Path, comp: Competition) -> None:
+    """An empty input would be predicted from the model's bias alone: refuse it with its row and column."""
+    for column in comp.schema.input_columns:
         empty = np.flatnonzero(df[column].str.strip() == "")
         if len(empty):
-            raise KitError(f"{_where(path, df, int(empty[0]), schema.id_column, column)}: empty input text")
-    return out
+            raise KitError(f"{_where(path, df, int(empty[0]), comp.schema.id_column, column)}: empty input text")
 
 
 def validate_test(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFrame:
     schema = comp.schema
     _require_columns(df, path, schema.test_columns())
     _check_ids(df, path, schema.id_column)
+    _check_inputs(df, path, comp)
     return df
 
 
@@ -109,6 +115,22 @@ def resolve_data_dir(comp: Competition, data_dir: str | Path | None) -> Path:
         raise KitError(f"no train.csv in {folder}/: download the data with `{comp.download_command()}`, "
                        f"or pass --data DIR{hint}")
     return folder
+
+
+def find_extra_files(comp: Competition, data_dir: Path | None, options: dict) -> dict[str, Path]:
+    """Where each of the plugin's extra files is when a run starts: `extra: {option: PATH}`, else the file (or one
+    of its alternative names) in the data folder. A missing file is one line listing what was tried."""
+    found = {}
+    for extra in comp.extra_files:
+        candidates = [Path(options[extra.option])] if extra.option and options.get(extra.option) else []
+        if data_dir is not None:
+            candidates += [Path(data_dir) / name for name in (extra.name, *extra.alternatives)]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            tried = ", ".join(map(str, candidates)) or "nothing (no data folder)"
+            raise KitError(f"{comp.name} needs {extra.name}; tried {tried}{': ' + extra.hint if extra.hint else ''}")
+        found[extra.name] = path
+    return found
 
 
 def load_train(comp: Competition, data_dir: Path) -> pd.DataFrame:

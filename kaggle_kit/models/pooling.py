@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import nn
+
+from kaggle_kit.config import Pooling
 
 
 def _mask(attention_mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -88,7 +92,7 @@ class ConcatLastFourPooling(nn.Module):
         return torch.cat([h[:, 0] for h in hidden_states[-self.n_layers :]], dim=-1)
 
 
-POOLINGS: dict[str, type[nn.Module]] = {
+POOLINGS: dict[Pooling, type[nn.Module]] = {
     "mean": MeanPooling,
     "max": MaxPooling,
     "min": MinPooling,
@@ -97,6 +101,10 @@ POOLINGS: dict[str, type[nn.Module]] = {
     "weighted-layer": WeightedLayerPooling,
     "concat-last4": ConcatLastFourPooling,
 }
+
+
+if set(POOLINGS) != set(get_args(Pooling)):  # the --pooling choices are declared once, in config.Pooling
+    raise RuntimeError(f"pooling registry {sorted(POOLINGS)} differs from config.Pooling {sorted(get_args(Pooling))}")
 
 
 def build_pooling(name: str, hidden_size: int, n_layers: int = 4) -> nn.Module:

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from kaggle_kit.competition import Competition, InputContext
 from kaggle_kit.config import TrainConfig
 from kaggle_kit.data.batching import collate, sorted_batches, tokenize
-from kaggle_kit.device import amp_dtype, autocast, pick_device
+from kaggle_kit.data.load import find_extra_files
+from kaggle_kit.device import autocast, inference_dtype, pick_device
 from kaggle_kit.errors import KitError
 from kaggle_kit.models.model import KitModel, build_model, load_backbone_config
 from kaggle_kit.runs.folder import RunDir
@@ -55,12 +56,34 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
     return model.to(device).eval()
 
 
-def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: TrainConfig,
-                       data_dir: Path | None) -> list[list[int]]:
+def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: TrainConfig, data_dir: Path | None,
+                       files: dict[str, Path]) -> list[list[int]]:
+    """Token ids per row, built by the plugin with the run's own input format, seed and extra files."""
     ctx = InputContext(sep_token=tokenizer.sep_token or "[SEP]",
                        input_format=cfg.input_format or comp.input_formats[0], seed=cfg.seed,
-                       data_dir=data_dir, options=cfg.extra)
+                       data_dir=data_dir, options=cfg.extra, files=files)
     return tokenize(tokenizer, comp.build_inputs(df, ctx), cfg.max_len)
+
+
+def run_files(comp: Competition, run: RunDir, cfg: TrainConfig, data_dir: Path | None) -> dict[str, Path]:
+    """The plugin's extra files as the run carries them; runs made before runs carried them look where training
+    found them (the config's `extra` paths, then the test data folder)."""
+    carried = {extra.name: run.extra_file(extra.name) for extra in comp.extra_files}
+    if all(path.is_file() for path in carried.values()):
+        return carried
+    return find_extra_files(comp, data_dir, cfg.extra)
+
+
+def check_run_for(comp: Competition, run: RunDir) -> TrainConfig:
+    """The run's config, refused by name when the run belongs to another competition."""
+    cfg = run.load_config()
+    if cfg.competition != comp.name:
+        raise KitError(f"--run {run.path}: a run of {cfg.competition!r}, not of {comp.name!r}; predict it with "
+                       f"`kit predict {cfg.competition}`")
+    if cfg.competition_version is not None and cfg.competition_version != comp.version:
+        log.warning("%s: trained with %s plugin version %s, installed is %s; predicting with the run's recorded "
+                    "settings", run.path, comp.name, cfg.competition_version, comp.version)
+    return cfg
 
 
 @dataclass
@@ -111,16 +134,16 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                 raise KitError(f"{run.weights(missing[0])}: file not found")
         if not run_folds:
             raise KitError(f"{run.path}: no finished fold weights (fold*.safetensors) to predict with")
-        plan.append((run, run.load_config(), run_folds))
+        plan.append((run, check_run_for(comp, run), run_folds))
     total = sum(len(run_folds) for _, _, run_folds in plan)
     start = clock()
     blended = np.zeros((len(df), comp.n_outputs), dtype=np.float64)
     used_weight = 0.0
     done = 0
-    dtype = amp_dtype("auto", torch_device)
     for (run, cfg, run_folds), weight in zip(plan, weights, strict=True):
+        dtype = inference_dtype(cfg.precision, torch_device)
         tokenizer = load_tokenizer(run.tokenizer)
-        ids = build_model_inputs(comp, df, tokenizer, cfg, data_dir)
+        ids = build_model_inputs(comp, df, tokenizer, cfg, data_dir, run_files(comp, run, cfg, data_dir))
         link = get_loss(cfg.loss or comp.default_loss).link
         fold_preds = []
         for fold in run_folds:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import kaggle_kit
-from kaggle_kit.config import TrainConfig, apply
+from kaggle_kit.config import TrainConfig, from_dict
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json, sha256_file
 
@@ -61,6 +61,14 @@ class RunDir:
     def plots(self) -> Path:
         return self.path / "plots"
 
+    @property
+    def data(self) -> Path:
+        """The plugin's extra files (USPPPM's CPC titles) as found when the run started."""
+        return self.path / "data"
+
+    def extra_file(self, name: str) -> Path:
+        return self.data / name
+
     def weights(self, fold: int) -> Path:
         return self.path / f"fold{fold}.safetensors"
 
@@ -82,7 +90,11 @@ class RunDir:
     def load_config(self) -> TrainConfig:
         if not self.config.is_file():
             raise KitError(f"{self.path}: not a kaggle-kit run folder (no {self.config.name})")
-        return apply(TrainConfig(), read_json(self.config), str(self.config))
+        try:
+            values = read_json(self.config)
+        except ValueError as err:
+            raise KitError(f"{self.config}: not valid JSON ({err}); the run folder is damaged") from None
+        return from_dict(values, str(self.config))
 
     def load_manifest(self) -> dict[str, Any]:
         return read_json(self.manifest) if self.manifest.is_file() else {}
@@ -118,13 +130,14 @@ def git_commit() -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
-def new_manifest(cfg: TrainConfig, data_files: list[Path], device: str, model_path: Path) -> dict[str, Any]:
+def new_manifest(cfg: TrainConfig, data_files: dict[str, Path], device: str, model_path: Path) -> dict[str, Any]:
     return {
         "status": "running",
         "competition": cfg.competition,
         "seed": cfg.seed,
         "model_path": str(model_path),
-        "data": {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in data_files},
+        "data": {name: {"sha256": sha256_file(p), "size": p.stat().st_size, "source": str(p.resolve())}
+                 for name, p in data_files.items()},
         "versions": package_versions(),
         "git_commit": git_commit(),
         "device": device,

@@ -264,7 +264,7 @@ def check_runs(comp: Competition, run_paths: list[Path], weights: list[float] | 
         run = RunDir(Path(path))
         cfg = run.load_config()
         if cfg.competition != comp.name:
-            raise KitError(f"--run {path}: a {cfg.competition!r} run, not {comp.name!r}")
+            raise KitError(f"--run {path}: a run of {cfg.competition!r}, not of {comp.name!r}")
         folds = run.finished_folds()
         if not folds:
             raise KitError(f"--run {path}: no finished folds (fold*.safetensors) to bundle")
@@ -304,6 +304,8 @@ def model_files(r: BundleRun) -> list[tuple[Path, str]]:
     if r.run.manifest.is_file():  # data sha256, git commit, seed, versions: where these weights came from
         files.append((r.run.manifest, f"{base}/run_manifest.json"))
     files += [(p, f"{base}/tokenizer/{p.name}") for p in sorted(r.run.tokenizer.iterdir()) if p.is_file()]
+    if r.run.data.is_dir():  # the plugin's extra files (USPPPM's CPC titles), as the run found them
+        files += [(p, f"{base}/data/{p.name}") for p in sorted(r.run.data.iterdir()) if p.is_file()]
     files += [(r.run.weights(f), f"{base}/fold{f}.safetensors") for f in r.folds]
     return files
 
@@ -386,7 +388,7 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
         for src, dest in model_files(r):
             (dataset / dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dataset / dest)
-    data_dir = copy_extra_files(comp, runs, dataset)
+    check_extra_files(comp, runs)
     kit_wheel = build_kit_wheel(dataset / "wheels", epoch)
     missing = missing_from_image(wheel_requirements(kit_wheel), image)
     if missing:
@@ -406,7 +408,6 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
         "ensemble": ensemble,
         "wheels": sorted(f"wheels/{p.name}" for p in (dataset / "wheels").glob("*.whl")),
         "downloaded": [str(r) for r in missing],
-        "data_dir": data_dir,
         "files": {p.relative_to(dataset).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
                   for p in sorted(dataset.rglob("*")) if p.is_file()},
     }
@@ -432,24 +433,13 @@ def write_notebook_folder(folder: Path, comp: Competition, manifest: dict[str, A
     validate_kernel_metadata(kernel_meta, folder)
 
 
-def copy_extra_files(comp: Competition, runs: list[BundleRun], dataset: Path) -> str | None:
-    """Files the plugin's input builder reads besides test.csv (Competition.extra_files) into dataset/data/.
-
-    Each is taken from the first run's data folder, or from a path of that name in its config's `extra`.
-    """
-    if not comp.extra_files:
-        return None
-    cfg = runs[0].run.load_config()
-    for name in comp.extra_files:
-        candidates = [Path(cfg.data or ".") / name]
-        candidates += [Path(v) for v in cfg.extra.values() if isinstance(v, str) and Path(v).name == name]
-        src = next((p for p in candidates if p.is_file()), None)
-        if src is None:
-            raise KitError(f"{candidates[0]}: file not found; {comp.name} reads {name} at inference, so the bundle "
-                           f"must ship it (put it in the run's data folder)")
-        (dataset / "data").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dataset / "data" / name)
-    return "data"
+def check_extra_files(comp: Competition, runs: list[BundleRun]) -> None:
+    """Each run must carry the plugin's extra files: the notebook reads them from the run's folder in the bundle."""
+    for r in runs:
+        for extra in comp.extra_files:
+            if not r.run.extra_file(extra.name).is_file():
+                raise KitError(f"--run {r.run.path}: has no {r.run.extra_file(extra.name).relative_to(r.run.path)}; "
+                               f"it was trained before runs carried their extra files: retrain it to bundle it")
 
 
 def load_bundle_manifest(bundle_dir: Path) -> dict[str, Any]:

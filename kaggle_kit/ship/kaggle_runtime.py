@@ -116,10 +116,9 @@ def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_
     runs = manifest["runs"]
     guard = DeadlineGuard(budget_hours * 3600, started_at, clock)
     report = PredictionReport()
-    data_dir = dataset_dir / manifest["data_dir"] if manifest.get("data_dir") else competition_dir
     predict_start = clock()
     preds = predict_runs(comp, test_df, [dataset_dir / r["path"] for r in runs], [r["weight"] for r in runs],
-                         device=device, batch_size=batch_size, data_dir=data_dir, should_continue=guard,
+                         device=device, batch_size=batch_size, data_dir=competition_dir, should_continue=guard,
                          clock=clock, report=report, folds=[r["folds"] for r in runs])
     sub = submission_frame(comp, test_df, preds, sample)
     problems = submission_problems(sub, sample, comp.schema.id_column)

@@ -224,8 +224,7 @@ def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path
     dataset = bundle_dir / "dataset"
     runs = manifest["runs"]
     preds = predict_runs(comp, test_df, [dataset / r["path"] for r in runs], [r["weight"] for r in runs],
-                         device="cpu", folds=[r["folds"] for r in runs],
-                         data_dir=dataset / manifest["data_dir"] if manifest.get("data_dir") else data_dir)
+                         device="cpu", folds=[r["folds"] for r in runs], data_dir=data_dir)
     expected = submission_frame(comp, test_df, preds, sample)
     targets = comp.schema.target_names
     return float(np.max(np.abs(submission[targets].to_numpy(dtype=float) - expected[targets].to_numpy(dtype=float))))

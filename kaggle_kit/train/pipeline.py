@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 
 from kaggle_kit.competition import Competition
 from kaggle_kit.config import TrainConfig
-from kaggle_kit.data.load import load_train, resolve_data_dir
+from kaggle_kit.data.load import find_extra_files, load_train, resolve_data_dir
 from kaggle_kit.device import describe, pick_device, seed_everything
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import atomic_path, read_json, sha256_file, write_json
@@ -23,6 +24,7 @@ from kaggle_kit.predict.inference import build_model_inputs, load_tokenizer
 from kaggle_kit.registry import get_competition
 from kaggle_kit.runs import plots
 from kaggle_kit.runs.folder import RunDir, new_manifest, now_iso
+from kaggle_kit.train.preflight import assign_folds, check_output_folder, resolved_config
 from kaggle_kit.train.trainer import FoldData, FoldTrainer, save_fold_outcome
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,13 @@ def _fold_data(prep: Prepared, mask: np.ndarray) -> FoldData:
 
 @dataclass
 class Prepared:
-    """Everything validated and tokenised before the first file of a run is written."""
+    """Everything validated and tokenised before the first file of a run is written; `cfg` as the run records it."""
 
+    cfg: TrainConfig
     comp: Competition
     data_dir: Path
     model_path: Path
+    device: torch.device
     train_df: pd.DataFrame
     folds: np.ndarray
     ids: list[list[int]]
@@ -53,6 +57,7 @@ class Prepared:
     row_ids: np.ndarray
     tokenizer: object
     backbone_config: object
+    files: dict[str, Path]
 
 
 def train(cfg: TrainConfig, run_path: Path, resume: bool = False) -> TrainResult:
@@ -62,43 +67,49 @@ def train(cfg: TrainConfig, run_path: Path, resume: bool = False) -> TrainResult
     run.path.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(cfg.threads or threads)
+        torch.set_num_threads(prep.cfg.threads or threads)
         with log_to_file(run.path / "train.log"):
-            return _run_folds(cfg, run, prep, resume)
+            return _run_folds(prep.cfg, run, prep, resume)
     finally:
         torch.set_num_threads(threads)
 
 
 def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
+    """Every check that can fail, and the tokenised data, before the run folder exists."""
     comp = get_competition(cfg.competition)
+    check_output_folder(run.path, resume)
     data_dir = resolve_data_dir(comp, cfg.data)
     train_df = load_train(comp, data_dir)
-    model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
     if resume:
         _check_resumable(run, data_dir)
-    elif run.config.exists():
-        raise KitError(f"--out {run.path}: already holds a run; pass --resume to continue it or choose a new --out")
-    if cfg.input_format and cfg.input_format not in comp.input_formats:
-        raise KitError(f"--input-format {cfg.input_format!r} is unknown for {comp.name}; "
-                       f"choose one of: {', '.join(comp.input_formats)}")
-    if cfg.mode == "frozen":
-        from kaggle_kit.train.frozen import check_config
-
-        check_config(cfg)
+    model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
+    backbone_config = load_backbone_config(model_path, cfg.backbone_dropout)
+    device = pick_device(cfg.device)
+    cfg = resolved_config(cfg, comp, data_dir, device, backbone_config)
+    files = _run_extra_files(comp, run) if resume else find_extra_files(comp, data_dir, cfg.extra)
     seed_everything(cfg.seed)
     if cfg.max_train_samples and cfg.max_train_samples < len(train_df):
         train_df = train_df.sample(n=cfg.max_train_samples, random_state=cfg.seed).sort_index().reset_index(drop=True)
+    folds = assign_folds(comp, train_df, cfg, data_dir / "train.csv")
     tokenizer = load_tokenizer(model_path)
     targets = comp.schema.target_names
-    ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir)
+    ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir, files)
     lengths = np.array([len(x) for x in ids])
     log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% truncated at %d", comp.name, len(train_df),
              cfg.folds, np.median(lengths), 100 * np.mean(lengths >= cfg.max_len), cfg.max_len)
-    return Prepared(comp=comp, data_dir=data_dir, model_path=model_path, train_df=train_df,
-                    folds=comp.fold_strategy(train_df, targets, cfg.folds, cfg.seed), ids=ids,
-                    y=train_df[targets].to_numpy(dtype=np.float32),
+    return Prepared(cfg=cfg, comp=comp, data_dir=data_dir, model_path=model_path, device=device, train_df=train_df,
+                    folds=folds, ids=ids, y=train_df[targets].to_numpy(dtype=np.float32),
                     row_ids=train_df[comp.schema.id_column].to_numpy(), tokenizer=tokenizer,
-                    backbone_config=load_backbone_config(model_path, cfg.backbone_dropout))
+                    backbone_config=backbone_config, files=files)
+
+
+def _run_extra_files(comp: Competition, run: RunDir) -> dict[str, Path]:
+    """On resume the run's own copies, never the data folder's current files."""
+    files = {extra.name: run.extra_file(extra.name) for extra in comp.extra_files}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise KitError(f"--resume: {missing[0]} is missing from the run folder; start a new run instead")
+    return files
 
 
 @contextlib.contextmanager
@@ -116,12 +127,14 @@ def log_to_file(path: Path) -> Iterator[None]:
 
 def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> TrainResult:
     comp = prep.comp
-    device = pick_device(cfg.device)
+    device = prep.device
     if not resume:
         write_json(run.config, cfg.to_dict())
-        data_files = [prep.data_dir / "train.csv"] + [prep.data_dir / name for name in comp.extra_files
-                                                      if (prep.data_dir / name).is_file()]
+        data_files = {"train.csv": prep.data_dir / "train.csv", **prep.files}
         write_json(run.manifest, new_manifest(cfg, data_files, describe(device), prep.model_path))
+        for name, source in prep.files.items():
+            with atomic_path(run.extra_file(name)) as tmp:
+                shutil.copyfile(source, tmp)
         prep.tokenizer.save_pretrained(str(run.tokenizer))
         prep.backbone_config.save_pretrained(str(run.backbone))
         with atomic_path(run.folds_csv) as tmp:
@@ -150,8 +163,6 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> T
 
 
 def _check_resumable(run: RunDir, data_dir: Path) -> None:
-    if not run.config.is_file():
-        raise KitError(f"--resume: {run.path} is not a run folder (no {run.config.name})")
     recorded = run.load_manifest().get("data", {}).get("train.csv", {}).get("sha256")
     actual = sha256_file(data_dir / "train.csv")
     if recorded and recorded != actual:

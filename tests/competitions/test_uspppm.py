@@ -6,7 +6,7 @@ import pytest
 
 from competitions.uspppm import group_targets
 from kaggle_kit.competition import InputContext
-from kaggle_kit.data.load import load_test, load_train
+from kaggle_kit.data.load import find_extra_files, load_test, load_train
 from kaggle_kit.errors import KitError
 from kaggle_kit.predict.ensemble import ensemble_report
 from kaggle_kit.registry import get_competition
@@ -35,7 +35,10 @@ def _rows(**columns) -> pd.DataFrame:
 
 
 def _ctx(fmt="anchor-target-context", sep="[SEP]", seed=0, data_dir=None, options=None):
-    return InputContext(sep_token=sep, input_format=fmt, seed=seed, data_dir=data_dir, options=options or {})
+    """The context a run gets: the kit finds the extra files (as when a run starts) and hands their paths over."""
+    files = find_extra_files(USPPPM, data_dir, options or {}) if fmt != "anchor-target" else {}
+    return InputContext(sep_token=sep, input_format=fmt, seed=seed, data_dir=data_dir, options=options or {},
+                        files=files)
 
 
 def test_default_input_uses_the_tokenizers_separator_and_lower_cased_section_and_class_titles(titles_dir):
@@ -62,8 +65,8 @@ def test_titles_path_from_options_wins_and_a_stale_recorded_path_falls_back(titl
 
 
 def test_missing_titles_file_says_where_it_looked(tmp_path):
-    with pytest.raises(KitError, match="CPC titles file.*cpc_titles.csv.*titles.csv"):
-        USPPPM.build_inputs(_rows(target=["x"]), _ctx(data_dir=tmp_path))
+    with pytest.raises(KitError, match="needs cpc_titles.csv; tried .*cpc_titles.csv, .*titles.csv: the CPC titles"):
+        find_extra_files(USPPPM, tmp_path, {})
 
 
 def test_unknown_context_codes_are_listed_not_a_key_error(titles_dir):

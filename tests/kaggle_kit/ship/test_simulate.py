@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kaggle_kit.fileio import sha256_file
 from kaggle_kit.ship.simulate import image_site_dir
 from tests.helpers import assert_one_line_error, run_kit
 
@@ -116,7 +117,8 @@ def test_a_uspppm_bundle_ships_its_titles_file_and_runs_offline(tmp_path, uspppm
     bundle = build_bundle(get_competition("uspppm"), [run], tmp_path / "bundles", owner="kit-tester",
                           image=load_image_packages(image_packages_of_this_env), log=lambda _: None)
     manifest = json.loads((bundle.dataset / "manifest.json").read_text())
-    assert manifest["data_dir"] == "data" and "data/cpc_titles.csv" in manifest["files"]
+    carried = f"models/{manifest['runs'][0]['name']}/data/cpc_titles.csv"
+    assert manifest["files"][carried]["sha256"] == sha256_file(run / "data" / "cpc_titles.csv")
     assert json.loads((bundle.notebook / "kernel-metadata.json").read_text())["competition_sources"] == [
         "us-patent-phrase-to-phrase-matching"]
     sim = simulate(bundle.path, uspppm_small_dir, log=lambda _: None)

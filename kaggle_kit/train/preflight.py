@@ -1,0 +1,118 @@
+"""Checks that need more than the settings alone - the plugin, the model, the data, the output folder - run before
+the first byte of a run is written, and the settings a run records, made concrete.
+
+A run folder exists only for a run that started: everything that can be known to fail is refused here, as one
+line naming the option or file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kaggle_kit.competition import Competition
+from kaggle_kit.config import TrainConfig
+from kaggle_kit.device import resolved_precision
+from kaggle_kit.errors import KitError
+from kaggle_kit.tasks.losses import get_loss
+
+log = logging.getLogger(__name__)
+
+# Below this many validation rows per fold a CV score is mostly noise: said loudly, not refused.
+FEW_VALIDATION_ROWS = 30
+LAYER_POOLINGS = ("weighted-layer", "concat-last4")
+
+
+def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path, device: torch.device,
+                    backbone_config) -> TrainConfig:
+    """The settings as the run records them: nothing left for a plugin default or `auto` to decide later."""
+    loss = cfg.loss or comp.default_loss
+    get_loss(loss)
+    input_format = cfg.input_format or comp.input_formats[0]
+    if input_format not in comp.input_formats:
+        raise KitError(f"--input-format {input_format!r} is unknown for {comp.name}; "
+                       f"choose one of: {', '.join(comp.input_formats)}")
+    if cfg.mode == "frozen":
+        from kaggle_kit.train.frozen import check_config
+
+        check_config(cfg)
+    check_model_fits(cfg, backbone_config)
+    depth = getattr(backbone_config, "num_hidden_layers", None) or cfg.pooling_layers
+    return cfg.model_copy(update={
+        "pooling_layers": min(cfg.pooling_layers, depth), "loss": loss, "input_format": input_format,
+        "precision": resolved_precision(cfg.precision, device), "data": str(Path(data_dir).resolve()),
+        "competition_version": comp.version, "targets": comp.schema.target_names,
+    })
+
+
+def check_model_fits(cfg: TrainConfig, backbone_config) -> None:
+    """Settings the model's shape rules out: more pooled layers than it has (when asked for: the default is capped
+    at the model's depth), more tokens than its positions."""
+    depth = getattr(backbone_config, "num_hidden_layers", None)
+    asked = "pooling_layers" in cfg.model_fields_set
+    if asked and cfg.pooling in LAYER_POOLINGS and depth is not None and cfg.pooling_layers > depth:
+        raise KitError(f"--pooling-layers {cfg.pooling_layers}: the model has {depth} layers "
+                       f"(use --pooling-layers {depth} or fewer)")
+    limit = position_limit(backbone_config)
+    if limit is not None and cfg.max_len > limit:
+        raise KitError(f"--max-len {cfg.max_len}: the model has {limit} absolute positions "
+                       f"(max_position_embeddings); use --max-len {limit} or less")
+
+
+def position_limit(backbone_config) -> int | None:
+    """The longest input an absolute-position model can embed; None where positions are relative (DeBERTa-v2/v3
+    without position-biased input), so longer inputs just work."""
+    limit = getattr(backbone_config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if getattr(backbone_config, "model_type", "") == "deberta-v2" and not getattr(
+            backbone_config, "position_biased_input", True):
+        return None
+    if getattr(backbone_config, "position_embedding_type", "absolute") not in ("absolute", None):
+        return None
+    if getattr(backbone_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # their positions start after the padding index
+    return int(limit)
+
+
+def assign_folds(comp: Competition, train_df: pd.DataFrame, cfg: TrainConfig, source: Path) -> np.ndarray:
+    """The plugin's fold strategy, refused when a fold would be too small to score."""
+    n_rows = len(train_df)
+    if n_rows // cfg.folds < 2:
+        raise KitError(f"--folds {cfg.folds}: {source} has {n_rows} rows, so a fold would hold "
+                       f"{n_rows // cfg.folds} validation row(s); use --folds {max(2, n_rows // 2)} or fewer")
+    try:
+        folds = comp.fold_strategy(train_df, comp.schema.target_names, cfg.folds, cfg.seed)
+    except ValueError as err:
+        raise KitError(f"--folds {cfg.folds}: {comp.name}'s fold strategy cannot split {source} "
+                       f"({' '.join(str(err).split())})") from None
+    sizes = np.bincount(folds[folds >= 0], minlength=cfg.folds)
+    if sizes.min() < 2:
+        raise KitError(f"--folds {cfg.folds}: fold {int(sizes.argmin())} would hold {int(sizes.min())} validation "
+                       f"row(s) of {source}; use fewer --folds")
+    if sizes.min() < FEW_VALIDATION_ROWS:
+        log.warning("WARNING: only %d validation rows in the smallest of %d folds: its CV score is mostly noise "
+                    "(use fewer --folds or more data)", sizes.min(), cfg.folds)
+    return folds
+
+
+def check_output_folder(path: Path, resume: bool) -> None:
+    """A new run needs a new or empty folder that can be created; a resumed one its own run folder."""
+    if resume:
+        if not (path / "run_config.json").is_file():
+            raise KitError(f"--resume: {path} is not a run folder (no run_config.json)")
+        return
+    if (path / "run_config.json").exists():
+        raise KitError(f"--out {path}: already holds a run; pass --resume to continue it or choose a new --out")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise KitError(f"--out {path}: exists and is not an empty folder; choose a new --out")
+    parent = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise KitError(f"--out {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise KitError(f"--out {path}: cannot create it, {parent} is not writable; choose a writable --out")
