@@ -52,7 +52,13 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
 
     model = build_model(load_backbone_config(run.backbone, cfg.backbone_dropout), n_outputs, cfg.pooling,
                         cfg.pooling_layers, cfg.head_dropout)
-    model.load_state_dict(load_file(str(run.weights(fold))))
+    path = run.weights(fold)
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except Exception as err:  # SafetensorError (a damaged file) or torch's RuntimeError (another model's weights)
+        first = " ".join(str(err).split())[:200]
+        raise KitError(f"{path}: cannot load these fold weights ({first}); the file is damaged or belongs to "
+                       f"another model: retrain the fold (kit train --resume) or restore the file") from None
     return model.to(device).eval()
 
 

@@ -104,3 +104,26 @@ def test_resume_takes_the_flags_that_cannot_change_results(ell_tiny_run, tmp_pat
     assert code == 0, err
     assert (run / "folds" / "fold1.json").is_file()
     assert json.loads((run / "run_config.json").read_text())["pooling"] == "attention"
+
+
+def test_damaged_run_files_are_one_line(ell_tiny_run, ell_small_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(ell_tiny_run, run)
+    (run / "fold1.safetensors").write_bytes(b"not a safetensors file")
+    args = ("predict", "ell", "--run", run, "--input", ell_small_dir / "test.csv", "--output", tmp_path / "s.csv")
+    code, _, err = run_kit(capsys, *args)
+    assert_one_line_error(code, err, "fold1.safetensors: cannot load these fold weights", "damaged")
+    (run / "run_config.json").write_text("{ not json")
+    code, _, err = run_kit(capsys, *args)
+    assert_one_line_error(code, err, "run_config.json: not valid JSON", "damaged")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_resume_refuses_changed_training_data(ell_tiny_run, ell_small_dir, tmp_path, capsys):
+    run = _unfinished_copy(ell_tiny_run, tmp_path / "run")
+    data = tmp_path / "data"
+    shutil.copytree(ell_small_dir, data)
+    with open(data / "train.csv", "a", encoding="utf-8") as handle:
+        handle.write("ZZZ,one more essay,3,3,3,3,3,3\n")
+    code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", run, "--data", data)
+    assert_one_line_error(code, err, "train.csv changed since the run started")
