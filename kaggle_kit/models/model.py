@@ -53,6 +53,20 @@ def load_backbone_config(path: str | Path, dropout: float | None):
     return config
 
 
+def fp32_weights() -> dict:
+    """Load weights as fp32 master copies whatever dtype the checkpoint was stored in.
+
+    transformers >= 5 loads a checkpoint in its stored dtype by default: an fp16 checkpoint would then train fp16
+    parameters, whose AdamW updates vanish below fp16 resolution (and GradScaler refuses to unscale fp16
+    gradients). Mixed precision comes from autocast, never from the parameters' dtype.
+    """
+    import transformers
+    from packaging.version import Version
+
+    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    return {key: torch.float32}
+
+
 def _build_backbone(config, model_path: Path | None):
     """Prefer SDPA attention (faster, less memory); fall back to eager for architectures without it."""
     from transformers import AutoModel
@@ -60,8 +74,9 @@ def _build_backbone(config, model_path: Path | None):
     for attn in ("sdpa", "eager"):
         try:
             if model_path is None:
-                return AutoModel.from_config(config, attn_implementation=attn)
-            return AutoModel.from_pretrained(str(model_path), config=config, attn_implementation=attn)
+                return AutoModel.from_config(config, attn_implementation=attn, **fp32_weights())
+            return AutoModel.from_pretrained(str(model_path), config=config, attn_implementation=attn,
+                                             **fp32_weights())
         except ValueError as err:
             if attn == "eager" or "attention implementation" not in str(err):
                 raise

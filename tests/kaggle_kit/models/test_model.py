@@ -72,3 +72,24 @@ def test_model_folder_without_weights(tmp_path, tiny_bert):
         check_model_dir(tmp_path)
     with pytest.raises(KitError, match="not a folder"):
         check_model_dir(tmp_path / "missing")
+
+
+def test_a_half_precision_checkpoint_trains_fp32_master_weights(tmp_path, tiny_bert):
+    """transformers >= 5 would load an fp16 checkpoint as fp16 parameters, whose small updates vanish: the GPU run
+    that found it trained a quick run to exactly the train-mean baseline."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from kaggle_kit.models.model import build_model, load_backbone_config
+
+    half = tmp_path / "half"
+    AutoModel.from_pretrained(str(tiny_bert)).half().save_pretrained(str(half))
+    AutoTokenizer.from_pretrained(str(tiny_bert)).save_pretrained(str(half))
+    model = build_model(load_backbone_config(half, 0.0), 6, "mean", weights_from=half)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    before = model.backbone.embeddings.word_embeddings.weight.detach().clone()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    ids = torch.tensor([[101, 2023, 2003, 102]])
+    model(ids, torch.ones_like(ids)).sum().backward()
+    optimizer.step()
+    assert not torch.equal(before, model.backbone.embeddings.word_embeddings.weight)
