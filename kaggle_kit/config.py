@@ -27,7 +27,7 @@ from kaggle_kit.errors import KitError
 Mode = Literal["finetune", "frozen"]
 Scheduler = Literal["linear", "cosine", "constant"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
-Pooling = Literal["mean", "max", "min", "cls", "attention", "weighted-layer", "concat-last4"]
+Pooling = Literal["mean", "max", "min", "cls", "last-token", "attention", "weighted-layer", "concat-last4"]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 
@@ -95,6 +95,15 @@ class TrainConfig(BaseModel):
     precision: Precision = setting("auto", "auto (bf16 on GPUs with compute capability >= 8.0, fp16 with a grad "
                                            "scaler below, fp32 on CPU), fp32, fp16, bf16.")
     grad_checkpointing: bool = setting(False, "Recompute activations in backward: less memory, more compute.")
+    lora_r: int = setting(0, "LoRA rank: train low-rank adapters plus the head instead of every weight (0 = off; "
+                             "16-64 typical for 7-32B decoders).", ge=0)
+    lora_alpha: float | None = setting(None, "LoRA scaling alpha [default: 2 x --lora-r].", gt=0)
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA adapters' input.", ge=0, lt=1)
+    lora_targets: str = setting("all-linear", "Modules that get adapters: all-linear, or names such as "
+                                              "q_proj,k_proj,v_proj,o_proj.", metavar="NAMES")
+    load_in_4bit: bool = setting(False, "QLoRA: hold the frozen base in 4-bit NF4 (CUDA, bitsandbytes; needs "
+                                        "--lora-r).")
+    load_in_8bit: bool = setting(False, "Hold the frozen base in 8 bits (CUDA, bitsandbytes; needs --lora-r).")
     fgm_eps: float = setting(0.0, "FGM adversarial step on the word embeddings (0 = off).", ge=0)
     awp_lr: float = setting(0.0, "AWP adversarial weight perturbation rate (0 = off).", ge=0)
     awp_eps: float = setting(1e-3, "AWP perturbation bound, relative to each weight.", gt=0)
@@ -114,6 +123,8 @@ class TrainConfig(BaseModel):
     # Recorded when the run starts, so an old run predicts the same way whatever its plugin says today.
     competition_version: str | None = setting(None, "The plugin's version when the run started.", flag=False)
     targets: list[str] | None = setting(None, "The plugin's target columns when the run started.", flag=False)
+    base_model: dict[str, Any] | None = setting(None, "With --lora-r: the identity of the base model the adapters "
+                                                      "belong to (config and weight-file hashes).", flag=False)
 
     @model_validator(mode="after")
     def _check_together(self) -> TrainConfig:
@@ -128,6 +139,14 @@ class TrainConfig(BaseModel):
             raise ValueError(f"--max-train-samples {self.max_train_samples} with --folds {self.folds}: each fold "
                              f"needs at least 2 validation rows (use --max-train-samples >= {2 * self.folds} "
                              f"or fewer --folds)")
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("--load-in-4bit and --load-in-8bit: choose one")
+        if (self.load_in_4bit or self.load_in_8bit) and self.lora_r == 0:
+            raise ValueError(f"--load-in-{4 if self.load_in_4bit else 8}bit: quantised weights cannot be trained "
+                             f"directly; add adapters with --lora-r (e.g. 16)")
+        if self.lora_r > 0 and self.fgm_eps > 0:
+            raise ValueError("--fgm-eps: FGM perturbs the word embeddings along their gradient, and with --lora-r "
+                             "the embeddings are frozen (no gradient): FGM would do nothing; drop one of them")
         if self.awp_lr > 0 and self.awp_start_epoch >= self.epochs:
             raise ValueError(f"--awp-start-epoch {self.awp_start_epoch}: AWP would never run with --epochs "
                              f"{self.epochs} (epochs count from 0: use 0..{self.epochs - 1})")

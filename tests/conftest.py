@@ -62,6 +62,46 @@ def _tiny_model(folder: Path, arch: str) -> Path:
     return folder
 
 
+def _tiny_decoder(folder: Path, family: str) -> Path:
+    """A random-weight decoder (Llama, Qwen2 or Gemma2 family) with the embedded MiniLM's tokenizer, whose pad
+    token is removed so the kit's pad-token handling is exercised as with real decoder tokenizers."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, Gemma2Config, LlamaConfig, Qwen2Config
+
+    from kaggle_kit.models.model import default_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    common = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    if family == "gemma2":
+        config = Gemma2Config(**common, head_dim=8, query_pre_attn_scalar=8, sliding_window=64)
+    else:
+        config = {"llama": LlamaConfig, "qwen2": Qwen2Config}[family](**common)
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config, attn_implementation="eager")
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tokenizer.eos_token = tokenizer.sep_token
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return _tiny_decoder(tmp_path_factory.mktemp("models") / "tiny-llama", "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    return _tiny_decoder(tmp_path_factory.mktemp("models") / "tiny-qwen2", "qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma2(tmp_path_factory) -> Path:
+    return _tiny_decoder(tmp_path_factory.mktemp("models") / "tiny-gemma2", "gemma2")
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory.mktemp("models") / "tiny-bert", "bert")

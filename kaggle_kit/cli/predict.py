@@ -20,6 +20,9 @@ def predict(
     weights: str = typer.Option(None, help="Comma-separated ensemble weights, one per --run [default: equal]."),
     batch_size: int = typer.Option(None, help="Inference batch size [default: the run's]."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    base_model: Path = typer.Option(None, "--base-model", metavar="DIR",
+                                    help="LoRA runs: the base model folder [default: where training found it]; "
+                                         "refused unless it is the base the run recorded."),
 ) -> None:
     """Fold-averaged, post-processed predictions in the sample submission's row and column order."""
     from kaggle_kit.data.load import load_test, read_csv
@@ -34,7 +37,8 @@ def predict(
     sample_path = sample_submission or input.parent / "sample_submission.csv"
     sample = read_csv(sample_path) if sample_path.is_file() else None
     weight_list = parse_weights(weights)
-    preds = predict_runs(comp, test_df, run, weight_list, device=device, batch_size=batch_size, data_dir=input.parent)
+    preds = predict_runs(comp, test_df, run, weight_list, device=device, batch_size=batch_size,
+                         data_dir=input.parent, base_model=base_model)
     sub = submission_frame(comp, test_df, preds, sample)
     with atomic_path(output) as tmp:
         sub.to_csv(tmp, index=False)

@@ -53,30 +53,36 @@ def load_backbone_config(path: str | Path, dropout: float | None):
     return config
 
 
-def fp32_weights() -> dict:
-    """Load weights as fp32 master copies whatever dtype the checkpoint was stored in.
+def weights_dtype(dtype: torch.dtype = torch.float32) -> dict:
+    """Load weights in `dtype` whatever dtype the checkpoint was stored in: fp32 master copies for anything that
+    trains.
 
     transformers >= 5 loads a checkpoint in its stored dtype by default: an fp16 checkpoint would then train fp16
     parameters, whose AdamW updates vanish below fp16 resolution (and GradScaler refuses to unscale fp16
-    gradients). Mixed precision comes from autocast, never from the parameters' dtype.
+    gradients). Mixed precision comes from autocast, never from the trained parameters' dtype; only a frozen
+    LoRA base is held in half precision, to halve its memory.
     """
     import transformers
     from packaging.version import Version
 
     key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-    return {key: torch.float32}
+    return {key: dtype}
 
 
-def _build_backbone(config, model_path: Path | None):
-    """Prefer SDPA attention (faster, less memory); fall back to eager for architectures without it."""
+def _build_backbone(config, model_path: Path | None, dtype: torch.dtype = torch.float32, quantization=None,
+                    device: torch.device | None = None):
+    """Prefer SDPA attention (faster, less memory); fall back to eager for architectures without it.
+
+    Quantised (bitsandbytes) weights are placed on `device` while loading: they cannot be moved afterwards."""
     from transformers import AutoModel
 
+    extra = {"quantization_config": quantization, "device_map": {"": device}} if quantization is not None else {}
     for attn in ("sdpa", "eager"):
         try:
             if model_path is None:
-                return AutoModel.from_config(config, attn_implementation=attn, **fp32_weights())
+                return AutoModel.from_config(config, attn_implementation=attn, **weights_dtype(dtype))
             return AutoModel.from_pretrained(str(model_path), config=config, attn_implementation=attn,
-                                             **fp32_weights())
+                                             **weights_dtype(dtype), **extra)
         except ValueError as err:
             if attn == "eager" or "attention implementation" not in str(err):
                 raise
@@ -110,6 +116,15 @@ class KitModel(nn.Module):
         else:
             self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
+    def place(self, device: torch.device) -> KitModel:
+        """Move to `device`; a quantised backbone was placed while loading and cannot move, so only the head does."""
+        if getattr(self.backbone, "is_loaded_in_4bit", False) or getattr(self.backbone, "is_loaded_in_8bit", False):
+            for name, module in self.named_children():
+                if name != "backbone":
+                    module.to(device)
+            return self
+        return self.to(device)
+
     def init_output_bias(self, values: torch.Tensor) -> None:
         """Start from the training mean (or its logit): the head need not learn the offset first."""
         with torch.no_grad():
@@ -123,9 +138,17 @@ class KitModel(nn.Module):
 
 
 def build_model(config, n_outputs: int, pooling: str, pooling_layers: int = 4, head_dropout: float = 0.0,
-                weights_from: Path | None = None) -> KitModel:
-    """`weights_from` loads pretrained backbone weights; without it the backbone is random (for inference)."""
-    backbone = _build_backbone(config, weights_from)
+                weights_from: Path | None = None, dtype: torch.dtype = torch.float32, quantization=None,
+                adapters=None, device: torch.device | None = None) -> KitModel:
+    """`weights_from` loads pretrained backbone weights; without it the backbone is random (for inference).
+
+    `adapters` (a models.lora.AdapterSpec) adds LoRA adapters and freezes the backbone's own weights; `dtype` and
+    `quantization` say how those frozen weights are held."""
+    backbone = _build_backbone(config, weights_from, dtype, quantization, device)
+    if adapters is not None:
+        from kaggle_kit.models.lora import add_adapters
+
+        backbone = add_adapters(backbone, adapters, quantized=quantization is not None)
     return KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout)
 
 

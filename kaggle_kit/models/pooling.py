@@ -43,6 +43,16 @@ class CLSPooling(MeanPooling):
         return last_hidden[:, 0]
 
 
+class LastTokenPooling(MeanPooling):
+    """The state of the last real token: in a causal decoder the only position that has seen the whole input.
+
+    Found from the attention mask, so it is right under left and right padding alike."""
+
+    def forward(self, last_hidden, attention_mask, hidden_states=None):
+        last = attention_mask.shape[1] - 1 - attention_mask.flip(1).to(torch.long).argmax(dim=1)
+        return last_hidden[torch.arange(last_hidden.shape[0], device=last_hidden.device), last]
+
+
 class AttentionPooling(nn.Module):
     """A learned score per token, softmax over the real (unpadded) tokens, weighted sum."""
 
@@ -97,6 +107,7 @@ POOLINGS: dict[Pooling, type[nn.Module]] = {
     "max": MaxPooling,
     "min": MinPooling,
     "cls": CLSPooling,
+    "last-token": LastTokenPooling,
     "attention": AttentionPooling,
     "weighted-layer": WeightedLayerPooling,
     "concat-last4": ConcatLastFourPooling,

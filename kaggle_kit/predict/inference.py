@@ -19,6 +19,7 @@ from kaggle_kit.data.batching import collate, sorted_batches, tokenize
 from kaggle_kit.data.load import find_extra_files
 from kaggle_kit.device import autocast, inference_dtype, pick_device
 from kaggle_kit.errors import KitError
+from kaggle_kit.models.lora import AdapterSpec, trainable_state
 from kaggle_kit.models.model import KitModel, build_model, load_backbone_config
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.tasks.losses import get_loss
@@ -47,19 +48,52 @@ def load_tokenizer(path: str | Path):
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, device: torch.device) -> KitModel:
+def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, device: torch.device,
+                    base_model: Path | None = None) -> KitModel:
+    """A fold's model ready for inference. A LoRA fold holds only adapters and the head: they go onto the run's
+    base model (checked against the identity the run recorded), held in the inference dtype."""
     from safetensors.torch import load_file
 
-    model = build_model(load_backbone_config(run.backbone, cfg.backbone_dropout), n_outputs, cfg.pooling,
-                        cfg.pooling_layers, cfg.head_dropout)
     path = run.weights(fold)
+    backbone_config = load_backbone_config(run.backbone, cfg.backbone_dropout)
+    adapters = AdapterSpec.of(cfg)
+    if adapters is not None:
+        base = lora_base(cfg, base_model)
+        dtype = inference_dtype(cfg.precision, device) or torch.float32
+        model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout,
+                            weights_from=base, dtype=dtype, adapters=adapters)
+    else:
+        model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout)
     try:
-        model.load_state_dict(load_file(str(path)))
+        state = load_file(str(path))
+        if adapters is None:
+            model.load_state_dict(state)
+        else:
+            missing = set(trainable_state(model)) - set(state)
+            unexpected = set(state) - set(model.state_dict())
+            if missing or unexpected:
+                raise RuntimeError(f"adapter keys differ: {len(missing)} missing, {len(unexpected)} unexpected, "
+                                   f"e.g. {sorted(missing or unexpected)[0]}")
+            model.load_state_dict(state, strict=False)
     except Exception as err:  # SafetensorError (a damaged file) or torch's RuntimeError (another model's weights)
         first = " ".join(str(err).split())[:200]
         raise KitError(f"{path}: cannot load these fold weights ({first}); the file is damaged or belongs to "
                        f"another model: retrain the fold (kit train --resume) or restore the file") from None
     return model.to(device).eval()
+
+
+def lora_base(cfg: TrainConfig, base_model: Path | None) -> Path:
+    """The base model folder of a LoRA run: `--base-model DIR`, else where training found it; refused unless it is
+    the base the run recorded (config, sizes, and the first and last MiB of every weight file)."""
+    from kaggle_kit.models.identity import check_base_model
+
+    folder = Path(base_model) if base_model else (Path(cfg.model) if cfg.model else None)
+    if folder is None or not folder.is_dir():
+        raise KitError(f"this LoRA run needs its base model ({(cfg.base_model or {}).get('name')}): "
+                       f"{folder or 'no path recorded'} is not there; pass --base-model DIR")
+    if cfg.base_model:
+        check_base_model(folder, cfg.base_model)
+    return folder
 
 
 def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: TrainConfig, data_dir: Path | None,
@@ -110,13 +144,15 @@ ContinueCheck = Callable[[int, int, float], bool]
 def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path], weights: Sequence[float] | None = None,
                  device: str = "auto", batch_size: int | None = None, data_dir: Path | None = None,
                  should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
-                 report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+                 report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None,
+                 base_model: Path | None = None) -> np.ndarray:
     """Post-processed predictions (n_rows, n_targets): folds averaged within a run, runs blended by weight.
 
     After each fold `should_continue` may stop the remaining work; the folds done so far are still used,
     so a deadline never costs the submission (at least one fold always runs).
     `folds` names the folds of each run to use; a bundle passes them because its model folders hold only the
-    weights, not the per-fold training records that `RunDir.finished_folds` looks for.
+    weights, not the per-fold training records that `RunDir.finished_folds` looks for. `base_model` is where LoRA
+    runs find their base model when it is not where training found it.
     """
     report = report if report is not None else PredictionReport()
     weights = list(weights) if weights is not None else [1.0 / len(run_paths)] * len(run_paths)
@@ -157,7 +193,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                 report.folds_skipped.extend((run.path.name, f) for f in run_folds[len(fold_preds):])
                 break
             fold_start = clock()
-            model = load_fold_model(run, cfg, comp.n_outputs, fold, torch_device)
+            model = load_fold_model(run, cfg, comp.n_outputs, fold, torch_device, base_model)
             report.load_seconds[f"{run.path.name}/fold{fold}"] = clock() - fold_start
             raw = infer(model, ids, tokenizer.pad_token_id or 0, batch_size or cfg.eval_batch_size, torch_device,
                         dtype, desc=f"{run.path.name} fold {fold}")

@@ -23,7 +23,7 @@ from kaggle_kit.train.trainer import FoldData, FoldOutcome, FoldTrainer
 log = logging.getLogger(__name__)
 
 ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-PARAMETER_FREE_POOLINGS = ("mean", "max", "min", "cls", "concat-last4")
+PARAMETER_FREE_POOLINGS = ("mean", "max", "min", "cls", "last-token", "concat-last4")
 
 
 def ridge_targets(y: np.ndarray, loss_name: str) -> np.ndarray:

@@ -19,6 +19,7 @@ from kaggle_kit.data.load import find_extra_files, load_train, resolve_data_dir
 from kaggle_kit.device import describe, pick_device, seed_everything
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import atomic_path, read_json, sha256_file, write_json
+from kaggle_kit.models.decoder import is_decoder, prepare_tokenizer
 from kaggle_kit.models.model import check_model_dir, default_model_path, load_backbone_config
 from kaggle_kit.predict.inference import build_model_inputs, load_tokenizer
 from kaggle_kit.registry import get_competition
@@ -85,13 +86,15 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
     model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
     backbone_config = load_backbone_config(model_path, cfg.backbone_dropout)
     device = pick_device(cfg.device)
-    cfg = resolved_config(cfg, comp, data_dir, device, backbone_config)
+    cfg = resolved_config(cfg, comp, data_dir, device, backbone_config, model_path)
     files = _run_extra_files(comp, run) if resume else find_extra_files(comp, data_dir, cfg.extra)
     seed_everything(cfg.seed)
     if cfg.max_train_samples and cfg.max_train_samples < len(train_df):
         train_df = train_df.sample(n=cfg.max_train_samples, random_state=cfg.seed).sort_index().reset_index(drop=True)
     folds = assign_folds(comp, train_df, cfg, data_dir / "train.csv")
     tokenizer = load_tokenizer(model_path)
+    if is_decoder(backbone_config):
+        prepare_tokenizer(tokenizer, backbone_config)
     targets = comp.schema.target_names
     ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir, files)
     lengths = np.array([len(x) for x in ids])

@@ -29,8 +29,10 @@ LAYER_POOLINGS = ("weighted-layer", "concat-last4")
 
 
 def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path, device: torch.device,
-                    backbone_config) -> TrainConfig:
+                    backbone_config, model_path: Path) -> TrainConfig:
     """The settings as the run records them: nothing left for a plugin default or `auto` to decide later."""
+    updates = decoder_settings(cfg, backbone_config) | adapter_settings(cfg, model_path, device)
+    cfg = cfg.model_copy(update=updates)
     loss = cfg.loss or comp.default_loss
     get_loss(loss)
     input_format = cfg.input_format or comp.input_formats[0]
@@ -48,6 +50,42 @@ def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path, device:
         "precision": resolved_precision(cfg.precision, device), "data": str(Path(data_dir).resolve()),
         "competition_version": comp.version, "targets": comp.schema.target_names,
     })
+
+
+def decoder_settings(cfg: TrainConfig, backbone_config) -> dict:
+    """A decoder pools its last real token unless asked otherwise; `cls` (the first token) is refused: in a causal
+    decoder the first token has seen nothing but itself."""
+    from kaggle_kit.models.decoder import is_decoder
+
+    if not is_decoder(backbone_config):
+        return {}
+    if "pooling" not in cfg.model_fields_set:
+        return {"pooling": "last-token"}
+    if cfg.pooling in ("cls", "concat-last4"):
+        raise KitError(f"--pooling {cfg.pooling}: pools the first token, which in a decoder "
+                       f"({backbone_config.model_type}) has attended to nothing but itself; use last-token or mean")
+    return {}
+
+
+def adapter_settings(cfg: TrainConfig, model_path: Path, device: torch.device) -> dict:
+    """With LoRA: peft must be there, the settings that would silently do nothing are refused, and the base model's
+    identity is recorded (the run's folds hold adapters that only fit that base)."""
+    if not cfg.lora_r:
+        return {}
+    from kaggle_kit.models.identity import check_base_model, model_identity
+    from kaggle_kit.models.lora import lora_targets, quantization_config, require_peft
+
+    require_peft()
+    lora_targets(cfg.lora_targets)
+    quantization_config(cfg.load_in_4bit, cfg.load_in_8bit, device, None)
+    if cfg.mode == "frozen":
+        raise KitError("--lora-r with --mode frozen: a frozen backbone trains no adapters; drop one of them")
+    if cfg.base_model is not None:  # a resumed run: its finished folds fit only the base it recorded
+        check_base_model(model_path, cfg.base_model)
+        return {}
+    log.info("recording the base model's identity (sha256 of %s's weight files)", model_path)
+    return {"base_model": model_identity(model_path, full=True),
+            "lora_alpha": cfg.lora_alpha or 2.0 * cfg.lora_r}
 
 
 def check_model_fits(cfg: TrainConfig, backbone_config) -> None:

@@ -19,6 +19,7 @@ from kaggle_kit.config import TrainConfig
 from kaggle_kit.data.batching import bucketed_batches, collate
 from kaggle_kit.device import amp_dtype, autocast
 from kaggle_kit.fileio import atomic_path, write_json
+from kaggle_kit.models.lora import AdapterSpec, quantization_config, trainable_state
 from kaggle_kit.models.model import KitModel, build_model, llrd_param_groups
 from kaggle_kit.predict.inference import infer
 from kaggle_kit.runs.folder import RunDir
@@ -111,15 +112,20 @@ class FoldTrainer:
         self.dtype = amp_dtype(cfg.precision, device)
         self.loss_spec = get_loss(cfg.loss or comp.default_loss)
         self.target_names = comp.schema.target_names
+        self.adapters = AdapterSpec.of(cfg)
+        self.quantization = quantization_config(cfg.load_in_4bit, cfg.load_in_8bit, device, self.dtype)
 
     def build(self, y_train: np.ndarray) -> KitModel:
         cfg = self.cfg
+        # a frozen LoRA base trains nothing itself: held in the autocast dtype it takes half the memory
+        base_dtype = self.dtype if self.adapters is not None and self.dtype is not None else torch.float32
         model = build_model(self.backbone_config, self.comp.n_outputs, cfg.pooling, cfg.pooling_layers,
-                            cfg.head_dropout, weights_from=self.model_path)
+                            cfg.head_dropout, weights_from=self.model_path, dtype=base_dtype,
+                            quantization=self.quantization, adapters=self.adapters, device=self.device)
         model.init_output_bias(initial_bias(y_train, cfg.loss or self.comp.default_loss))
         if cfg.grad_checkpointing:
             model.enable_checkpointing()
-        return model.to(self.device)
+        return model.place(self.device)
 
     def evaluate(self, model: KitModel, valid: FoldData) -> tuple[np.ndarray, float, dict[str, float]]:
         raw = infer(model, valid.ids, self.pad_id, self.cfg.eval_batch_size, self.device, self.dtype)
@@ -197,7 +203,8 @@ class FoldTrainer:
                         pred, score, per_target = self.evaluate(model, valid)
                         improved = self.comp.metric.better(score, best.score)
                         if improved:
-                            best = Best(score, step, self._state(model), pred, per_target)
+                            best = Best(score, step, self._state(model, self.adapters is not None), pred,
+                                        per_target)
                     model.train()
                     log_rows.append({"fold": fold, "epoch": epoch + 1, "step": step, "train_loss": np.nan,
                                      "lr": np.nan, "grad_norm": np.nan, "val_score": score})
@@ -210,7 +217,10 @@ class FoldTrainer:
         return FoldOutcome(fold, best.score, best.per_target, best.step, time.monotonic() - started, best.pred)
 
     @staticmethod
-    def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    def _state(model: torch.nn.Module, adapters_only: bool = False) -> dict[str, torch.Tensor]:
+        """The weights a fold saves: the whole model, or with LoRA the adapters and the head only."""
+        if adapters_only:
+            return trainable_state(model)
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
     def _write_log(self, fold: int, rows: list[dict]) -> None:
