@@ -1,0 +1,1 @@
+"""The run folder and what it shows: file names, manifest, plots."""
