@@ -7,8 +7,15 @@ from kaggle_kit.tasks.metrics import MCRMSE
 TARGETS = ("cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions")
 
 
+INSTRUCTION = ("Rate this essay by an English language learner for cohesion, syntax, vocabulary, phraseology, "
+               "grammar and conventions.\n\n")
+
+
 def essay_text(df, ctx: InputContext) -> list[str]:
-    """The essay itself; the model sees nothing else."""
+    """`essay`: the essay itself. `instruct`: the essay in a user message behind an instruction, rendered with the
+    tokenizer's chat template (for instruction-tuned decoder LLMs)."""
+    if ctx.input_format == "instruct":
+        return [ctx.chat([{"role": "user", "content": INSTRUCTION + text}]) for text in df["full_text"]]
     return df["full_text"].tolist()
 
 
@@ -22,7 +29,7 @@ COMPETITION = Competition(
         targets=tuple(Target(name, low=1.0, high=5.0, step=0.5) for name in TARGETS),
     ),
     build_inputs=essay_text,
-    input_formats=("essay",),
+    input_formats=("essay", "instruct"),
     metric=MCRMSE,
     default_loss="rmse",
     fold_strategy=multilabel_stratified,

@@ -93,6 +93,9 @@ class InputContext:
     data_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    # Renders chat messages ([{"role": "user", "content": ...}]) with the tokenizer's own chat template, for
+    # prompt-style input formats of decoder LLMs; a plain "role: content" layout where the tokenizer has none.
+    chat: Callable[[list[dict[str, str]]], str] | None = None
 
 
 InputBuilder = Callable[[pd.DataFrame, InputContext], list[str]]

@@ -76,6 +76,9 @@ class TrainConfig(BaseModel):
     max_len: int = setting(512, "Max tokens per input (longer inputs are truncated).", ge=8)
     batch_size: int = setting(8, "Training batch size (per optimizer micro-step).", ge=1)
     eval_batch_size: int = setting(32, "Inference batch size.", ge=1, resume_safe=True)
+    eval_max_tokens: int | None = setting(None, "Inference token budget: a batch holds at most this many padded "
+                                                "tokens (long inputs go a few at a time); for LLMs on small GPUs.",
+                                          ge=1, resume_safe=True)
     lr: float = setting(2e-5, "Learning rate of the top encoder layer.", gt=0)
     head_lr: float = setting(1e-3, "Learning rate of the pooling head and output layer.", gt=0)
     llrd: float = setting(1.0, "Layer-wise LR decay per layer going down (1 = off, 0.9 typical).", gt=0, le=1,

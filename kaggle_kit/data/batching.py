@@ -44,7 +44,19 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gen
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    """Inference batches, longest first (an out-of-memory error shows up at once, not at the end)."""
+def sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Inference batches, longest first (an out-of-memory error shows up at once, not at the end).
+
+    With `max_tokens`, a batch also stops growing before its padded size (rows x its longest row) passes the
+    budget: long LLM inputs go a few at a time, short ones many at a time, at the same memory."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    lengths = np.asarray(lengths)
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, min(batch_size, max_tokens // longest))
+        batches.append(order[start:start + size])
+        start += size
+    return batches

@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 
 @torch.inference_mode()
 def infer(model: KitModel, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device: torch.device,
-          dtype: torch.dtype | None, desc: str | None = None) -> np.ndarray:
-    """Raw model outputs (before the loss's link), in the order of `ids`, computed in length-sorted batches."""
+          dtype: torch.dtype | None, desc: str | None = None, max_tokens: int | None = None) -> np.ndarray:
+    """Raw model outputs (before the loss's link), in the order of `ids`, computed in length-sorted batches (of at
+    most `max_tokens` padded tokens each, when given)."""
     model.eval()
     out = np.zeros((len(ids), model.fc.out_features), dtype=np.float32)
-    batches = sorted_batches([len(x) for x in ids], batch_size)
+    batches = sorted_batches([len(x) for x in ids], batch_size, max_tokens)
     for batch_idx in tqdm(batches, desc=desc, disable=desc is None, leave=False, unit="batch"):
         batch = {k: v.to(device, non_blocking=True) for k, v in collate([ids[i] for i in batch_idx], pad_id).items()}
         with autocast(device, dtype):
@@ -101,8 +102,20 @@ def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: Trai
     """Token ids per row, built by the plugin with the run's own input format, seed and extra files."""
     ctx = InputContext(sep_token=tokenizer.sep_token or "[SEP]",
                        input_format=cfg.input_format or comp.input_formats[0], seed=cfg.seed,
-                       data_dir=data_dir, options=cfg.extra, files=files)
+                       data_dir=data_dir, options=cfg.extra, files=files, chat=chat_renderer(tokenizer))
     return tokenize(tokenizer, comp.build_inputs(df, ctx), cfg.max_len)
+
+
+def chat_renderer(tokenizer):
+    """Messages -> prompt text with the tokenizer's chat template (saved with the run's tokenizer, so a run keeps
+    the template it was trained with); "role: content" lines where the tokenizer has no template."""
+
+    def render(messages: list[dict[str, str]]) -> str:
+        if getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+    return render
 
 
 def run_files(comp: Competition, run: RunDir, cfg: TrainConfig, data_dir: Path | None) -> dict[str, Path]:
@@ -196,7 +209,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
             model = load_fold_model(run, cfg, comp.n_outputs, fold, torch_device, base_model)
             report.load_seconds[f"{run.path.name}/fold{fold}"] = clock() - fold_start
             raw = infer(model, ids, tokenizer.pad_token_id or 0, batch_size or cfg.eval_batch_size, torch_device,
-                        dtype, desc=f"{run.path.name} fold {fold}")
+                        dtype, desc=f"{run.path.name} fold {fold}", max_tokens=cfg.eval_max_tokens)
             fold_preds.append(link(torch.from_numpy(raw)).numpy())
             del model
             done += 1

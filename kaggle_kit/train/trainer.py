@@ -128,7 +128,8 @@ class FoldTrainer:
         return model.place(self.device)
 
     def evaluate(self, model: KitModel, valid: FoldData) -> tuple[np.ndarray, float, dict[str, float]]:
-        raw = infer(model, valid.ids, self.pad_id, self.cfg.eval_batch_size, self.device, self.dtype)
+        raw = infer(model, valid.ids, self.pad_id, self.cfg.eval_batch_size, self.device, self.dtype,
+                    max_tokens=self.cfg.eval_max_tokens)
         pred = self.comp.postprocess(self.loss_spec.link(torch.from_numpy(raw)).numpy())
         result = self.comp.metric(valid.y, pred, self.target_names)
         return pred, result.score, result.per_target

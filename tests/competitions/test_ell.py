@@ -26,3 +26,20 @@ def test_targets_accept_half_steps_only():
 def test_quick_preset_is_cpu_sized():
     quick = ELL.presets["quick"]
     assert quick["max_len"] <= 256 and quick["epochs"] == 1 and len(quick["train_folds"]) == 1
+
+
+def test_instruct_format_renders_the_essay_with_the_tokenizers_chat_template():
+    from kaggle_kit.predict.inference import chat_renderer
+
+    class Templated:
+        chat_template = "x"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return "<|user|>" + messages[0]["content"] + "<|end|>"
+
+    df = pd.DataFrame({"text_id": ["a"], "full_text": ["My essay."]})
+    ctx = InputContext(sep_token="[SEP]", input_format="instruct", seed=0, chat=chat_renderer(Templated()))
+    (text,) = ELL.build_inputs(df, ctx)
+    assert text.startswith("<|user|>Rate this essay") and text.endswith("My essay.<|end|>")
+    plain = InputContext(sep_token="[SEP]", input_format="instruct", seed=0, chat=chat_renderer(object()))
+    assert ELL.build_inputs(df, plain)[0].startswith("user: Rate this essay")

@@ -40,3 +40,13 @@ def test_infer_returns_input_order_and_matches_unbatched(tiny_bert):
     batched = infer(model, ids, 0, 4, pick_device("cpu"), None)
     single = np.concatenate([infer(model, [x], 0, 1, pick_device("cpu"), None) for x in ids])
     assert np.allclose(batched, single, atol=1e-5)
+
+
+def test_a_token_budget_shrinks_batches_of_long_rows_and_keeps_every_row_once():
+    lengths = [100, 10, 90, 10, 10, 10, 10, 50]
+    batches = sorted_batches(lengths, batch_size=8, max_tokens=200)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) * max(lengths[i] for i in batch) <= 200 or len(batch) == 1
+    assert [len(b) for b in batches] == [2, 4, 2]  # 100+90 | 50,10,10,10 | 10,10
+    assert sorted_batches([500], batch_size=4, max_tokens=10)[0].tolist() == [0]  # a row past the budget alone

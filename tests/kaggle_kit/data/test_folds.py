@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 
 from competitions.ell import TARGETS
-from kaggle_kit.data.load import load_train
 from kaggle_kit.data.folds import kfold, multilabel_stratified, stratified_group
+from kaggle_kit.data.load import load_train
 from kaggle_kit.registry import get_competition
 
 
