@@ -27,7 +27,8 @@ from kaggle_kit.errors import KitError
 Mode = Literal["finetune", "frozen"]
 Scheduler = Literal["linear", "cosine", "constant"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
-Pooling = Literal["mean", "max", "min", "cls", "last-token", "attention", "weighted-layer", "concat-last4"]
+Pooling = Literal["mean", "max", "min", "cls", "last-token", "attention", "gem", "lstm", "weighted-layer",
+                  "concat-last4"]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 
@@ -90,6 +91,10 @@ class TrainConfig(BaseModel):
     pooling_layers: int = setting(4, "Layers used by weighted-layer / concat-last4 pooling.", ge=1)
     loss: str | None = setting(None, "Training loss: rmse, mse, smoothl1, bce, pearson [default: the "
                                      "competition's].", metavar="NAME")
+    reinit_layers: int = setting(0, "Re-initialise the top N encoder layers before training (their pretraining "
+                                    "task's specifics hurt regression heads).", ge=0)
+    freeze_embeddings: bool = setting(False, "Keep the token embeddings fixed (less memory, less overfitting).")
+    freeze_layers: int = setting(0, "Keep the bottom N encoder layers fixed.", ge=0)
     backbone_dropout: float | None = setting(0.0, "Dropout inside the backbone (0 = off, the regression default).",
                                              ge=0, lt=1)
     head_dropout: float = setting(0.0, "Dropout before the output layer.", ge=0, lt=1)

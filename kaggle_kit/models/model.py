@@ -170,6 +170,39 @@ def find_encoder_layers(backbone: nn.Module) -> tuple[nn.Module | None, list[nn.
     return embeddings, layers
 
 
+def reinit_top_layers(model: KitModel, n: int) -> None:
+    """Re-initialise the top `n` blocks as the backbone's own initialiser would (normal(0, initializer_range)
+    linear weights, zero biases, unit norms). Done by hand: transformers >= 5 skips modules already loaded from a
+    checkpoint when its `_init_weights` is called."""
+    if n <= 0:
+        return
+    _, layers = find_encoder_layers(model.backbone)
+    std = getattr(model.backbone.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        for layer in layers[len(layers) - n:]:
+            for module in layer.modules():
+                if isinstance(module, nn.Linear):
+                    module.weight.normal_(0.0, std)
+                    if module.bias is not None:
+                        module.bias.zero_()
+                elif isinstance(module, nn.LayerNorm) or "norm" in type(module).__name__.lower():
+                    if getattr(module, "weight", None) is not None:
+                        module.weight.fill_(1.0)
+                    if getattr(module, "bias", None) is not None:
+                        module.bias.zero_()
+
+
+def freeze_bottom(model: KitModel, embeddings: bool, layers_from_bottom: int) -> None:
+    """Stop gradients to the token embeddings and/or the lowest blocks (the optimizer then skips them)."""
+    embedding_module, layers = find_encoder_layers(model.backbone)
+    frozen = list(layers[:layers_from_bottom])
+    if embeddings:
+        frozen.append(embedding_module if embedding_module is not None else model.backbone.get_input_embeddings())
+    for module in frozen:
+        for param in module.parameters():
+            param.requires_grad_(False)
+
+
 def llrd_param_groups(model: KitModel, lr: float, head_lr: float, decay: float, weight_decay: float) -> list[dict]:
     """AdamW groups: the top block gets `lr`, each block below `decay` times the one above, embeddings lowest.
 

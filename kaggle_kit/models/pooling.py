@@ -70,6 +70,43 @@ class AttentionPooling(nn.Module):
         return (weights * last_hidden).sum(1)
 
 
+class GeMPooling(MeanPooling):
+    """Generalised mean over the real tokens, (mean x^p)^(1/p) with a learned p (3 to start): between mean (p=1)
+    and max (p -> inf) pooling. States are clamped at a small positive floor so the power is defined (ELL 1st)."""
+
+    def __init__(self, hidden_size: int, p: float = 3.0, eps: float = 1e-6):
+        super().__init__(hidden_size)
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, last_hidden, attention_mask, hidden_states=None):
+        mask = _mask(attention_mask, last_hidden).float()
+        p = self.p.clamp(min=1.0)
+        powered = last_hidden.float().clamp(min=self.eps).pow(p)
+        return ((powered * mask).sum(1) / mask.sum(1).clamp(min=1e-6)).pow(1.0 / p).to(last_hidden.dtype)
+
+
+class LSTMPooling(nn.Module):
+    """A bidirectional LSTM over the real tokens, then their masked mean (ELL 1st, USPPPM 1st used LSTM heads)."""
+
+    needs_hidden_states = False
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.out_dim = hidden_size
+        self.lstm = nn.LSTM(hidden_size, hidden_size // 2, batch_first=True, bidirectional=True)
+        self.mean = MeanPooling(2 * (hidden_size // 2))
+        self.out_dim = 2 * (hidden_size // 2)
+
+    def forward(self, last_hidden, attention_mask, hidden_states=None):
+        lengths = attention_mask.sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(last_hidden.float(), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=last_hidden.shape[1])
+        return self.mean(out, attention_mask).to(last_hidden.dtype)
+
+
 class WeightedLayerPooling(nn.Module):
     """Learned softmax weights over the last N layers, then a masked mean over tokens."""
 
@@ -109,6 +146,8 @@ POOLINGS: dict[Pooling, type[nn.Module]] = {
     "cls": CLSPooling,
     "last-token": LastTokenPooling,
     "attention": AttentionPooling,
+    "gem": GeMPooling,
+    "lstm": LSTMPooling,
     "weighted-layer": WeightedLayerPooling,
     "concat-last4": ConcatLastFourPooling,
 }

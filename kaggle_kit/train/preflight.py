@@ -96,6 +96,15 @@ def check_model_fits(cfg: TrainConfig, backbone_config) -> None:
     if asked and cfg.pooling in LAYER_POOLINGS and depth is not None and cfg.pooling_layers > depth:
         raise KitError(f"--pooling-layers {cfg.pooling_layers}: the model has {depth} layers "
                        f"(use --pooling-layers {depth} or fewer)")
+    for name in ("reinit_layers", "freeze_layers"):
+        if depth is not None and getattr(cfg, name) > depth:
+            raise KitError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: the model has {depth} layers")
+    if depth is not None and cfg.reinit_layers + cfg.freeze_layers > depth:
+        raise KitError(f"--reinit-layers {cfg.reinit_layers} with --freeze-layers {cfg.freeze_layers}: the model has "
+                       f"{depth} layers, so some would be re-initialised and frozen (random forever)")
+    if cfg.lora_r and (cfg.reinit_layers or cfg.freeze_layers or cfg.freeze_embeddings):
+        raise KitError("--reinit-layers/--freeze-layers/--freeze-embeddings act on the backbone's own weights, "
+                       "which --lora-r already freezes; drop them")
     limit = position_limit(backbone_config)
     if limit is not None and cfg.max_len > limit:
         raise KitError(f"--max-len {cfg.max_len}: the model has {limit} absolute positions "

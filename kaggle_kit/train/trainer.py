@@ -20,7 +20,7 @@ from kaggle_kit.data.batching import bucketed_batches, collate
 from kaggle_kit.device import amp_dtype, autocast
 from kaggle_kit.fileio import atomic_path, write_json
 from kaggle_kit.models.lora import AdapterSpec, quantization_config, trainable_state
-from kaggle_kit.models.model import KitModel, build_model, llrd_param_groups
+from kaggle_kit.models.model import KitModel, build_model, freeze_bottom, llrd_param_groups, reinit_top_layers
 from kaggle_kit.predict.inference import infer
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.tasks.losses import get_loss
@@ -123,6 +123,8 @@ class FoldTrainer:
                             cfg.head_dropout, weights_from=self.model_path, dtype=base_dtype,
                             quantization=self.quantization, adapters=self.adapters, device=self.device)
         model.init_output_bias(initial_bias(y_train, cfg.loss or self.comp.default_loss))
+        reinit_top_layers(model, cfg.reinit_layers)
+        freeze_bottom(model, cfg.freeze_embeddings, cfg.freeze_layers)
         if cfg.grad_checkpointing:
             model.enable_checkpointing()
         return model.place(self.device)

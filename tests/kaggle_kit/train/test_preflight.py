@@ -22,6 +22,8 @@ def _train(capsys, tmp_path, data, model, *args):
     (["--precision", "fp16", "--device", "cpu"], ["--precision fp16", "needs a CUDA GPU"]),
     (["--mode", "frozen", "--pooling", "attention"], ["--pooling 'attention'", "--mode frozen"]),
     (["--device", "cuda:3"], ["--device cuda:3"]),
+    (["--reinit-layers", "5"], ["--reinit-layers 5: the model has 2 layers"]),
+    (["--reinit-layers", "1", "--freeze-layers", "2"], ["some would be re-initialised and frozen"]),
 ])
 def test_refused_before_anything_is_written(tmp_path, capsys, ell_small_dir, tiny_bert, args, fragments):
     code, err, out = _train(capsys, tmp_path, ell_small_dir, tiny_bert, *args)
