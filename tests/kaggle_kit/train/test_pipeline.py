@@ -126,7 +126,7 @@ def test_deberta_with_every_trainer_option(tmp_path, ell_small_dir, tiny_deberta
     accumulation, weighted-layer pooling, SmoothL1, a linear schedule."""
     config = tmp_path / "cfg.yaml"
     config.write_text("pooling: weighted-layer\nloss: smoothl1\nscheduler: linear\ngrad_accum: 2\n"
-                      "awp_lr: 0.1\nawp_start_epoch: 0\nepochs: 2\n")
+                      "awp_lr: 0.1\nawp_start_epoch: 0\nepochs: 2\nreinit_layers: 1\nfreeze_embeddings: true\n")
     out = tmp_path / "run"
     code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_deberta, "--config", config,
                            "--folds", "3", "--train-folds", "1", "--max-len", "48", "--batch-size", "4",
