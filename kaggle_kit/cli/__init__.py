@@ -6,6 +6,7 @@ Importing a module registers its commands; the import order is the order of `kit
 # isort: off
 from kaggle_kit.cli import train  # noqa: F401
 from kaggle_kit.cli import predict  # noqa: F401
+from kaggle_kit.cli import ensemble  # noqa: F401
 from kaggle_kit.cli import ship  # noqa: F401
 # isort: on
 from kaggle_kit.cli.app import app, main

@@ -7,12 +7,15 @@ from pathlib import Path
 import typer
 
 from kaggle_kit.cli.app import app, parse_weights, quiet_transformers, say, setup_logging
+from kaggle_kit.errors import KitError
 
 
 @app.command()
 def predict(
     competition: str = typer.Argument(..., help="Competition plugin name."),
-    run: list[Path] = typer.Option(..., "--run", help="Run folder(s) from `kit train`; repeat to ensemble."),
+    run: list[Path] = typer.Option(None, "--run", help="Run folder(s) from `kit train`; repeat to ensemble."),
+    ensemble: Path = typer.Option(None, "--ensemble", metavar="FILE",
+                                  help="An ensemble file from `kit ensemble`: its runs, folds and per-target weights."),
     input: Path = typer.Option(..., "--input", help="test.csv to predict."),
     output: Path = typer.Option(Path("submission.csv"), help="Where to write the submission CSV."),
     sample_submission: Path = typer.Option(
@@ -36,9 +39,19 @@ def predict(
     test_df = load_test(comp, input)
     sample_path = sample_submission or input.parent / "sample_submission.csv"
     sample = read_csv(sample_path) if sample_path.is_file() else None
-    weight_list = parse_weights(weights)
+    folds = None
+    if ensemble is not None:
+        from kaggle_kit.predict.ensemble_file import load_ensemble
+
+        if run or weights:
+            raise KitError("--ensemble names its runs and weights: drop --run/--weights")
+        run, weight_list, folds = load_ensemble(ensemble, comp)
+    elif not run:
+        raise KitError("give --run RUN_DIR (repeat to blend) or --ensemble FILE")
+    else:
+        weight_list = parse_weights(weights)
     preds = predict_runs(comp, test_df, run, weight_list, device=device, batch_size=batch_size,
-                         data_dir=input.parent, base_model=base_model)
+                         data_dir=input.parent, base_model=base_model, folds=folds)
     sub = submission_frame(comp, test_df, preds, sample)
     with atomic_path(output) as tmp:
         sub.to_csv(tmp, index=False)

@@ -154,7 +154,8 @@ class PredictionReport:
 ContinueCheck = Callable[[int, int, float], bool]
 
 
-def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path], weights: Sequence[float] | None = None,
+def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
+                 weights: Sequence[float | Sequence[float]] | None = None,
                  device: str = "auto", batch_size: int | None = None, data_dir: Path | None = None,
                  should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
                  report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None,
@@ -171,6 +172,8 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     weights = list(weights) if weights is not None else [1.0 / len(run_paths)] * len(run_paths)
     if len(weights) != len(run_paths):
         raise KitError(f"{len(weights)} ensemble weights for {len(run_paths)} runs")
+    # a weight is one number per run, or one per target (a `kit ensemble` file's per-target weights)
+    weights = [np.broadcast_to(np.asarray(w, dtype=np.float64), (comp.n_outputs,)) for w in weights]
     torch_device = pick_device(device)
     plan = []
     if folds is not None and len(folds) != len(run_paths):
@@ -193,7 +196,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     total = sum(len(run_folds) for _, _, run_folds in plan)
     start = clock()
     blended = np.zeros((len(df), comp.n_outputs), dtype=np.float64)
-    used_weight = 0.0
+    used_weight = np.zeros(comp.n_outputs)
     done = 0
     for (run, cfg, run_folds), weight in zip(plan, weights, strict=True):
         dtype = inference_dtype(cfg.precision, torch_device)

@@ -62,3 +62,27 @@ def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], 
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].axis("off")
     _save(fig, path)
+
+
+def climb_plot(curves: dict, single_best: dict[str, float], metric_name: str, path: Path) -> None:
+    """Per weight group (a target, or all): the blend's OOF score after each hill-climbing step on all rows and
+    held out, the chosen step, and the best single run."""
+    keys = list(curves)
+    cols = min(len(keys), 3)
+    rows = int(np.ceil(len(keys) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, layout="constrained")
+    for k, key in enumerate(keys):
+        ax = axes[k // cols][k % cols]
+        fitted = curves[key]
+        steps = np.arange(1, len(fitted.all_rows_curve) + 1)
+        ax.plot(steps, fitted.all_rows_curve, label="blend, all OOF rows")
+        ax.plot(steps, fitted.held_out_curve, label="blend, held out")
+        ax.axhline(single_best[key], color="grey", ls=":", label="best single run")
+        ax.axvline(fitted.steps, color="tab:red", ls="--", lw=1, label=f"chosen: {fitted.steps} steps")
+        ax.set_title("all targets" if key == "*" else key)
+        ax.set_xlabel("hill-climbing step")
+        ax.set_ylabel(f"OOF {metric_name}")
+    for k in range(len(keys), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    axes[0][0].legend(fontsize=7)
+    _save(fig, path)
