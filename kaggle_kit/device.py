@@ -1,4 +1,4 @@
-"""Device and numeric precision: AMP on CUDA (bf16 where supported, else fp16), plain fp32 on CPU."""
+"""Device and numeric precision: AMP on CUDA (bf16 from compute capability 8.0, else fp16), plain fp32 on CPU."""
 
 from __future__ import annotations
 
@@ -31,8 +31,12 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         if precision in ("fp16", "bf16"):
             raise KitError(f"--precision {precision}: mixed precision needs a CUDA GPU; use fp32 or auto on CPU")
         return None
+    if precision == "bf16" and not native_bf16(device):
+        raise KitError(f"--precision bf16: {describe(device)} has compute capability "
+                       f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}; bf16 needs 8.0 (Ampere) or "
+                       f"newer and is only emulated, slowly, below it: use fp16 or auto")
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
@@ -52,6 +56,15 @@ def resolved_precision(precision: str, device: torch.device) -> str:
     """`auto` made concrete for this device (what the run records), checked against the device."""
     dtype = amp_dtype(precision, device)
     return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 in hardware: compute capability 8.0 or newer (A100, L4, H100; not Kaggle's T4 at 7.5 or P100 at 6.0).
+
+    `torch.cuda.is_bf16_supported()` is not the test: recent torch answers True on pre-Ampere GPUs because it can
+    emulate bf16, which runs far slower than fp16 there.
+    """
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
