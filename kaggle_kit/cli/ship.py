@@ -1,4 +1,4 @@
-"""`kit bundle`, `kit simulate` and `kit submit`: from run folders to a Kaggle submission."""
+"""`kit bundle`, `kit simulate`, `kit submit` and `kit image-list`: from run folders to a Kaggle submission."""
 
 from __future__ import annotations
 
@@ -18,26 +18,43 @@ def bundle(
     slug: str = typer.Option(None, help="Dataset slug, 6-40 chars of a-z, 0-9, - [default: <comp>-kit-<hash>]."),
     owner: str = typer.Option(None, help="Kaggle username [default: KAGGLE_USERNAME or ~/.kaggle/kaggle.json]."),
     out: Path = typer.Option(Path("bundles"), help="Folder that receives <slug>/."),
-    license: str = typer.Option("CC0-1.0", "--license", help="The dataset's Kaggle license name."),
-    gpu: bool = typer.Option(True, "--gpu/--no-gpu", help="Run the notebook on a Kaggle GPU."),
+    license: str = typer.Option("CC0-1.0", "--license",
+                                help="The dataset's license, one of the names Kaggle documents (CC0-1.0, "
+                                     "CC-BY-SA-3.0, CC-BY-4.0, apache-2.0, ...; MIT is not one)."),
+    accelerator: str = typer.Option(
+        None, help="The notebook's Kaggle accelerator: t4x2 (Kaggle's default GPU), none (CPU), l4, l4x1, a100, "
+                   "h100, rtx-pro-6000 where offered; p100 is refused (retired) [default: t4x2]."),
+    gpu: bool = typer.Option(None, "--gpu/--no-gpu", hidden=True,
+                             help="Old spelling: --gpu is --accelerator t4x2, --no-gpu is --accelerator none."),
     image_packages: Path = typer.Option(
-        None, help="name==version list of the Kaggle image [default: the kit's dated kaggle_image.txt]."),
+        None, help="pip freeze of the Kaggle image with a `# python: 3.X` line [default: the kit's dated "
+                   "kaggle_image.txt]."),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="Run the notebook offline on a few training rows (a quick `kit simulate`)."),
 ) -> None:
     """A Kaggle dataset (wheels, models, manifest) and an offline inference notebook, in bundles/<slug>/."""
+    from kaggle_kit.errors import KitError
     from kaggle_kit.registry import get_competition
-    from kaggle_kit.ship.bundle import build_bundle, load_image_packages
+    from kaggle_kit.ship.bundle import build_bundle
+    from kaggle_kit.ship.image import load_image_packages
+    from kaggle_kit.ship.kaggle_metadata import DEFAULT_ACCELERATOR
 
     require_module("nbformat", "simulate")
+    if gpu is not None:
+        implied = "t4x2" if gpu else "none"
+        if accelerator is not None and accelerator != implied:
+            raise KitError(f"--{'gpu' if gpu else 'no-gpu'} (= --accelerator {implied}) contradicts "
+                           f"--accelerator {accelerator}; give only --accelerator")
+        accelerator = implied
     comp = get_competition(competition)
     weight_list = parse_weights(weights)
     image = load_image_packages(image_packages)
-    result = build_bundle(comp, run, out, weight_list, slug=slug, owner=owner, license_name=license, gpu=gpu,
-                          image=image, log=say)
+    result = build_bundle(comp, run, out, weight_list, slug=slug, owner=owner, license_name=license,
+                          accelerator_name=accelerator or DEFAULT_ACCELERATOR, image=image, log=say)
     say(f"bundle: {result.path} ({result.size_bytes() / 1e6:.1f} MB; wheels: "
         f"{', '.join(Path(w).name for w in result.wheels)})")
-    say(f"next: kit simulate --bundle {result.path} --data DIR, then kit submit {comp.name} --bundle {result.path}")
+    say(f"next: kit simulate --bundle {result.path} --data DIR [--image], then kit submit {comp.name} "
+        f"--bundle {result.path}")
     if check:
         from kaggle_kit.ship.simulate import print_simulation, quick_check
 
@@ -48,21 +65,55 @@ def bundle(
             print_simulation(sim, log=say)
 
 
+@app.command("image-list")
+def image_list(
+    freeze: Path = typer.Argument(..., help="A `pip freeze` saved in a Kaggle notebook (a kit notebook writes "
+                                            "kaggle_image_freeze.txt beside its submission)."),
+    out: Path = typer.Option(None, help="Where to write the list [default: the kit's own kaggle_image.txt]."),
+    python: str = typer.Option(None, help="The image's Python, X.Y [default: the freeze's `# python:` line]."),
+    date: str = typer.Option(None, help="When the freeze was taken, YYYY-MM-DD [default: today]."),
+    source: str = typer.Option(None, help="Where the freeze came from [default: the file's name]."),
+    gpu_torch: str = typer.Option(None, help="The GPU image's torch build, e.g. 2.10.0+cu128, if the freeze is "
+                                             "from a CPU session."),
+) -> None:
+    """Refresh the Kaggle image list that `kit bundle` checks requirements against, from a pip freeze."""
+    from kaggle_kit.ship.image import DEFAULT_IMAGE_LIST, read_freeze, write_image_list
+
+    frozen = read_freeze(freeze)
+    image = write_image_list(frozen, out or DEFAULT_IMAGE_LIST, python, date, source or f"pip freeze {freeze.name}",
+                             gpu_torch)
+    skipped = (f"; skipped {len(frozen.skipped)} without a version: {', '.join(frozen.skipped)}"
+               if frozen.skipped else "")
+    say(f"wrote {image.path}: {len(image.versions)} packages, Python {image.python}, dated {image.date}{skipped}")
+
+
 @app.command()
 def simulate(
     bundle: Path = typer.Option(..., "--bundle", help="A bundle folder from `kit bundle` (bundles/<slug>)."),
     data: Path = typer.Option(..., "--data", help="Folder with the competition's test.csv and sample_submission.csv."),
     output: Path = typer.Option(None, help="Copy the notebook's submission.csv here."),
+    layout: str = typer.Option("new", help="Kaggle's input layout to build: new (/kaggle/input/competitions/<slug>, "
+                                           "/kaggle/input/datasets/<owner>/<slug>), old (/kaggle/input/<slug>) or "
+                                           "mixed."),
+    image: bool = typer.Option(False, "--image", help="Run in a cached venv of the image's Python and pinned "
+                                                       "versions (several GB on first use) instead of this Python."),
+    python: Path = typer.Option(None, help="With --image: the interpreter of the image's Python version "
+                                           "[default: found on PATH or under pyenv]."),
+    image_packages: Path = typer.Option(
+        None, help="The image list to simulate [default: the one the bundle was made with, if it is the kit's]."),
     timeout: int = typer.Option(1800, help="Seconds a notebook cell may run."),
 ) -> None:
     """Run the bundle's notebook offline, as Kaggle would, and check its submission against `kit predict`."""
+    from kaggle_kit.ship.image import load_image_packages
     from kaggle_kit.ship.simulate import print_simulation
     from kaggle_kit.ship.simulate import simulate as run_simulation
 
     require_module("nbclient", "simulate")
     setup_logging()
     quiet_transformers()
-    print_simulation(run_simulation(bundle, data, output, timeout, log=say), log=say)
+    sim = run_simulation(bundle, data, output, timeout, log=say, layout=layout, use_image=image, python=python,
+                         image=load_image_packages(image_packages))
+    print_simulation(sim, log=say)
     if output:
         say(f"wrote {output}")
 
@@ -72,11 +123,15 @@ def submit(
     competition: str = typer.Argument(..., help="Competition plugin name, e.g. ell."),
     bundle: Path = typer.Option(..., "--bundle", help="A bundle folder from `kit bundle` (bundles/<slug>)."),
     message: str = typer.Option(None, help="Dataset version notes and submission description."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the metadata and print the calls, change nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the bundle and metadata, print the calls, change "
+                                                          "nothing."),
     poll_seconds: float = typer.Option(30.0, help="Seconds between status checks."),
-    wait_hours: float = typer.Option(10.0, help="Give up waiting for the dataset or the kernel run after this."),
+    wait_hours: float = typer.Option(10.0, help="Give up waiting for each step (dataset, notebook run, score) after "
+                                                "this."),
+    wait_for_score: bool = typer.Option(True, "--wait-for-score/--no-wait-for-score",
+                                        help="Wait until Kaggle has scored the submission (it reruns the notebook)."),
 ) -> None:
-    """Upload the dataset, push and run the notebook on Kaggle, then submit that notebook version."""
+    """Check the bundle, upload the dataset, push and run the notebook on Kaggle, submit it and wait for the score."""
     from kaggle_kit.registry import get_competition
     from kaggle_kit.ship.kaggle_client import DryRunClient, KaggleClient
     from kaggle_kit.ship.submit import submit_bundle
@@ -87,4 +142,4 @@ def submit(
     comp = get_competition(competition)
     client = DryRunClient(log=say) if dry_run else KaggleClient.from_credentials()
     submit_bundle(comp, bundle, client, message or f"kaggle-kit bundle {bundle.name}", poll_seconds=poll_seconds,
-                  wait_seconds=wait_hours * 3600, log=log)
+                  wait_seconds=wait_hours * 3600, log=log, wait_for_score=wait_for_score)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,8 +19,10 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import Parser
+from importlib.metadata import Distribution, entry_points
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -30,56 +32,28 @@ from kaggle_kit.competition import Competition
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import default_mode, read_json, sha256_file, write_json, write_text
 from kaggle_kit.runs.folder import RunDir
+from kaggle_kit.ship.image import ImagePackages, load_image_packages, missing_from_image
+from kaggle_kit.ship.kaggle_metadata import (
+    DATASET_METADATA,
+    DEFAULT_ACCELERATOR,
+    KERNEL_METADATA,
+    SLUG_PATTERN,
+    accelerator,
+    slugify,
+    validate_dataset_metadata,
+    validate_kernel_metadata,
+)
 from kaggle_kit.ship.kaggle_runtime import MANIFEST_NAME
 
-DEFAULT_IMAGE_LIST = Path(__file__).parent / "kaggle_image.txt"
-DATASET_METADATA = "dataset-metadata.json"
-KERNEL_METADATA = "kernel-metadata.json"
-# Kaggle's dataset license names (the `licenses[0].name` of dataset-metadata.json).
-LICENSES = ("CC0-1.0", "CC-BY-4.0", "CC-BY-SA-4.0", "CC-BY-NC-4.0", "CC-BY-NC-SA-4.0", "CC-BY-ND-4.0",
-            "CC-BY-NC-ND-4.0", "ODbL-1.0", "ODC-BY-1.0", "PDDL", "DbCL-1.0", "GPL-2.0", "GPL-3.0", "LGPL-3.0",
-            "AGPL-3.0", "apache-2.0", "MIT", "copyright-authors", "other", "unknown")
-SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-OWNER_PATTERN = re.compile(r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$")
 WHEEL_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "linux_x86_64")
 SOURCE_FILES = ("kaggle_kit", "competitions", "pyproject.toml", "README.md", "LICENSE")
+KIT_DISTRIBUTION = "kaggle-kit"
+# Left out when a plugin's source folder is copied to build its wheel.
+SOURCE_IGNORE = shutil.ignore_patterns(".git", ".venv", ".nox", ".tox", "__pycache__", "*.pyc", "*.egg-info", "build",
+                                       "dist", ".pytest_cache", ".ruff_cache", "runs", "bundles")
 
 
-# ---- what the Kaggle image ships ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ImagePackages:
-    """The Kaggle image's Python version and package versions, from a dated list."""
-
-    path: Path
-    python: str
-    date: str
-    versions: dict[str, str]
-
-
-def load_image_packages(path: str | Path | None = None) -> ImagePackages:
-    """Parse `name==version` lines plus `# python: X.Y` and `# date: YYYY-MM-DD` header comments."""
-    path = Path(path) if path else DEFAULT_IMAGE_LIST
-    if not path.is_file():
-        raise KitError(f"--image-packages {path}: file not found")
-    header: dict[str, str] = {}
-    versions: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("#"):
-            key, _, value = line.lstrip("# ").partition(":")
-            header.setdefault(key.strip().lower(), value.strip())
-            continue
-        if not line:
-            continue
-        name, sep, version = line.partition("==")
-        if not sep or not name.strip() or not version.strip():
-            raise KitError(f"{path} line {number}: expected `name==version`, got {line!r}")
-        versions[canonicalize_name(name.strip())] = version.strip()
-    if not re.fullmatch(r"3\.\d+", header.get("python", "")):
-        raise KitError(f"{path}: missing header line `# python: 3.X` (the image's Python version)")
-    return ImagePackages(path, header["python"], header.get("date", "undated"), versions)
-
+# ---- what the Kaggle image lacks ------------------------------------------------------------------------------
 
 def wheel_requirements(wheel: Path) -> list[Requirement]:
     """The run-time requirements (no extras) declared in a wheel's METADATA."""
@@ -88,16 +62,6 @@ def wheel_requirements(wheel: Path) -> list[Requirement]:
         metadata = Parser().parsestr(archive.read(name).decode("utf-8"))
     reqs = [Requirement(r) for r in metadata.get_all("Requires-Dist") or []]
     return [r for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
-
-
-def missing_from_image(requirements: list[Requirement], image: ImagePackages) -> list[Requirement]:
-    """Requirements the image lacks or has at a version outside the requirement's range."""
-    missing = []
-    for req in requirements:
-        version = image.versions.get(canonicalize_name(req.name))
-        if version is None or not req.specifier.contains(version, prereleases=True):
-            missing.append(req)
-    return missing
 
 
 Downloader = Callable[[list[Requirement], Path, ImagePackages], None]
@@ -138,72 +102,91 @@ def build_kit_wheel(dest: Path, epoch: int) -> Path:
                                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
             elif (root / name).is_file():
                 shutil.copy2(root / name, src / name)
-        env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
-        cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
-               "--no-build-isolation", "--no-index", str(src), "-w", str(Path(tmp) / "dist")]
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise KitError(f"building the kaggle-kit wheel from {root} failed: {last}")
-        (wheel,) = (Path(tmp) / "dist").glob("kaggle_kit-*.whl")
-        dest.mkdir(parents=True, exist_ok=True)
-        return Path(shutil.copy(wheel, dest / wheel.name))
+        return build_wheel(src, dest, epoch, "kaggle-kit", root)
 
 
-# ---- metadata -------------------------------------------------------------------------------------------------
+def build_wheel(src: Path, dest: Path, epoch: int, what: str, origin: Path, isolated_retry: bool = False) -> Path:
+    """`pip wheel` of a source folder (a throwaway copy) into `dest`, zip timestamps at `epoch`.
 
-def validate_dataset_metadata(meta: dict[str, Any], where: str = DATASET_METADATA) -> None:
-    """The checks Kaggle applies when creating a dataset, as one-line errors before any upload."""
-    title = meta.get("title")
-    if not isinstance(title, str) or not 6 <= len(title) <= 50:
-        raise KitError(f"{where}: title {title!r} must be 6-50 characters")
-    _check_ref(meta.get("id"), where, "id", 6)
-    licenses = meta.get("licenses")
-    if not isinstance(licenses, list) or len(licenses) != 1 or not isinstance(licenses[0], dict):
-        raise KitError(f"{where}: licenses must hold exactly one license, e.g. [{{\"name\": \"CC0-1.0\"}}]")
-    if licenses[0].get("name") not in LICENSES:
-        raise KitError(f"{where}: license {licenses[0].get('name')!r} is not a Kaggle license name "
-                       f"(one of {', '.join(LICENSES)})")
-
-
-def validate_kernel_metadata(meta: dict[str, Any], folder: Path, where: str = KERNEL_METADATA) -> None:
-    """What `kernels push` needs, plus the settings a code competition needs (internet explicitly off)."""
-    slug = _check_ref(meta.get("id"), where, "id", 5)
-    title = meta.get("title")
-    if not isinstance(title, str) or len(title) < 5 or slugify(title) != slug:
-        raise KitError(f"{where}: title {title!r} must be at least 5 characters and slugify to the id's {slug!r}")
-    for key, expected in (("language", "python"), ("kernel_type", "notebook")):
-        if meta.get(key) != expected:
-            raise KitError(f"{where}: {key} must be {expected!r}, not {meta.get(key)!r}")
-    if meta.get("enable_internet") is not False:
-        raise KitError(f"{where}: enable_internet must be written as false (Kaggle turns the internet on when the "
-                       f"field is missing, and code competitions reject such notebooks)")
-    if not isinstance(meta.get("enable_gpu"), bool):
-        raise KitError(f"{where}: enable_gpu must be true or false")
-    code_file = meta.get("code_file")
-    if not code_file or not (folder / code_file).is_file():
-        raise KitError(f"{where}: code_file {code_file!r} not found in {folder}")
-    for key in ("dataset_sources", "competition_sources"):
-        sources = meta.get(key)
-        if not isinstance(sources, list) or not sources:
-            raise KitError(f"{where}: {key} must be a non-empty list")
-    for source in meta["dataset_sources"]:
-        _check_ref(source, where, "dataset_sources", 6)
+    Without build isolation first: offline, with this environment's build backend. A plugin whose backend is not
+    installed here (hatchling, ...) is retried with isolation when `isolated_retry`, which needs PyPI.
+    """
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
+    out = src.parent / "dist"
+    attempts = [["--no-build-isolation", "--no-index"]] + ([[]] if isolated_retry else [])
+    last = "no output"
+    for flags in attempts:
+        cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps", *flags,
+               str(src), "-w", str(out)]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=src.parent)
+        if result.returncode == 0:
+            (wheel,) = out.glob("*.whl")
+            dest.mkdir(parents=True, exist_ok=True)
+            return Path(shutil.copy(wheel, dest / wheel.name))
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    raise KitError(f"building the {what} wheel from {origin} failed: {last}")
 
 
-def _check_ref(ref: Any, where: str, field: str, min_slug: int) -> str:
-    owner, sep, slug = ref.partition("/") if isinstance(ref, str) else ("", "", "")
-    if not sep or not OWNER_PATTERN.match(owner):
-        raise KitError(f"{where}: {field} {ref!r} must be `owner/slug` with a lowercase Kaggle username as owner")
-    if not SLUG_PATTERN.match(slug) or not min_slug <= len(slug) <= 50:
-        raise KitError(f"{where}: {field} {ref!r}: slug must be {min_slug}-50 lowercase letters, digits and "
-                       f"single hyphens")
-    return slug
+# ---- third-party plugins --------------------------------------------------------------------------------------
+
+def plugin_distribution(comp: Competition) -> Distribution | None:
+    """The installed distribution whose `kaggle_kit.competitions` entry point provides `comp`; None for the
+    built-ins, which ship inside the kaggle-kit wheel."""
+    from kaggle_kit.registry import ENTRY_POINT_GROUP
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(entry, "dist", None)
+        if dist is None or canonicalize_name(dist.metadata["Name"]) == KIT_DISTRIBUTION:
+            continue
+        try:
+            provided = entry.load()
+        except Exception:  # another plugin's import error is that plugin's problem, not this bundle's
+            continue
+        if provided is comp or (entry.name == comp.name and getattr(provided, "name", None) == comp.name):
+            return dist
+    return None
 
 
-def slugify(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+def plugin_source(dist: Distribution) -> Path | None:
+    """The local folder a plugin was installed from (`pip install PATH` or `-e PATH`), from its direct_url.json."""
+    text = dist.read_text("direct_url.json")
+    if not text:
+        return None
+    info = json.loads(text)
+    url = urlparse(info.get("url", ""))
+    if "dir_info" not in info or url.scheme != "file":
+        return None
+    folder = Path(unquote(url.path))
+    return folder if folder.is_dir() else None
 
+
+def build_plugin_wheel(comp: Competition, dist: Distribution, dest: Path, epoch: int, image: ImagePackages,
+                       downloader: Downloader, log: Callable[[str], None]) -> Path:
+    """The plugin's own wheel in `dest`: built from the folder it was installed from, or downloaded for the
+    image's Python when it came from an index."""
+    name, version = dist.metadata["Name"], dist.version
+    source = plugin_source(dist)
+    if source is not None:
+        log(f"plugin: {comp.name} comes from {name} {version}; building its wheel from {source}")
+        with tempfile.TemporaryDirectory(prefix="kit-plugin-wheel-") as tmp:
+            src = Path(tmp) / "src"
+            shutil.copytree(source, src, ignore=SOURCE_IGNORE)
+            return build_wheel(src, dest, epoch, f"plugin {name}", source, isolated_retry=True)
+    log(f"plugin: {comp.name} comes from {name} {version} (installed from an index); downloading its wheel")
+    before = set(dest.glob("*.whl"))
+    try:
+        downloader([Requirement(f"{name}=={version}")], dest, image)
+    except KitError as err:
+        raise KitError(f"plugin {name} {version} provides {comp.name!r} but its wheel could not be fetched ({err}); "
+                       f"install the plugin from its source folder (pip install PATH) so kit bundle can build it"
+                       ) from None
+    new = sorted(set(dest.glob("*.whl")) - before)
+    if not new:
+        raise KitError(f"plugin {name} {version}: no wheel was downloaded")
+    return new[0]
+
+
+# ---- metadata ------------------------------------------------------------------------------------------------
 
 def kaggle_username() -> str | None:
     """The username from KAGGLE_USERNAME or kaggle.json (never the key), to name the dataset's owner."""
@@ -321,8 +304,8 @@ def runs_digest(runs: list[BundleRun]) -> str:
 
 def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weights: list[float] | None = None,
                  slug: str | None = None, owner: str | None = None, license_name: str = "CC0-1.0",
-                 gpu: bool = True, image: ImagePackages | None = None, downloader: Downloader = pip_download,
-                 log: Callable[[str], None] = print) -> Bundle:
+                 accelerator_name: str = DEFAULT_ACCELERATOR, image: ImagePackages | None = None,
+                 downloader: Downloader = pip_download, log: Callable[[str], None] = print) -> Bundle:
     """Write `out_root/<slug>/dataset/` and `out_root/<slug>/notebook/`, replacing an older bundle of that slug.
 
     Everything is written to a staging folder first, so a failure never leaves half a bundle under the slug.
@@ -330,6 +313,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     if slug is not None and not (SLUG_PATTERN.match(slug) and 6 <= len(slug) <= 40):
         raise KitError(f"--slug {slug!r}: use 6-40 lowercase letters, digits and single hyphens "
                        f"(the notebook's slug adds '-inference')")
+    machine = accelerator(accelerator_name)
     image = image or load_image_packages()
     weights, ensemble = ensemble_weights(comp, run_paths, weights, log)
     runs = check_runs(comp, run_paths, weights)
@@ -346,7 +330,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     try:
         manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble)
         write_json(staging / "dataset" / DATASET_METADATA, dataset_meta)
-        write_notebook_folder(staging / "notebook", comp, manifest, owner, slug, gpu)
+        write_notebook_folder(staging / "notebook", comp, manifest, owner, slug, machine.name)
         final = out_root / slug
         if final.exists():
             shutil.rmtree(final)
@@ -389,46 +373,72 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
             (dataset / dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dataset / dest)
     check_extra_files(comp, runs)
-    kit_wheel = build_kit_wheel(dataset / "wheels", epoch)
-    missing = missing_from_image(wheel_requirements(kit_wheel), image)
+    wheels = dataset / "wheels"
+    shipped = [build_kit_wheel(wheels, epoch)]
+    plugin = plugin_distribution(comp)
+    if plugin is not None:
+        shipped.append(build_plugin_wheel(comp, plugin, wheels, epoch, image, downloader, log))
+    requirements = [r for w in shipped for r in wheel_requirements(w) if canonicalize_name(r.name) != KIT_DISTRIBUTION]
+    requirements = list({str(r): r for r in requirements}.values())
+    missing = missing_from_image(requirements, image)
     if missing:
         log(f"not on the Kaggle image ({image.path.name}, {image.date}): {', '.join(map(str, missing))}; "
             f"downloading wheels for Python {image.python}")
-        downloader(missing, dataset / "wheels", image)
+        downloader(missing, wheels, image)
+    missing_names = {canonicalize_name(r.name) for r in missing}
+    assumed = {canonicalize_name(r.name): image.versions[canonicalize_name(r.name)] for r in requirements
+               if canonicalize_name(r.name) not in missing_names}
     manifest = {
-        "bundle_format": 1,
+        "bundle_format": 2,
         "competition": comp.name,
         "kaggle_competition": comp.kaggle_slug,
         "created": dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(),
         "kit_version": kaggle_kit.__version__,
-        "image_packages": {"file": image.path.name, "date": image.date, "python": image.python},
+        "image_packages": {"file": image.path.name, "date": image.date, "python": image.python,
+                           "source": image.header.get("source"), "gpu_torch": image.gpu_torch},
+        "assumed_versions": dict(sorted(assumed.items())),
+        "plugin": ({"distribution": plugin.metadata["Name"], "version": plugin.version,
+                    "wheel": f"wheels/{shipped[-1].name}"} if plugin is not None else None),
         "runs": [{"name": r.name, "path": f"models/{r.name}", "folds": r.folds, "weight": r.weight,
                   "cv_score": r.cv.get("score") if r.cv else None,
                   "metric": r.cv.get("metric") if r.cv else comp.metric.name} for r in runs],
         "ensemble": ensemble,
-        "wheels": sorted(f"wheels/{p.name}" for p in (dataset / "wheels").glob("*.whl")),
+        "wheels": sorted(f"wheels/{p.name}" for p in wheels.glob("*.whl")),
         "downloaded": [str(r) for r in missing],
         "files": {p.relative_to(dataset).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
                   for p in sorted(dataset.rglob("*")) if p.is_file()},
     }
+    manifest["bundle_id"] = bundle_id(manifest)
     write_json(dataset / MANIFEST_NAME, manifest)
     return manifest
 
 
+def bundle_id(manifest: dict[str, Any]) -> str:
+    """`<competition>-<16 hex>` from every file's sha256 and the runs' weights: the notebook finds its bundle by it,
+    so a renamed or forked dataset still matches and an older bundle never does."""
+    content = json.dumps({"files": manifest["files"], "runs": manifest["runs"]}, sort_keys=True)
+    return f"{manifest['competition']}-{hashlib.sha256(content.encode()).hexdigest()[:16]}"
+
+
 def write_notebook_folder(folder: Path, comp: Competition, manifest: dict[str, Any], owner: str, slug: str,
-                          gpu: bool) -> None:
-    """inference.ipynb and its kernel-metadata.json (validated: internet written as off)."""
+                          accelerator_name: str = DEFAULT_ACCELERATOR) -> None:
+    """inference.ipynb and its kernel-metadata.json (validated: internet written as off, the accelerator's
+    machine_shape as the kaggle client reads it)."""
     from kaggle_kit.ship.notebook import NOTEBOOK_NAME, build_notebook, notebook_text
 
-    nb = build_notebook(comp.title, comp.kaggle_slug, slug, manifest["wheels"], manifest["runs"])
+    machine = accelerator(accelerator_name)
+    nb = build_notebook(comp.title, comp.kaggle_slug, slug, manifest["bundle_id"], comp.schema.test_columns(),
+                        comp.schema.submission_columns(), manifest["wheels"], manifest["runs"])
     write_text(folder / NOTEBOOK_NAME, notebook_text(nb))
     kernel_slug = f"{slug}-inference"
     kernel_meta = {
         "id": f"{owner}/{kernel_slug}", "title": kernel_slug, "code_file": NOTEBOOK_NAME,
-        "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": gpu,
+        "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": machine.enable_gpu,
         "enable_tpu": False, "enable_internet": False, "dataset_sources": [f"{owner}/{slug}"],
         "competition_sources": [comp.kaggle_slug], "kernel_sources": [], "model_sources": [],
     }
+    if machine.machine_shape:
+        kernel_meta["machine_shape"] = machine.machine_shape
     write_json(folder / KERNEL_METADATA, kernel_meta)
     validate_kernel_metadata(kernel_meta, folder)
 

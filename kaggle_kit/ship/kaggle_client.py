@@ -2,15 +2,17 @@
 
 `kaggle` is imported here and only when a real submission runs: on import it prints an authentication notice
 and it imports `six` without declaring it. Every API failure becomes one KitError line. Tests replace the
-KaggleApi object with a recording fake, so the calls are checked at this boundary.
+KaggleApi object with an autospec of the installed KaggleApi, so every call is bound to its real signature.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +58,15 @@ class KaggleClient:
             raise KitError(f"Kaggle authentication failed ({_one_line(err)}): {CREDENTIALS_HELP}") from None
         return cls(api)
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, forbidden_hint: str = "", **kwargs: Any) -> Any:
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 return fn(*args, **kwargs)
         except KitError:
             raise
         except Exception as err:
-            raise KitError(f"Kaggle API {what} failed: {_one_line(err)}") from None
+            hint = f"; {forbidden_hint}" if forbidden_hint and _http_status(err) in (401, 403) else ""
+            raise KitError(f"Kaggle API {what} failed: {_one_line(err)}{hint}") from None
 
     def dataset_exists(self, dataset_id: str) -> bool:
         try:
@@ -78,40 +81,88 @@ class KaggleClient:
     def dataset_create_new(self, folder: Path) -> None:
         response = self._call("dataset_create_new", self.api.dataset_create_new, folder=str(folder), public=False,
                               quiet=True, convert_to_csv=False, dir_mode="zip")
-        _raise_on_error("dataset_create_new", response)
+        _raise_on_dataset_error("dataset_create_new", response)
 
     def dataset_create_version(self, folder: Path, notes: str) -> None:
         response = self._call("dataset_create_version", self.api.dataset_create_version, folder=str(folder),
-                              version_notes=notes, quiet=True, convert_to_csv=False, dir_mode="zip")
-        _raise_on_error("dataset_create_version", response)
+                              version_notes=notes, quiet=True, convert_to_csv=False, delete_old_versions=False,
+                              dir_mode="zip")
+        _raise_on_dataset_error("dataset_create_version", response)
 
-    def dataset_status(self, dataset_id: str) -> str:
-        return _status_name(self._call("dataset_status", self.api.dataset_status, dataset_id))
+    def dataset_status(self, dataset_id: str) -> DatasetState:
+        """The status name (lowercase DatabundleVersionStatus) and the current version number."""
+        text = self._call("dataset_status", self.api.dataset_status, dataset_id,
+                          format="json(status,current_version_number)")
+        try:
+            payload = json.loads(text)
+        except (TypeError, ValueError):
+            raise KitError(f"Kaggle API dataset_status({dataset_id!r}) answered {text!r}, not JSON; "
+                           f"kit submit needs kaggle>=2.2.4 (pip install -U 'kaggle-kit[submit]')") from None
+        return DatasetState(_status_name(payload.get("status")), int(payload.get("current_version_number") or 0))
 
-    def kernels_push(self, folder: Path) -> int:
+    def kernels_push(self, folder: Path) -> PushResult:
         response = self._call("kernels_push", self.api.kernels_push, str(folder))
-        _raise_on_error("kernels_push", response)
-        return int(response.version_number)
+        return PushResult(
+            version=int(getattr(response, "version_number", 0) or 0), error=getattr(response, "error", "") or "",
+            url=getattr(response, "url", "") or "",
+            invalid_dataset_sources=list(getattr(response, "invalid_dataset_sources", []) or []),
+            invalid_competition_sources=list(getattr(response, "invalid_competition_sources", []) or []),
+            invalid_kernel_sources=list(getattr(response, "invalid_kernel_sources", []) or []),
+            invalid_model_sources=list(getattr(response, "invalid_model_sources", []) or []),
+            invalid_tags=list(getattr(response, "invalid_tags", []) or []))
 
     def kernels_status(self, kernel_id: str) -> tuple[str, str]:
         response = self._call("kernels_status", self.api.kernels_status, kernel_id)
         return _status_name(response.status), getattr(response, "failure_message", "") or ""
 
     def competition_submit(self, competition: str, kernel_id: str, version: int, message: str,
-                           output_file: str = "submission.csv") -> str:
+                           output_file: str = "submission.csv") -> tuple[int, str]:
+        """Submit a kernel version; returns the submission's ref and Kaggle's message."""
         response = self._call("competition_submit_code", self.api.competition_submit_code, file_name=output_file,
                               message=message, competition=competition, kernel=kernel_id, kernel_version=version,
-                              quiet=True)
-        return str(getattr(response, "message", "") or "submitted")
+                              quiet=True, forbidden_hint=join_hint(competition))
+        return int(getattr(response, "ref", 0) or 0), str(getattr(response, "message", "") or "")
 
-    def latest_submission(self, competition: str) -> str:
+    def submission_status(self, competition: str, ref: int) -> tuple[str, str]:
+        """(status name, detail) of submission `ref`: lowercase SubmissionStatus, and the error description or the
+        public score. ("not_listed", "") while Kaggle does not list it yet."""
         submissions = self._call("competition_submissions", self.api.competition_submissions, competition) or []
-        if not submissions:
-            return "no submission listed yet"
-        latest = submissions[0]
-        score = getattr(latest, "public_score", None)
-        return (f"{getattr(latest, 'description', '')!r}: status {_status_name(getattr(latest, 'status', '?'))}"
-                + (f", public score {score}" if score not in (None, "") else ""))
+        match = next((s for s in submissions if s is not None and getattr(s, "ref", None) == ref), None)
+        if match is None:
+            return NOT_LISTED, ""
+        status = _status_name(getattr(match, "status", "?"))
+        if status == "error":
+            return status, str(getattr(match, "error_description", "") or "")
+        score = getattr(match, "public_score", None)
+        return status, f"public score {score}" if score not in (None, "") else ""
+
+
+NOT_LISTED = "not_listed"
+
+
+def join_hint(competition: str) -> str:
+    return (f"join the competition and accept its rules at https://www.kaggle.com/competitions/{competition}/rules "
+            f"with the account of your API token, then run kit submit again")
+
+
+@dataclass(frozen=True)
+class DatasetState:
+    status: str
+    version: int
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What `kernels_push` answered (kagglesdk ApiSaveKernelResponse), as plain values."""
+
+    version: int
+    error: str = ""
+    url: str = ""
+    invalid_dataset_sources: list[str] = field(default_factory=list)
+    invalid_competition_sources: list[str] = field(default_factory=list)
+    invalid_kernel_sources: list[str] = field(default_factory=list)
+    invalid_model_sources: list[str] = field(default_factory=list)
+    invalid_tags: list[str] = field(default_factory=list)
 
 
 class DryRunClient:
@@ -119,6 +170,7 @@ class DryRunClient:
 
     def __init__(self, log: Callable[[str], None] = print):
         self.log = log
+        self._uploaded = False
 
     def _would(self, call: str) -> None:
         self.log(f"would call: api.{call}")
@@ -128,38 +180,44 @@ class DryRunClient:
         return False
 
     def dataset_create_new(self, folder: Path) -> None:
-        self._would(f"dataset_create_new(folder={str(folder)!r}, public=False, dir_mode='zip')")
+        self._would(f"dataset_create_new(folder={str(folder)!r}, public=False, quiet=True, convert_to_csv=False, "
+                    f"dir_mode='zip')")
+        self._uploaded = True
 
     def dataset_create_version(self, folder: Path, notes: str) -> None:
-        self._would(f"dataset_create_version(folder={str(folder)!r}, version_notes={notes!r}, dir_mode='zip')")
+        self._would(f"dataset_create_version(folder={str(folder)!r}, version_notes={notes!r}, quiet=True, "
+                    f"convert_to_csv=False, delete_old_versions=False, dir_mode='zip')")
+        self._uploaded = True
 
-    def dataset_status(self, dataset_id: str) -> str:
-        self._would(f"dataset_status({dataset_id!r})  # until 'ready'")
-        return "ready"
+    def dataset_status(self, dataset_id: str) -> DatasetState:
+        self._would(f"dataset_status({dataset_id!r}, format='json(status,current_version_number)')  "
+                    f"# until 'ready' at a new version")
+        return DatasetState("ready", 1 if self._uploaded else 0)
 
-    def kernels_push(self, folder: Path) -> int:
-        self._would(f"kernels_push({str(folder)!r})  # returns the new version number")
-        return 1
+    def kernels_push(self, folder: Path) -> PushResult:
+        self._would(f"kernels_push({str(folder)!r})  # machine_shape etc. from kernel-metadata.json")
+        return PushResult(version=1)
 
     def kernels_status(self, kernel_id: str) -> tuple[str, str]:
         self._would(f"kernels_status({kernel_id!r})  # until 'complete'")
         return "complete", ""
 
     def competition_submit(self, competition: str, kernel_id: str, version: int, message: str,
-                           output_file: str = "submission.csv") -> str:
+                           output_file: str = "submission.csv") -> tuple[int, str]:
         self._would(f"competition_submit_code(file_name={output_file!r}, message={message!r}, "
-                    f"competition={competition!r}, kernel={kernel_id!r}, kernel_version=<pushed version>)")
-        return "dry run: nothing submitted"
+                    f"competition={competition!r}, kernel={kernel_id!r}, kernel_version=<pushed version>, quiet=True)")
+        return 1, "dry run: nothing submitted"
 
-    def latest_submission(self, competition: str) -> str:
-        self._would(f"competition_submissions({competition!r})  # the new submission's status")
-        return "dry run: no submission made"
+    def submission_status(self, competition: str, ref: int) -> tuple[str, str]:
+        self._would(f"competition_submissions({competition!r})  # until the new submission is 'complete'")
+        return "complete", "dry run: no score"
 
 
-def _raise_on_error(what: str, response: Any) -> None:
+def _raise_on_dataset_error(what: str, response: Any) -> None:
+    """ApiCreateDatasetResponse: `error` set or `status` "error" is a failed upload (e.g. the title is taken)."""
     error = getattr(response, "error", None)
-    if error:
-        raise KitError(f"Kaggle API {what} failed: {_one_line(error)}")
+    if error or str(getattr(response, "status", "")).lower() == "error":
+        raise KitError(f"Kaggle API {what} failed: {_one_line(error or 'status error')}")
 
 
 def _http_status(err: Exception) -> int | None:

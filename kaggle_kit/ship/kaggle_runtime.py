@@ -1,8 +1,10 @@
-"""What the generated Kaggle notebook runs: check the bundle, predict within the time limit, write the submission.
+"""What the generated Kaggle notebook runs: find its inputs, check the bundle, predict within the time limit,
+write the submission.
 
 The notebook imports this module from the installed kaggle-kit wheel, so Kaggle runs the same inference code as
-`kit predict`. `verify_files` is the exception: it must run before the wheel is installed (the wheel is one of
-the files it checks), so it uses only the standard library and the notebook carries a copy of its source.
+`kit predict`. `find_inputs`, `verify_files` and `report_versions` are the exceptions: they run before the wheel
+is installed (the wheel is one of the files they find and check), so they use only the standard library, import
+inside their bodies, and the notebook carries a copy of their source.
 """
 
 from __future__ import annotations
@@ -20,6 +22,118 @@ MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "kit_run_report.json"
 KAGGLE_LIMIT_HOURS = 9.0
 DEFAULT_BUDGET_HOURS = 8.5
+
+
+def find_inputs(input_root, bundle_id, competition_slug, test_columns, submission_columns, dataset_dir=None,
+                competition_dir=None):
+    """The bundle's folder (the manifest.json whose bundle_id matches) and the competition's folder (test.csv and a
+    sample_submission.csv with this competition's columns), found anywhere under `input_root`.
+
+    Kaggle mounts inputs as /kaggle/input/competitions/<slug>/ and /kaggle/input/datasets/<owner>/<slug>/ (older
+    sessions: /kaggle/input/<slug>/); datasets also get renamed and forked, so folder names are only a tie-breaker.
+    """
+    import csv
+    import json
+    import os
+
+    def header(path):
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                return next(csv.reader(handle), [])
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return []
+
+    seen, bundles, competitions, visited = [], [], [], set()
+    if dataset_dir is None or competition_dir is None:
+        if not os.path.isdir(input_root):
+            raise RuntimeError(f"input discovery: {input_root} does not exist; attach the bundle's dataset and the "
+                               f"competition to this notebook, or set DATASET_DIR and COMPETITION_DIR")
+        for root, dirs, files in os.walk(input_root, followlinks=True):
+            dirs.sort()
+            real = os.path.realpath(root)
+            depth = os.path.relpath(root, input_root).count(os.sep) + (root != input_root)
+            if real in visited or depth > 6:
+                dirs[:] = []
+                continue
+            visited.add(real)
+            if "manifest.json" in files:
+                try:
+                    with open(os.path.join(root, "manifest.json"), encoding="utf-8") as handle:
+                        found_id = json.load(handle).get("bundle_id")
+                except (OSError, ValueError, AttributeError):
+                    found_id = "unreadable"
+                seen.append(f"{root}/manifest.json (bundle_id {found_id})")
+                if found_id == bundle_id:
+                    bundles.append(root)
+                dirs[:] = []  # a bundle holds no competition files; skip its models
+                continue
+            if "test.csv" in files or "sample_submission.csv" in files:
+                test_header = header(os.path.join(root, "test.csv")) if "test.csv" in files else None
+                sample_header = (header(os.path.join(root, "sample_submission.csv"))
+                                 if "sample_submission.csv" in files else None)
+                seen.append(f"{root}: test.csv columns {test_header}, sample_submission.csv columns {sample_header}")
+                if (test_header is not None and sample_header is not None and set(test_columns) <= set(test_header)
+                        and sorted(sample_header) == sorted(submission_columns)):
+                    competitions.append(root)
+            elif depth <= 3:
+                seen.append(f"{root}/")
+
+    def by_name(paths, slug):
+        named = [p for p in paths if slug in p.split(os.sep)]
+        return (named or paths)[0]
+
+    def failure(what):
+        listing = "; ".join(seen[:40]) + ("; ..." if len(seen) > 40 else "")
+        return RuntimeError(f"input discovery: {what}. Under {input_root} it saw: {listing or 'nothing'}")
+
+    if dataset_dir is None:
+        if not bundles:
+            raise failure(f"no manifest.json with bundle_id {bundle_id!r} (attach this bundle's dataset; an "
+                          f"older or other bundle does not count)")
+        dataset_dir = bundles[0]  # several copies of one bundle id hold the same files
+    elif not os.path.isfile(os.path.join(dataset_dir, "manifest.json")):
+        raise RuntimeError(f"input discovery: DATASET_DIR {dataset_dir} has no manifest.json")
+    if competition_dir is None:
+        if not competitions:
+            raise failure(f"no folder with test.csv (columns {list(test_columns)}) and sample_submission.csv "
+                          f"(columns {list(submission_columns)}) for {competition_slug} (attach the competition)")
+        competition_dir = by_name(competitions, competition_slug)
+    elif not os.path.isfile(os.path.join(competition_dir, "test.csv")):
+        raise RuntimeError(f"input discovery: COMPETITION_DIR {competition_dir} has no test.csv")
+    print(f"inputs: bundle {bundle_id} at {dataset_dir}")
+    print(f"inputs: competition files at {competition_dir}")
+    return dataset_dir, competition_dir
+
+
+def report_versions(manifest, output_dir):
+    """Print the versions the bundle assumed next to the ones this image has, warn on a major-version difference,
+    and save this image's `pip freeze` (for `kit image-list`) into `output_dir`."""
+    import os
+    import platform
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    assumed = manifest.get("assumed_versions", {})
+    print(f"python {platform.python_version()} (bundle assumed {manifest.get('image_packages', {}).get('python')})")
+    print(f"{'package':<24} {'bundle assumed':<18} this image")
+    warnings = []
+    for name, expected in sorted(assumed.items()):
+        try:
+            actual = version(name)
+        except PackageNotFoundError:
+            actual = "missing"
+        print(f"{name:<24} {expected:<18} {actual}")
+        if actual.split(".")[0] != expected.split(".")[0]:
+            warnings.append(f"{name} {actual} (bundle assumed {expected})")
+    for warning in warnings:
+        print(f"WARNING: major version differs: {warning}; if the next cells fail, rebuild the bundle with an "
+              f"image list from this session (kit image-list kaggle_image_freeze.txt)")
+    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True)
+    if freeze.returncode == 0 and os.path.isdir(output_dir):
+        with open(os.path.join(output_dir, "kaggle_image_freeze.txt"), "w", encoding="utf-8") as handle:
+            handle.write(f"# python: {platform.python_version()}\n" + freeze.stdout)
+    return warnings
 
 
 def verify_files(dataset_dir):

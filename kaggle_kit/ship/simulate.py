@@ -1,9 +1,13 @@
 """`kit simulate`: run a bundle's notebook the way Kaggle would, offline, and check what it writes.
 
-The simulated kernel gets a fresh virtual environment that sees this interpreter's packages (standing in for
-the Kaggle image) minus kaggle-kit itself, so the notebook only works if its own wheel install works. The
-notebook runs headless under `unshare --net` with only loopback up (the kernel talks to nbclient over
-loopback ZMQ), or, where unshare is unavailable, with connect() patched to refuse non-loopback addresses.
+The notebook finds its inputs itself, so simulate only lays out /kaggle/input in Kaggle's new layout
+(competitions/<slug>, datasets/<owner>/<slug>), the old one (/kaggle/input/<slug>) or a mix, and points
+INPUT_ROOT there. The kernel runs in a fresh, throwaway virtual environment layered on "the image": by default a
+stand-in made of links to this interpreter's distributions that the image list names (never its other packages,
+and never kaggle-kit or a plugin, which must come from the bundle's wheels); with --image, a cached venv of the
+image's Python and pinned versions (image_venv). The notebook runs headless under `unshare --net` with only
+loopback up (the kernel talks to nbclient over loopback ZMQ), or, where unshare is unavailable, with connect()
+patched to refuse non-loopback addresses.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import platform
 import shutil
 import site
 import subprocess
@@ -23,12 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
+from kaggle_kit.ship.image import ImagePackages
 
 KERNEL_NAME = "kaggle-image-sim"
-OWN_DISTRIBUTION_PREFIXES = ("kaggle_kit", "__editable__.kaggle_kit", "__editable___kaggle_kit", "competitions")
+KIT_DISTRIBUTION = "kaggle-kit"
 NETWORK_BLOCKER = '''"""Installed by kit simulate: refuse connections to anything but loopback, as if offline."""
 import socket
 
@@ -68,6 +76,9 @@ class Simulation:
     hidden_rows: int = 0
     max_abs_diff: float = 0.0
     kit_file: str = ""
+    layout: str = "new"
+    environment: str = ""
+    python: str = ""
 
 
 # ---- the environment ------------------------------------------------------------------------------------------
@@ -80,31 +91,96 @@ def unshare_works() -> bool:
     return probe.returncode == 0
 
 
-def image_site_dir(root: Path) -> Path:
-    """A folder of links to this interpreter's site-packages entries, without kaggle-kit (also its editable finder)."""
+def requirement_closure(names: set[str], installed: dict[str, Any]) -> set[str]:
+    """`names` and everything their installed versions require here (canonical names of installed ones only)."""
+    todo, found = list(names), set()
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in found or name not in installed:
+            continue
+        found.add(name)
+        for text in installed[name].requires or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return found
+
+
+def record_entries(dist: Any) -> dict[str, set[str]]:
+    """Top-level names a distribution installed (from its RECORD), each with the names directly inside it."""
+    entries: dict[str, set[str]] = {}
+    for line in (dist.read_text("RECORD") or "").splitlines():
+        path = line.rsplit(",", 2)[0].strip('"')
+        top, _, rest = path.partition("/")
+        if top and top not in ("..", "__pycache__"):
+            entries.setdefault(top, set()).update([rest.split("/", 1)[0]] if rest else [])
+    return entries
+
+
+def image_site_dir(root: Path, image: ImagePackages) -> tuple[Path, list[str]]:
+    """A folder of links to this interpreter's distributions that the image list names, the kernel (ipykernel) and
+    what their versions here require; returns it and the names of the distributions it leaves out. kaggle-kit and
+    plugins are never linked: they come from the bundle's wheels, as on Kaggle."""
+    from importlib.metadata import distributions
+
     folder = root / "image-site"
     folder.mkdir(parents=True)
-    for site_dir in site.getsitepackages():
-        for entry in sorted(Path(site_dir).iterdir()):
-            if entry.name.startswith(OWN_DISTRIBUTION_PREFIXES) or (folder / entry.name).exists():
-                continue
-            (folder / entry.name).symlink_to(entry)
-    return folder
+    site_dirs = {Path(p).resolve() for p in site.getsitepackages()}
+    installed: dict[str, Any] = {}
+    for dist in distributions():  # only the environment's own site-packages, not sys.path additions
+        name = dist.metadata["Name"]
+        if name and Path(dist.locate_file("")).resolve() in site_dirs:
+            installed.setdefault(canonicalize_name(name), dist)
+    wanted = requirement_closure((set(image.versions) | {"ipykernel"}) - {KIT_DISTRIBUTION}, installed)
+    wanted.discard(KIT_DISTRIBUTION)
+    owners: dict[str, set[bool]] = {}  # top-level entry -> {is it wanted} over the distributions that own files there
+    inside: dict[str, set[str]] = {}  # top-level entry -> names in it that wanted distributions installed
+    bases: dict[str, Path] = {}
+    for name, dist in installed.items():
+        keep = name in wanted
+        base = Path(dist.locate_file("")).resolve()
+        for top, names in record_entries(dist).items():
+            owners.setdefault(top, set()).add(keep)
+            if keep:
+                inside.setdefault(top, set()).update(names)
+                bases[top] = base
+    for top, base in sorted(bases.items()):
+        path = base / top
+        if not path.exists():
+            continue
+        if owners[top] == {True} or not path.is_dir():
+            (folder / top).symlink_to(path)
+            continue
+        (folder / top).mkdir()  # shared with a left-out distribution (a namespace folder): link only what is wanted
+        for name in sorted(inside[top]):
+            if (path / name).exists():
+                (folder / top / name).symlink_to(path / name)
+    left_out = sorted((installed[n].metadata["Name"] for n in installed if n not in wanted), key=str.lower)
+    return folder, left_out
 
 
-def make_image_venv(root: Path, block_with_socket_patch: bool) -> Path:
-    """A venv whose python sees the image packages but not kaggle-kit; returns its python."""
+def make_kernel_venv(root: Path, python: Path, site_dir: Path, block_with_socket_patch: bool) -> Path:
+    """A fresh venv of `python` whose site-packages sees `site_dir` (the image) behind its own, so the notebook's
+    %pip installs land in the throwaway venv and never in the image; returns its python."""
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
-    python = venv / "bin" / "python"
-    purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    subprocess.run([str(python), "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+    venv_python = venv / "bin" / "python"
+    purelib = Path(subprocess.run([str(venv_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                   check=True, capture_output=True, text=True).stdout.strip())
-    lines = [f"import site; site.addsitedir({str(image_site_dir(root))!r})"]
+    lines = [f"import site; site.addsitedir({str(site_dir)!r})"]
     if block_with_socket_patch:
         (purelib / "_kit_block_network.py").write_text(NETWORK_BLOCKER)
         lines.insert(0, "import _kit_block_network")
     (purelib / "kaggle_image.pth").write_text("\n".join(lines) + "\n")
-    return python
+    return venv_python
+
+
+def make_image_venv(root: Path, block_with_socket_patch: bool, image: ImagePackages | None = None) -> Path:
+    """The stand-in: a venv of this interpreter over links to the listed distributions; returns its python."""
+    from kaggle_kit.ship.image import load_image_packages
+
+    site_dir, _ = image_site_dir(root, image or load_image_packages())
+    return make_kernel_venv(root, Path(sys.executable), site_dir, block_with_socket_patch)
 
 
 def write_kernelspec(root: Path, python: Path) -> Path:
@@ -189,18 +265,40 @@ def _timestamp(text: str) -> dt.datetime:
 
 # ---- the whole simulation -------------------------------------------------------------------------------------
 
-def kaggle_folders(root: Path, bundle_dir: Path, comp, data_dir: Path) -> dict[str, str]:
-    """/kaggle/input/<dataset>, /kaggle/input/<competition> and /kaggle/working under `root`, as the notebook's
-    path parameters. The dataset is linked, not copied; the competition folder gets test.csv and the sample."""
-    dataset_slug = read_json(bundle_dir / "dataset" / "dataset-metadata.json")["id"].split("/")[1]
+LAYOUTS = ("new", "old", "mixed")
+
+
+def kaggle_folders(root: Path, bundle_dir: Path, comp, data_dir: Path, layout: str = "new") -> dict[str, str]:
+    """/kaggle/input in Kaggle's `layout` and /kaggle/working under `root`; returns the notebook's INPUT_ROOT and
+    OUTPUT_PATH. The dataset is linked, not copied; the competition folder gets test.csv and the sample.
+
+    new: input/competitions/<competition>/ and input/datasets/<owner>/<dataset>/; old: input/<competition>/ and
+    input/<dataset>/; mixed: the competition in the new layout, the dataset in the old.
+    """
+    if layout not in LAYOUTS:
+        raise KitError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    owner, dataset_slug = read_json(bundle_dir / "dataset" / "dataset-metadata.json")["id"].split("/")
     inputs, working = root / "kaggle" / "input", root / "kaggle" / "working"
     working.mkdir(parents=True)
-    (inputs / comp.kaggle_slug).mkdir(parents=True)
-    (inputs / dataset_slug).symlink_to((bundle_dir / "dataset").resolve(), target_is_directory=True)
+    competition = inputs / "competitions" / comp.kaggle_slug if layout != "old" else inputs / comp.kaggle_slug
+    dataset = inputs / "datasets" / owner / dataset_slug if layout == "new" else inputs / dataset_slug
+    competition.mkdir(parents=True)
+    dataset.parent.mkdir(parents=True, exist_ok=True)
+    dataset.symlink_to((bundle_dir / "dataset").resolve(), target_is_directory=True)
     for name in ("test.csv", "sample_submission.csv"):
-        shutil.copyfile(data_dir / name, inputs / comp.kaggle_slug / name)
-    return {"DATASET_DIR": str(inputs / dataset_slug), "COMPETITION_DIR": str(inputs / comp.kaggle_slug),
-            "OUTPUT_PATH": str(working / "submission.csv")}
+        shutil.copyfile(data_dir / name, competition / name)
+    return {"INPUT_ROOT": str(inputs), "OUTPUT_PATH": str(working / "submission.csv")}
+
+
+def found_inputs(nb: dict[str, Any]) -> list[str]:
+    """The notebook's own `inputs: ...` lines: which folders it used."""
+    lines = []
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            lines += [line for line in text.splitlines() if line.startswith(("inputs:", "WARNING: major"))]
+    return lines
 
 
 def prepared_notebook(bundle_dir: Path, params: dict[str, str], path: Path) -> Path:
@@ -230,14 +328,25 @@ def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path
     return float(np.max(np.abs(submission[targets].to_numpy(dtype=float) - expected[targets].to_numpy(dtype=float))))
 
 
+def bundle_requirements(bundle_dir: Path) -> list[Requirement]:
+    """What the bundle's wheels require, kaggle-kit itself left out (it is one of the wheels)."""
+    from kaggle_kit.ship.bundle import wheel_requirements
+
+    reqs = [r for w in sorted((bundle_dir / "dataset" / "wheels").glob("*.whl")) for r in wheel_requirements(w)
+            if canonicalize_name(r.name) != KIT_DISTRIBUTION]
+    return list({canonicalize_name(r.name): r for r in reqs}.values())
+
+
 def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeout: int = 1800,
-             log: Callable[[str], None] = print) -> Simulation:
+             log: Callable[[str], None] = print, layout: str = "new", use_image: bool = False,
+             python: Path | None = None, image: ImagePackages | None = None) -> Simulation:
     """Run the bundle's notebook offline on `data_dir`'s test.csv, check the submission against `kit predict`."""
     import pandas as pd
 
     from kaggle_kit.data.load import load_test, read_csv
     from kaggle_kit.registry import get_competition
     from kaggle_kit.ship.bundle import load_bundle_manifest
+    from kaggle_kit.ship.image import load_image_packages
     from kaggle_kit.ship.kaggle_runtime import REPORT_NAME, submission_problems
 
     bundle_dir, data_dir = Path(bundle_dir), Path(data_dir)
@@ -245,6 +354,9 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     comp = get_competition(manifest["competition"])
     test_df = load_test(comp, data_dir / "test.csv")
     sample = read_csv(data_dir / "sample_submission.csv")
+    image = image or load_image_packages()
+    if layout not in LAYOUTS:
+        raise KitError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     use_unshare = unshare_works()
     network = "unshare --net (loopback only)" if use_unshare else "socket patch (loopback only)"
     if not use_unshare:
@@ -253,17 +365,32 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     with tempfile.TemporaryDirectory(prefix="kit-simulate-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        params = kaggle_folders(root, bundle_dir, comp, data_dir)
-        python = make_image_venv(root, block_with_socket_patch=not use_unshare)
-        env = kernel_env(root, write_kernelspec(root, python))
+        params = kaggle_folders(root, bundle_dir, comp, data_dir, layout)
+        if use_image:
+            from kaggle_kit.ship.image_venv import ensure_image_venv, find_python
+
+            interpreter = find_python(image.python, python)
+            site_dir = ensure_image_venv(image, bundle_requirements(bundle_dir), interpreter, log)
+            environment = f"image venv (Python {image.python}, {image.path.name} {image.date})"
+        else:
+            interpreter = Path(sys.executable)
+            site_dir, left_out = image_site_dir(root, image)
+            environment = (f"stand-in (this Python {platform.python_version()}, only the packages "
+                           f"{image.path.name} lists; {len(left_out)} others hidden)")
+        python_in_venv = make_kernel_venv(root, interpreter, site_dir, block_with_socket_patch=not use_unshare)
+        env = kernel_env(root, write_kernelspec(root, python_in_venv))
         notebook = prepared_notebook(bundle_dir, params, root / "notebook.ipynb")
         phases["venv and input folders"] = time.perf_counter() - start
-        log(f"simulate: running {bundle_dir}/notebook offline ({network}) on {len(test_df)} rows")
+        log(f"simulate: running {bundle_dir}/notebook offline ({network}) in the {environment}, {layout} input "
+            f"layout, on {len(test_df)} rows")
         start = time.perf_counter()
         working = Path(params["OUTPUT_PATH"]).parent
         run_notebook(notebook, root / "executed.ipynb", working, env, use_unshare, timeout)
         total = time.perf_counter() - start
-        cells = cell_seconds(read_json(root / "executed.ipynb"))
+        executed = read_json(root / "executed.ipynb")
+        cells = cell_seconds(executed)
+        for line in found_inputs(executed):
+            log(f"notebook: {line.replace(str(root), '<tmp>')}")
         report = read_json(working / REPORT_NAME)
         if not Path(report["kaggle_kit_file"]).resolve().is_relative_to((root / "venv").resolve()):
             raise KitError(f"simulate: the notebook imported kaggle_kit from {report['kaggle_kit_file']}, "
@@ -280,14 +407,17 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     if diff > 1e-4:
         raise KitError(f"simulate: the notebook's predictions differ from `kit predict` by up to {diff:.2e} (> 1e-4)")
     infer = {k: v - report["fold_load_seconds"].get(k, 0.0) for k, v in report["fold_seconds"].items()}
+    phases["find inputs"] = cells.get("find", 0.0)
     phases["bundle check"] = cells.get("verify", 0.0)
+    phases["versions + pip freeze"] = cells.get("versions", 0.0)
     phases["install"] = cells.get("install", 0.0)
     phases["load (imports, data, models)"] = cells.get("predict", 0.0) - sum(infer.values())
     phases["notebook total"] = total
     # Model loading and setup do not grow with the test size; inference does, linearly in rows.
     projected = total - sum(infer.values()) + sum(infer.values()) * comp.hidden_test_size / len(test_df)
     return Simulation(Path(output) if output else None, len(submission), network, phases, infer, projected,
-                      comp.hidden_test_size, diff, report["kaggle_kit_file"])
+                      comp.hidden_test_size, diff, report["kaggle_kit_file"], layout, environment,
+                      report.get("python", ""))
 
 
 def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8,
@@ -314,7 +444,7 @@ def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8,
 
 def print_simulation(sim: Simulation, log: Callable[[str], None] = print) -> None:
     log(f"simulate: valid submission, {sim.rows} rows, equal to `kit predict` (max |diff| {sim.max_abs_diff:.1e}); "
-        f"network blocked by {sim.network}")
+        f"{sim.layout} input layout, Python {sim.python}, network blocked by {sim.network}")
     for phase, seconds in sim.phases.items():
         log(f"  {phase:<32} {seconds:8.2f} s")
     for fold, seconds in sim.fold_seconds.items():

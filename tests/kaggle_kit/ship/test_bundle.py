@@ -1,6 +1,7 @@
 """`kit bundle`: layout, manifest, determinism, wheels for what the image lacks, metadata checks, no secrets."""
 
 import json
+import re
 import zipfile
 
 import pytest
@@ -9,13 +10,9 @@ from packaging.requirements import Requirement
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import sha256_file
 from kaggle_kit.registry import get_competition
-from kaggle_kit.ship.bundle import (
-    build_bundle,
-    load_image_packages,
-    missing_from_image,
-    validate_dataset_metadata,
-    validate_kernel_metadata,
-)
+from kaggle_kit.ship.bundle import build_bundle
+from kaggle_kit.ship.image import load_image_packages, missing_from_image
+from kaggle_kit.ship.kaggle_metadata import LICENSES, validate_dataset_metadata, validate_kernel_metadata
 from tests.helpers import assert_one_line_error, run_kit
 
 pytestmark = pytest.mark.e2e
@@ -61,6 +58,13 @@ def test_layout_and_manifest(bundle_dir, ell_tiny_run):
                                  "cv_score": cv["score"], "metric": "MCRMSE"}]
     assert manifest["competition"] == "ell" and manifest["kit_version"] == "0.1.0" and manifest["created"]
     assert manifest["wheels"] == ["wheels/kaggle_kit-0.1.0-py3-none-any.whl"]
+    assert re.fullmatch(r"ell-[0-9a-f]{16}", manifest["bundle_id"]) and manifest["plugin"] is None
+    from importlib.metadata import version
+
+    assert manifest["assumed_versions"]["torch"] == version("torch")  # the image list of this env
+    assert "kaggle-kit" not in manifest["assumed_versions"]
+    notebook = (bundle_dir / "notebook" / "inference.ipynb").read_text()
+    assert f"BUNDLE_ID = '{manifest['bundle_id']}'" in notebook
 
 
 def test_metadata_files(bundle_dir):
@@ -70,6 +74,7 @@ def test_metadata_files(bundle_dir):
     assert 6 <= len(dataset_meta["title"]) <= 50
     kernel = json.loads((bundle_dir / "notebook" / "kernel-metadata.json").read_text())
     assert kernel["enable_internet"] is False and kernel["enable_gpu"] is True
+    assert kernel["machine_shape"] == "NvidiaTeslaT4"  # GPU T4 x2, Kaggle's default; without it Kaggle may pick P100
     assert kernel["kernel_type"] == "notebook" and kernel["language"] == "python"
     assert kernel["dataset_sources"] == [f"kit-tester/{slug}"]
     assert kernel["competition_sources"] == ["feedback-prize-english-language-learning"]
@@ -142,9 +147,13 @@ def test_missing_from_image_compares_versions(tmp_path):
 
 
 def test_default_image_list_is_dated_and_parses():
+    """The date is the source commit's (2026-06-17), the list is the CPU image's, and the GPU torch is recorded."""
     image = load_image_packages()
-    assert image.date != "undated" and image.python.startswith("3.")
-    assert "torch" in image.versions and "transformers" in image.versions
+    assert image.date == "2026-06-17" and image.python == "3.12"
+    assert "1ebea3c5" in image.header["source"] and "CPU image" in image.header["source"]
+    assert image.versions["torch"] == "2.10.0+cpu" and image.gpu_torch == "2.10.0+cu128"
+    assert image.versions["transformers"] == "5.0.0" and image.versions["pandas"] == "2.3.3"
+    assert len(image.versions) > 800  # the whole freeze, not a hand-picked subset
 
 
 def test_bad_image_list_names_the_line(tmp_path):
@@ -163,14 +172,59 @@ GOOD_DATASET = {"title": "ELL kit bundle", "id": "someone/ell-kit-bundle", "lice
     ({"id": "someone/Bad_Slug"}, "slug must be"),
     ({"id": "someone/abc"}, "slug must be"),
     ({"id": "no-owner-here"}, "must be `owner/slug`"),
-    ({"licenses": [{"name": "WTFPL"}]}, "'WTFPL' is not a Kaggle license name"),
-    ({"licenses": [{"name": "CC0-1.0"}, {"name": "MIT"}]}, "exactly one license"),
+    ({"licenses": [{"name": "WTFPL"}]}, "'WTFPL' is not one of the license names Kaggle documents"),
+    ({"licenses": [{"name": "MIT"}]}, "'MIT' is not one of the license names Kaggle documents"),
+    ({"licenses": [{"name": "CC0-1.0"}, {"name": "CC-BY-4.0"}]}, "exactly one license"),
     ({"licenses": []}, "exactly one license"),
 ])
 def test_dataset_metadata_validation(change, message):
     validate_dataset_metadata(GOOD_DATASET)
     with pytest.raises(KitError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate_dataset_metadata({**GOOD_DATASET, **change})
+
+
+@pytest.mark.parametrize("name", ["CC0-1.0", "CC-BY-SA-3.0", "CC-BY-NC-SA-4.0", "apache-2.0", "GPL-3.0", "FDL-1.3",
+                                  "US-Government-Works", "EU-ODP-Legal-Notice"])
+def test_documented_licenses_are_accepted(name):
+    validate_dataset_metadata({**GOOD_DATASET, "licenses": [{"name": name}]})
+
+
+def test_license_list_is_exactly_kaggles_documented_one():
+X
+    assert len(LICENSES) == len(set(LICENSES)) == 28
+    assert "MIT" not in LICENSES and "CC-BY-SA-3.0" in LICENSES and "ODC-BY-1.0" in LICENSES
+
+
+@pytest.mark.parametrize("args, shape, enable_gpu", [
+    ((), "NvidiaTeslaT4", True),
+    (("--accelerator", "none"), None, False),
+    (("--no-gpu",), None, False),
+    (("--gpu",), "NvidiaTeslaT4", True),
+    (("--accelerator", "l4"), "NvidiaL4", True),
+])
+def test_accelerator_writes_machine_shape_as_the_client_reads_it(ell_tiny_run, tmp_path, capsys,
+                                                                 image_packages_of_this_env, args, shape, enable_gpu):
+    code, _, err = run_kit(capsys, "bundle", "ell", "--run", ell_tiny_run, "--owner", "kit-tester", "--out", tmp_path,
+                           "--no-check", "--image-packages", image_packages_of_this_env, *args)
+    assert code == 0, err
+    (folder,) = tmp_path.iterdir()
+    kernel = json.loads((folder / "notebook" / "kernel-metadata.json").read_text())
+    assert kernel.get("machine_shape") == shape and kernel["enable_gpu"] is enable_gpu
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"machine_shape": "NvidiaTeslaP100"}, "machine_shape NvidiaTeslaP100: P100 is retired"),
+    ({"machine_shape": "NvidiaTeslaK80"}, "machine_shape 'NvidiaTeslaK80' is not one Kaggle documents"),
+    ({"machine_shape": "NvidiaTeslaT4", "enable_gpu": False}, "machine_shape NvidiaTeslaT4 needs enable_gpu true"),
+    ({"machine_shape": None}, "enable_gpu is true but machine_shape is missing"),
+])
+def test_kernel_metadata_machine_shape_is_checked(bundle_dir, change, message):
+    folder = bundle_dir / "notebook"
+    meta = {k: v for k, v in json.loads((folder / "kernel-metadata.json").read_text()).items()}
+    meta.update(change)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    with pytest.raises(KitError, match=message):
+        validate_kernel_metadata(meta, folder)
 
 
 def test_kernel_metadata_requires_internet_written_off(bundle_dir):
@@ -186,7 +240,10 @@ def test_kernel_metadata_requires_internet_written_off(bundle_dir):
 
 @pytest.mark.parametrize("args, fragment", [
     (("--slug", "Bad Slug"), "--slug 'Bad Slug'"),
-    (("--license", "WTFPL"), "'WTFPL' is not a Kaggle license name"),
+    (("--license", "MIT"), "'MIT' is not one of the license names Kaggle documents"),
+    (("--accelerator", "p100"), "--accelerator p100: P100 is retired on Kaggle"),
+    (("--accelerator", "v100"), "--accelerator 'v100': choose one of none, t4x2"),
+    (("--no-gpu", "--accelerator", "t4x2"), "--no-gpu (= --accelerator none) contradicts --accelerator t4x2"),
     (("--weights", "0.5,0.5"), "--weights: 2 weight(s) for 1 --run"),
 ])
 def test_bad_options_are_one_line_errors(ell_tiny_run, tmp_path, capsys, args, fragment):
@@ -228,3 +285,24 @@ def test_two_runs_get_weights_fitted_on_their_oof(tmp_path, ell_tiny_run, ell_sm
     manifest = json.loads((given.path / "dataset" / "manifest.json").read_text())
     assert [r["weight"] for r in manifest["runs"]] == [0.75, 0.25]
     assert manifest["ensemble"]["fitted"] is False
+
+
+def test_image_list_is_refreshed_from_a_pip_freeze(tmp_path, capsys):
+    """`kit image-list` reads the freeze a kit notebook saves (`# python:` first line, `@ file://` lines skipped)."""
+    freeze = tmp_path / "kaggle_image_freeze.txt"
+    freeze.write_text("# python: 3.12.12\ntorch==2.11.0+cu128\nPandas==3.0.1\n"
+                      "kagglehub @ file:///tmp/kagglehub-0.4.0-py3-none-any.whl\nnumpy==2.5.0\n")
+    out = tmp_path / "image.txt"
+    code, _, err = run_kit(capsys, "image-list", freeze, "--out", out, "--date", "2026-11-20", "--source",
+                           "notebook me/x version 3")
+    assert code == 0, err
+    assert "3 packages, Python 3.12, dated 2026-11-20; skipped 1 without a version: kagglehub" in err
+    image = load_image_packages(out)
+    assert image.python == "3.12" and image.date == "2026-11-20" and image.header["source"] == "notebook me/x version 3"
+    assert image.versions == {"torch": "2.11.0+cu128", "pandas": "3.0.1", "numpy": "2.5.0"}
+    freeze.write_text("torch==2.11.0\n")
+    code, _, err = run_kit(capsys, "image-list", freeze, "--out", out)
+    assert_one_line_error(code, err, "--python: the freeze does not say which Python")
+    freeze.write_text("# python: 3.12\nthis is not a freeze\n")
+    code, _, err = run_kit(capsys, "image-list", freeze, "--out", out)
+    assert_one_line_error(code, err, "line 2: not a pip freeze line")

@@ -91,3 +91,107 @@ def test_submission_problems_name_the_issue():
     assert "columns" in submission_problems(sample[["cohesion", "text_id"]], sample, "text_id")[0]
     with_nan = sample.assign(cohesion=[1.0, np.nan])
     assert "'cohesion' has missing values" in submission_problems(with_nan, sample, "text_id")[0]
+
+
+# ---- input discovery: the notebook's first cell, run from its carried source (standard library only) -----------
+
+SLUG = "feedback-prize-english-language-learning"
+TEST_COLUMNS = ["text_id", "full_text"]
+SUBMISSION_COLUMNS = ["text_id", *TARGETS]
+
+
+def carried_find_inputs():
+    """find_inputs as the notebook gets it: its source alone, executed in an empty namespace."""
+    import inspect
+
+    from kaggle_kit.ship.kaggle_runtime import find_inputs
+
+    namespace = {}
+    exec(inspect.getsource(find_inputs), namespace)
+    return namespace["find_inputs"]
+
+
+def competition_files(folder, sample_columns=SUBMISSION_COLUMNS, test_columns=TEST_COLUMNS):
+    folder.mkdir(parents=True)
+    (folder / "test.csv").write_text(",".join(test_columns) + "\nA,some text\n")
+    (folder / "sample_submission.csv").write_text(",".join(sample_columns) + "\n" + "A" + ",3" * (len(sample_columns) - 1)
+                                                  + "\n")
+    return folder
+
+
+def bundle_folder(folder, bundle_id):
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text('{"bundle_id": "%s", "files": {}}' % bundle_id)
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["new", "old", "mixed"])
+def test_inputs_are_found_in_every_layout(tmp_path, capsys, layout):
+    root = tmp_path / "input"
+    competition = competition_files(root / "competitions" / SLUG if layout != "old" else root / SLUG)
+    dataset = bundle_folder(root / "datasets" / "kit-tester" / "renamed-by-a-fork" if layout == "new"
+                            else root / "renamed-by-a-fork", "ell-1111")
+    bundle_folder(root / "datasets" / "kit-tester" / "an-older-bundle", "ell-0000")  # another bundle: not this one
+    competition_files(root / "datasets" / "someone" / "other-comp", sample_columns=["id", "score"],
+                      test_columns=["id", "anchor"])  # CSVs of another competition
+    find_inputs = carried_find_inputs()
+    found = find_inputs(str(root), "ell-1111", SLUG, TEST_COLUMNS, SUBMISSION_COLUMNS)
+    assert found == (str(dataset), str(competition))
+    out = capsys.readouterr().out
+    assert f"inputs: bundle ell-1111 at {dataset}" in out and f"inputs: competition files at {competition}" in out
+
+
+def test_the_competition_folder_named_after_the_slug_wins_a_tie(tmp_path):
+    root = tmp_path / "input"
+    competition_files(root / "a-copy-of-the-data")  # walked first: "a" sorts before "competitions"
+    named = competition_files(root / "competitions" / SLUG)
+    bundle_folder(root / "datasets" / "me" / "bundle", "ell-1111")
+    assert carried_find_inputs()(str(root), "ell-1111", SLUG, TEST_COLUMNS, SUBMISSION_COLUMNS)[1] == str(named)
+
+
+def test_nothing_matching_is_one_message_listing_what_it_saw(tmp_path):
+    root = tmp_path / "input"
+    bundle_folder(root / "datasets" / "me" / "old-bundle", "ell-0000")
+    competition_files(root / "competitions" / SLUG)
+    with pytest.raises(RuntimeError) as err:
+        carried_find_inputs()(str(root), "ell-1111", SLUG, TEST_COLUMNS, SUBMISSION_COLUMNS)
+    message = str(err.value)
+    assert "\n" not in message and "no manifest.json with bundle_id 'ell-1111'" in message
+    assert "old-bundle/manifest.json (bundle_id ell-0000)" in message and f"competitions/{SLUG}" in message
+
+
+def test_missing_competition_files_name_the_columns(tmp_path):
+    root = tmp_path / "input"
+    bundle_folder(root / "datasets" / "me" / "bundle", "ell-1111")
+    competition_files(root / "competitions" / SLUG, sample_columns=["text_id", "cohesion"])  # wrong columns
+    with pytest.raises(RuntimeError, match=r"no folder with test.csv .* and sample_submission.csv \(columns "
+                                           r"\['text_id', 'cohesion', 'syntax'"):
+        carried_find_inputs()(str(root), "ell-1111", SLUG, TEST_COLUMNS, SUBMISSION_COLUMNS)
+
+
+def test_given_folders_skip_the_search(tmp_path):
+    dataset = bundle_folder(tmp_path / "anywhere", "whatever-id")
+    competition = competition_files(tmp_path / "data")
+    found = carried_find_inputs()(str(tmp_path / "no-such-input"), "ell-1111", SLUG, TEST_COLUMNS,
+                                  SUBMISSION_COLUMNS, str(dataset), str(competition))
+    assert found == (str(dataset), str(competition))
+    with pytest.raises(RuntimeError, match="does not exist"):
+        carried_find_inputs()(str(tmp_path / "no-such-input"), "ell-1111", SLUG, TEST_COLUMNS, SUBMISSION_COLUMNS)
+
+
+def test_versions_report_warns_on_a_major_difference(tmp_path, capsys):
+    import inspect
+
+    from kaggle_kit.ship.kaggle_runtime import report_versions
+
+    namespace = {}
+    exec(inspect.getsource(report_versions), namespace)
+    manifest = {"assumed_versions": {"numpy": np.__version__, "pandas": "1.0.0", "not-installed-here": "1.0"},
+                "image_packages": {"python": "3.12"}}
+    warnings = namespace["report_versions"](manifest, str(tmp_path))
+    out = capsys.readouterr().out
+    assert f"numpy                    {np.__version__}" in out
+    assert [w.split()[0] for w in warnings] == ["not-installed-here", "pandas"]
+    assert "WARNING: major version differs: pandas" in out
+    freeze = (tmp_path / "kaggle_image_freeze.txt").read_text()
+    assert freeze.startswith("# python: 3.") and f"numpy=={np.__version__}" in freeze
