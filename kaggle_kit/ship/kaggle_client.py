@@ -228,6 +228,8 @@ def _http_status(err: Exception) -> int | None:
 def _one_line(err: Any) -> str:
     text = " ".join(str(err).split())
     offline_words = ("Max retries", "NameResolution", "Failed to establish", "Network is unreachable")
-    if isinstance(err, OSError) or "Connection" in type(err).__name__ or any(w in text for w in offline_words):
+    answered = _http_status(err) is not None  # an HTTP error is an answer from kaggle.com, not a network problem
+    if not answered and (isinstance(err, OSError) or "Connection" in type(err).__name__
+                         or any(w in text for w in offline_words)):
         return f"cannot reach kaggle.com, check the network ({type(err).__name__})"
     return text[:300] or type(err).__name__

@@ -1,5 +1,6 @@
 """What the notebook runs: the manifest check, the deadline guard, and the submission it always writes."""
 
+import json
 import shutil
 
 import numpy as np
@@ -114,14 +115,14 @@ def carried_find_inputs():
 def competition_files(folder, sample_columns=SUBMISSION_COLUMNS, test_columns=TEST_COLUMNS):
     folder.mkdir(parents=True)
     (folder / "test.csv").write_text(",".join(test_columns) + "\nA,some text\n")
-    (folder / "sample_submission.csv").write_text(",".join(sample_columns) + "\n" + "A" + ",3" * (len(sample_columns) - 1)
-                                                  + "\n")
+    row = "A" + ",3" * (len(sample_columns) - 1)
+    (folder / "sample_submission.csv").write_text(",".join(sample_columns) + "\n" + row + "\n")
     return folder
 
 
 def bundle_folder(folder, bundle_id):
     folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text('{"bundle_id": "%s", "files": {}}' % bundle_id)
+    (folder / "manifest.json").write_text(json.dumps({"bundle_id": bundle_id, "files": {}}))
     return folder
 
 

@@ -52,7 +52,8 @@ def test_installs_only_bundled_wheels_and_imports_the_kit():
     assert "from kaggle_kit.ship.kaggle_runtime import run_submission" in code_of(nb, "predict")
     assert "def verify_files(dataset_dir):" in code_of(nb, "verify")
     find = code_of(nb, "find")
-    assert find.startswith("def find_inputs(") and "COMPETITION_SLUG = 'feedback-prize-english-language-learning'" in find
+    assert find.startswith("def find_inputs(")
+    assert "COMPETITION_SLUG = 'feedback-prize-english-language-learning'" in find
     assert "SUBMISSION_COLUMNS = ['text_id', 'cohesion', 'syntax']" in find
     assert "def report_versions(manifest, output_dir):" in code_of(nb, "versions")
     intro = next(c.source for c in nb.cells if c.id == "intro")
