@@ -135,7 +135,7 @@ def ensure_image_venv(image: ImagePackages, requirements: list[Requirement], pyt
     for package in installed:
         name = canonicalize_name(package["name"])
         expected = image.versions.get(name)
-        if expected is None:
+        if expected is None or name.startswith(CUDA_PREFIXES):
             extra.append(f"{package['name']} {package['version']}")
         elif public_version(expected) != package["version"]:
             differs.append(f"{package['name']} {package['version']} (list: {expected})")
@@ -146,7 +146,7 @@ def ensure_image_venv(image: ImagePackages, requirements: list[Requirement], pyt
     if other:
         log(f"image venv: WARNING installed though not on the image list: {', '.join(other)}")
     if cuda:
-        log(f"image venv: torch's CUDA libraries (not on the CPU image list): {len(cuda)} packages")
+        log(f"image venv: torch's CUDA libraries, at torch's own pins: {len(cuda)} packages")
     site_packages = subprocess.run([str(venv_python), "-c", PURELIB], capture_output=True, text=True,
                                    check=True).stdout.strip()
     disk_mb = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink()) // 2**20

@@ -21,6 +21,7 @@ import pandas as pd
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "kit_run_report.json"
 KAGGLE_LIMIT_HOURS = 9.0
+RUNTIME_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "scikit-learn")
 DEFAULT_BUDGET_HOURS = 8.5
 
 
@@ -205,6 +206,18 @@ def submission_problems(sub: pd.DataFrame, sample: pd.DataFrame, id_column: str)
     return problems
 
 
+def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "missing"
+    return found
+
+
 def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_path: str | Path,
                    budget_hours: float = DEFAULT_BUDGET_HOURS, started_at: float | None = None,
                    clock: Callable[[], float] = time.time, device: str = "auto",
@@ -252,6 +265,7 @@ def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_
         "kaggle_kit_version": kaggle_kit.__version__,
         "kaggle_kit_file": kaggle_kit.__file__,
         "python": platform.python_version(),
+        "versions": installed_versions(RUNTIME_PACKAGES),
     }
     write_json(output_path.parent / REPORT_NAME, summary)
     skipped = f", skipped {len(report.folds_skipped)} fold(s) for time" if report.folds_skipped else ""

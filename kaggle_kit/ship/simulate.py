@@ -79,6 +79,7 @@ class Simulation:
     layout: str = "new"
     environment: str = ""
     python: str = ""
+    versions: dict[str, str] = field(default_factory=dict)  # what the notebook's kernel imported
 
 
 # ---- the environment ------------------------------------------------------------------------------------------
@@ -417,7 +418,7 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     projected = total - sum(infer.values()) + sum(infer.values()) * comp.hidden_test_size / len(test_df)
     return Simulation(Path(output) if output else None, len(submission), network, phases, infer, projected,
                       comp.hidden_test_size, diff, report["kaggle_kit_file"], layout, environment,
-                      report.get("python", ""))
+                      report.get("python", ""), report.get("versions", {}))
 
 
 def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8,
@@ -444,7 +445,9 @@ def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8,
 
 def print_simulation(sim: Simulation, log: Callable[[str], None] = print) -> None:
     log(f"simulate: valid submission, {sim.rows} rows, equal to `kit predict` (max |diff| {sim.max_abs_diff:.1e}); "
-        f"{sim.layout} input layout, Python {sim.python}, network blocked by {sim.network}")
+        f"{sim.layout} input layout, network blocked by {sim.network}")
+    log(f"simulate: the notebook ran in the {sim.environment}: Python {sim.python}, "
+        + ", ".join(f"{name} {version}" for name, version in sim.versions.items()))
     for phase, seconds in sim.phases.items():
         log(f"  {phase:<32} {seconds:8.2f} s")
     for fold, seconds in sim.fold_seconds.items():

