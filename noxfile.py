@@ -34,3 +34,30 @@ def benchmark(session: nox.Session) -> None:
     """Throughput of the kit against a padded-to-max_len loop, printed as ratios."""
     session.install(*INSTALL, "-e", ".[default-model]")
     session.run("python", "benchmarks/throughput.py", *session.posargs)
+
+
+@nox.session(name="simulate_image")
+def simulate_image(session: nox.Session) -> None:
+    """The bundle of a small real run, its notebook run in a venv of the Kaggle image's Python 3.12 and pinned
+    versions, network cut, in the new and the old /kaggle/input layout; each must equal `kit predict` within 1e-4.
+
+    Not in the default sessions: the first run downloads about 4.3 GB (PyPI's torch 2.10.0 is the CUDA build, with
+    its nvidia-* libraries) into ~/.cache/kaggle-kit/image-venvs (7.5 GB) and trains 4-5 min; later runs reuse both.
+    Needs a Python 3.12 interpreter (python3.12 on PATH or pyenv) and ../shared/data/ell.
+    """
+    from pathlib import Path
+
+    session.install(*INSTALL, "-e", ".[default-model,simulate]")
+    data = "../shared/data/ell"
+    work = Path(session.create_tmp())
+    run = work / "run-quick400"
+    if not (run / "cv.json").is_file():
+        if run.exists():
+            session.run("rm", "-rf", str(run), external=True)
+        session.run("kit", "train", "ell", "--preset", "quick", "--threads", "1", "--max-train-samples", "400",
+                    "--data", data, "--out", str(run))
+    session.run("kit", "bundle", "ell", "--run", str(run), "--owner", "kit-tester", "--slug", "ell-kit-image-check",
+                "--out", str(work / "bundles"), "--no-check")
+    for layout in ("new", "old"):
+        session.run("kit", "simulate", "--bundle", str(work / "bundles" / "ell-kit-image-check"), "--data", data,
+                    "--image", "--layout", layout, "--output", str(work / f"submission-{layout}.csv"), *session.posargs)

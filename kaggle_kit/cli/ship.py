@@ -60,7 +60,7 @@ def bundle(
 
         setup_logging()
         quiet_transformers()
-        sim = quick_check(comp, result.path, run[0], log=say)
+        sim = quick_check(comp, result.path, run[0], log=say, image=image)
         if sim is not None:
             print_simulation(sim, log=say)
 
@@ -100,7 +100,7 @@ def simulate(
     python: Path = typer.Option(None, help="With --image: the interpreter of the image's Python version "
                                            "[default: found on PATH or under pyenv]."),
     image_packages: Path = typer.Option(
-        None, help="The image list to simulate [default: the one the bundle was made with, if it is the kit's]."),
+        None, help="The image list to simulate, as given to kit bundle [default: the kit's kaggle_image.txt]."),
     timeout: int = typer.Option(1800, help="Seconds a notebook cell may run."),
 ) -> None:
     """Run the bundle's notebook offline, as Kaggle would, and check its submission against `kit predict`."""

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -157,21 +156,3 @@ def ensure_image_venv(image: ImagePackages, requirements: list[Requirement], pyt
     marker.write_text(json.dumps(info, indent=1))
     log(f"image venv: built in {info['seconds']} s, {info['download_mb']:,} MB downloaded, {disk_mb:,} MB on disk")
     return Path(site_packages)
-
-
-def main() -> int:
-    """`python -m kaggle_kit.ship.image_venv [IMAGE_LIST]`: build (or show) the image venv for kaggle-kit's own
-    requirements, e.g. ahead of a `kit simulate --image` on a machine that is about to go offline."""
-    from importlib.metadata import requires
-
-    from kaggle_kit.ship.image import load_image_packages
-
-    image = load_image_packages(sys.argv[1] if len(sys.argv) > 1 else None)
-    reqs = [Requirement(r) for r in requires("kaggle-kit") or []]
-    reqs = [r for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
-    print(ensure_image_venv(image, reqs, find_python(image.python)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -356,6 +356,10 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     test_df = load_test(comp, data_dir / "test.csv")
     sample = read_csv(data_dir / "sample_submission.csv")
     image = image or load_image_packages()
+    assumed = manifest.get("image_packages", {})
+    if (assumed.get("file"), assumed.get("date")) != (image.path.name, image.date):
+        log(f"warning: the bundle was made for the image list {assumed.get('file')} ({assumed.get('date')}), this "
+            f"simulation uses {image.path} ({image.date}); pass --image-packages to simulate the bundle's")
     if layout not in LAYOUTS:
         raise KitError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     use_unshare = unshare_works()
@@ -421,8 +425,8 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
                       report.get("python", ""), report.get("versions", {}))
 
 
-def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8,
-                log: Callable[[str], None] = print) -> Simulation | None:
+def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8, log: Callable[[str], None] = print,
+                image: ImagePackages | None = None) -> Simulation | None:
     """`simulate` on the first rows of the run's train.csv posing as a test set: what `kit bundle` runs by default."""
     from kaggle_kit.data.load import read_csv
     from kaggle_kit.runs.folder import RunDir
@@ -440,7 +444,7 @@ def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8,
         for target in comp.schema.target_names:
             sample[target] = 0.0
         sample.to_csv(Path(tmp) / "sample_submission.csv", index=False)
-        return simulate(bundle_dir, Path(tmp), log=log)
+        return simulate(bundle_dir, Path(tmp), log=log, image=image)
 
 
 def print_simulation(sim: Simulation, log: Callable[[str], None] = print) -> None:
