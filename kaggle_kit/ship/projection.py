@@ -1,0 +1,85 @@
+"""How long the bundle's notebook will run on Kaggle's accelerator, projected before anything is uploaded.
+
+A forward pass costs about 2 x parameters FLOPs per token. The projection multiplies that by the hidden test's
+tokens (rows x the run's mean tokens per row, capped at its max_len), divides by a stated effective throughput per
+GPU, adds reading the weights from the attached dataset once per fold, and spreads folds over the GPUs when one
+model fits on one GPU (else one model is split over both and folds run one after another).
+
+The throughputs are assumptions, not measurements on Kaggle's T4 (none was available to this project): a T4 peaks
+at 65 fp16 tensor TFLOP/s and Hugging Face inference with padding reaches roughly a third of that, so 20 TFLOP/s is
+assumed for fp16 and half that for bitsandbytes 4/8-bit weights (dequantising costs time). `--assume-tflops`
+overrides it; `kit simulate` measures the real thing on the machine it runs on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GIB = 1024**3
+ACCELERATORS = {  # GPUs, memory per GPU (GiB), effective fp16 TFLOP/s per GPU (assumed; see above)
+    "none": (0, 0.0, 0.0),
+    "t4x2": (2, 15.0, 20.0),
+    "l4": (1, 22.0, 40.0),
+    "l4x1": (1, 22.0, 40.0),
+    "a100": (1, 40.0, 100.0),
+    "h100": (1, 80.0, 250.0),
+    "rtx-pro-6000": (1, 96.0, 120.0),
+}
+CPU_TFLOPS = 0.2  # a Kaggle CPU notebook (4 cores)
+DISK_GBPS = 0.3  # reading weights from an attached dataset or model
+BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "4bit": 0.56}
+HEADROOM_GIB = 2.0  # activations, CUDA context
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What one run costs per fold: its weights and the tokens it reads."""
+
+    name: str
+    parameters: float
+    folds: int
+    tokens_per_row: float
+    weights_format: str = "fp16"  # how the weights are held at inference (fp16, 4bit, int8, fp32)
+
+
+@dataclass(frozen=True)
+class Projection:
+    seconds: float
+    per_run: dict[str, float]
+    layout: dict[str, str]
+    assumptions: str
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600
+
+
+def project(runs: list[RunCost], rows: int, accelerator: str, assume_tflops: float | None = None,
+            setup_seconds: float = 120.0) -> Projection:
+    """Projected notebook seconds: setup (install, imports) plus, per run, loading and inference of its folds."""
+    gpus, memory, tflops = ACCELERATORS[accelerator]
+    total, per_run, layout = setup_seconds, {}, {}
+    for run in runs:
+        bytes_per = BYTES_PER_WEIGHT[run.weights_format]
+        model_gib = run.parameters * bytes_per / GIB
+        speed = (assume_tflops or tflops) * (0.5 if run.weights_format in ("4bit", "int8") else 1.0)
+        if gpus == 0:
+            speed, parallel = assume_tflops or CPU_TFLOPS, 1
+            layout[run.name] = "CPU"
+        elif model_gib + HEADROOM_GIB <= memory:
+            parallel = min(gpus, run.folds)
+            layout[run.name] = f"one fold per GPU ({model_gib:.1f} GiB of weights each), {parallel} at a time"
+        else:
+            parallel = 1
+            layout[run.name] = f"one model split over {gpus} GPUs ({model_gib:.1f} GiB of weights)"
+            if model_gib + HEADROOM_GIB * gpus > memory * gpus:
+                layout[run.name] += " - DOES NOT FIT: hold the weights in 4 bits (--load-in-4bit)"
+        flops = 2.0 * run.parameters * rows * run.tokens_per_row
+        fold_seconds = flops / (speed * 1e12) + run.parameters * bytes_per / (DISK_GBPS * 1e9)
+        rounds = -(-run.folds // parallel)
+        per_run[run.name] = rounds * fold_seconds
+        total += per_run[run.name]
+    assumptions = (f"{accelerator}: {gpus} GPU(s), {memory:g} GiB each, {assume_tflops or tflops:g} effective TFLOP/s "
+                   f"per GPU for fp16 (half for 4/8-bit), 2 x parameters FLOPs per token, weights read at "
+                   f"{DISK_GBPS:g} GB/s, {setup_seconds:.0f} s setup; not measured on Kaggle")
+    return Projection(total, per_run, layout, assumptions)

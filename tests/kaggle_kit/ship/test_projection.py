@@ -1,0 +1,33 @@
+"""The notebook-time projection: the arithmetic, and where a model goes on T4 x2."""
+
+import pytest
+
+from kaggle_kit.ship.projection import RunCost, project
+
+
+def test_a_9b_model_in_fp16_is_split_over_both_t4s_and_in_4_bits_takes_one_fold_per_gpu():
+    fp16 = RunCost("gemma", parameters=9.24e9, folds=5, tokens_per_row=450, weights_format="fp16")
+    four = RunCost("gemma", parameters=9.24e9, folds=5, tokens_per_row=450, weights_format="4bit")
+    split = project([fp16], rows=2700, accelerator="t4x2")
+    spread = project([four], rows=2700, accelerator="t4x2")
+    assert "split over 2 GPUs" in split.layout["gemma"] and "one fold per GPU" in spread.layout["gemma"]
+    flops = 2 * 9.24e9 * 2700 * 450
+    load16 = 9.24e9 * 2 / 0.3e9
+    assert split.per_run["gemma"] == pytest.approx(5 * (flops / 20e12 + load16))
+    load4 = 9.24e9 * 0.56 / 0.3e9
+    assert spread.per_run["gemma"] == pytest.approx(3 * (flops / 10e12 + load4))  # 5 folds, 2 at a time
+    assert spread.seconds == pytest.approx(120 + spread.per_run["gemma"])
+
+
+def test_a_32b_model_in_fp16_does_not_fit_t4x2_and_says_so():
+    big = RunCost("qwen32", parameters=32.8e9, folds=1, tokens_per_row=300, weights_format="fp16")
+    assert "DOES NOT FIT" in project([big], rows=1000, accelerator="t4x2").layout["qwen32"]
+
+
+def test_small_encoders_are_cheap_and_the_assumption_can_be_overridden():
+    deberta = RunCost("deberta", parameters=184e6, folds=4, tokens_per_row=420, weights_format="fp16")
+    default = project([deberta], rows=2700, accelerator="t4x2")
+    slower = project([deberta], rows=2700, accelerator="t4x2", assume_tflops=5)
+    assert default.hours < 0.1 and slower.per_run["deberta"] > default.per_run["deberta"]
+    assert "not measured on Kaggle" in default.assumptions
+    assert project([deberta], rows=2700, accelerator="none").layout["deberta"] == "CPU"
