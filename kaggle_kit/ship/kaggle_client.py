@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,17 +19,55 @@ from typing import Any
 
 from kaggle_kit.errors import KitError
 
-CREDENTIALS_HELP = ("put your API token in ~/.kaggle/kaggle.json (kaggle.com > Settings > API > Create New Token) "
-                    "or set KAGGLE_USERNAME and KAGGLE_KEY")
+CREDENTIALS_HELP = ("create a token at https://www.kaggle.com/settings/api, then either set KAGGLE_API_TOKEN to it "
+                    "or save it as ~/.kaggle/access_token, or (legacy API key) save its kaggle.json as "
+                    "~/.kaggle/kaggle.json (chmod 600) or set KAGGLE_USERNAME and KAGGLE_KEY")
+
+
+def kaggle_config_dir() -> Path:
+    """Where the kaggle client looks for kaggle.json: $KAGGLE_CONFIG_DIR, else ~/.kaggle if it exists, else (on
+    Linux) $XDG_CONFIG_HOME/kaggle or ~/.config/kaggle - the order of kaggle 2.x's KaggleApi.config_dir."""
+    if os.environ.get("KAGGLE_CONFIG_DIR"):
+        return Path(os.environ["KAGGLE_CONFIG_DIR"])
+    legacy = Path.home() / ".kaggle"
+    if sys.platform.startswith("linux") and not legacy.exists():
+        return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kaggle"
+    return legacy
 
 
 def credentials_file() -> Path:
-    return Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle")) / "kaggle.json"
+    return kaggle_config_dir() / "kaggle.json"
+
+
+def credential_sources() -> list[str]:
+    """The ways of signing in to Kaggle that are set up here, named but never read out: the ones the kaggle 2.x
+    client (kagglesdk 0.1) accepts, in its order - an API token (KAGGLE_API_TOKEN, its value or a file it names;
+    ~/.kaggle/access_token), a legacy API key (KAGGLE_USERNAME + KAGGLE_KEY, or kaggle.json), an OAuth login
+    from `kaggle auth login` (~/.kaggle/credentials.json). Presence only: whether Kaggle accepts them shows
+    on the first call."""
+    home = Path.home() / ".kaggle"
+    found = []
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        found.append("KAGGLE_API_TOKEN")
+    found += [f"~/.kaggle/{p.name}" for p in (home / "access_token", home / "access_token.txt") if _non_empty(p)]
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        found.append("KAGGLE_USERNAME/KAGGLE_KEY")
+    if credentials_file().is_file():
+        found.append(str(credentials_file()))
+    if (home / "credentials.json").is_file():
+        found.append("~/.kaggle/credentials.json (kaggle auth login)")
+    return found
+
+
+def _non_empty(path: Path) -> bool:
+    try:
+        return path.is_file() and bool(path.read_text(encoding="utf-8", errors="replace").strip())
+    except OSError:
+        return False
 
 
 def have_credentials() -> bool:
-    both_env = bool(os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
-    return both_env or credentials_file().is_file() or bool(os.environ.get("KAGGLE_API_TOKEN"))
+    return bool(credential_sources())
 
 
 def _status_name(status: Any) -> str:
