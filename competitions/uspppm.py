@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kaggle_kit.competition import Competition, ExtraFile, InputContext, Schema, Target
+from kaggle_kit.competition import Competition, DatasetFile, ExtraFile, InputContext, Schema, Target
 from kaggle_kit.data.folds import stratified_group
 from kaggle_kit.errors import KitError
 from kaggle_kit.tasks.metrics import PEARSON
@@ -115,10 +115,11 @@ COMPETITION = Competition(
         "quick": {"folds": 4, "train_folds": [0], "epochs": 1, "max_len": 64, "batch_size": 32,
                   "eval_batch_size": 128, "lr": 1e-4, "head_lr": 1e-3, "eval_every": 2},
     },
-    data_hint="the CPC titles must sit beside train.csv as cpc_titles.csv, or as titles.csv from "
-              "`kaggle datasets download -d xhlulu/cpc-codes`",
+    data_hint="the CPC titles must sit beside train.csv as cpc_titles.csv: `kit data uspppm` saves the titles.csv "
+              "of the Kaggle dataset xhlulu/cpc-codes under that name",
     extra_files=(ExtraFile(TITLES_FILE, alternatives=(TITLES_FALLBACK,), option=TITLES_OPTION,
-                           hint="the CPC titles (code,title) turn context codes into text: put cpc_titles.csv beside "
-                                "train.csv (or Kaggle's cpc-codes titles.csv), or set `extra: {cpc_titles: PATH}` "
-                                "in --config"),),
+                           hint="the CPC titles (code,title) turn context codes into text: `kit data uspppm` puts "
+                                "cpc_titles.csv beside train.csv (Kaggle's cpc-codes titles.csv), or set "
+                                "`extra: {cpc_titles: PATH}` in --config",
+                           source=DatasetFile("xhlulu/cpc-codes", TITLES_FALLBACK)),),
 )

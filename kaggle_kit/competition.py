@@ -64,18 +64,28 @@ class Schema:
 
 
 @dataclass(frozen=True)
+class DatasetFile:
+    """A file the competition's own download lacks, taken from a public Kaggle dataset by `kit data`."""
+
+    dataset: str  # owner/slug, e.g. xhlulu/cpc-codes
+    file: str  # its name inside the dataset, e.g. titles.csv
+
+
+@dataclass(frozen=True)
 class ExtraFile:
     """A file an input builder reads besides the rows (USPPPM's CPC titles).
 
     The kit finds it when a run starts (`extra: {option: PATH}` in --config, else `name` or one of `alternatives`
     in the data folder), copies it into the run folder, and from then on the run, its predictions and its bundle
-    use that copy: an old run never depends on where the file once was.
+    use that copy: an old run never depends on where the file once was. `kit data` saves it as `name` from
+    `source` when the competition download lacks it.
     """
 
     name: str
     alternatives: tuple[str, ...] = ()
     option: str | None = None
     hint: str = ""
+    source: DatasetFile | None = None
 
 
 @dataclass(frozen=True)
@@ -142,4 +152,8 @@ class Competition:
         return len(self.schema.targets)
 
     def download_command(self) -> str:
-        return f"kaggle competitions download -c {self.kaggle_slug} && unzip {self.kaggle_slug}.zip -d data/{self.name}"
+        return f"kit data {self.name}"
+
+    def data_files(self) -> tuple[str, ...]:
+        """What a complete data folder holds: the competition's three files plus the plugin's extra files."""
+        return ("train.csv", "test.csv", "sample_submission.csv", *(extra.name for extra in self.extra_files))

@@ -55,10 +55,11 @@ def test_one_fold_is_rejected(tmp_path, capsys, ell_small_dir, tiny_bert):
 
 
 def test_missing_data_says_how_to_download(tmp_path, capsys, monkeypatch, tiny_bert):
+    """USPPPM ships no sample: with no --data and no data/uspppm/ the error says how to get the data."""
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_kit(capsys, "train", "ell", "--model", tiny_bert)
-    assert_one_line_error(code, err, "data/ell",
-                          "kaggle competitions download -c feedback-prize-english-language-learning")
+    code, _, err = run_kit(capsys, "train", "uspppm", "--model", tiny_bert)
+    assert_one_line_error(code, err, "data/uspppm", "`kit data uspppm`", "xhlulu/cpc-codes")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_competition(capsys):

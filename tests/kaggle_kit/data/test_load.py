@@ -79,7 +79,7 @@ def test_empty_text(tmp_path):
 
 
 def test_missing_data_dir_says_how_to_download(tmp_path):
-    with pytest.raises(KitError, match="kaggle competitions download -c feedback-prize-english-language-learning"):
+    with pytest.raises(KitError, match=r"no train.csv in .*nowhere/: download the data with `kit data ell`"):
         resolve_data_dir(ELL, tmp_path / "nowhere")
 
 
