@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,14 +108,48 @@ def validate_test(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFra
     return df
 
 
-def resolve_data_dir(comp: Competition, data_dir: str | Path | None) -> Path:
-    """`--data` or `data/<comp>/`; if neither holds train.csv, say how to download it."""
-    folder = Path(data_dir) if data_dir else Path("data") / comp.name
+@dataclass(frozen=True)
+class DataSource:
+    """The data folder a command reads and why that one: `--data`, the default data/<comp>/, or the sample."""
+
+    path: Path
+    kind: str  # "option" (--data), "default" (data/<comp>/) or "sample" (embedded in the package)
+
+    @property
+    def is_sample(self) -> bool:
+        return self.kind == "sample"
+
+    def record(self) -> dict[str, str]:
+        """What the run manifest keeps, so a bundle or an ensemble finds the same folder later (the sample by
+        name: its path depends on where the package is installed)."""
+        return {"kind": self.kind, "dir": str(self.path.resolve())}
+
+
+def resolve_data_source(comp: Competition, data_dir: str | Path | None) -> DataSource:
+    """`--data`, else data/<comp>/, else the embedded sample (kaggle_kit/data/samples/<comp>/), in that order.
+
+    A data/<comp>/ folder that exists without train.csv is an error rather than a silent fall-back to the sample:
+    the user put something there and expects it to be read.
+    """
+    if data_dir:
+        folder, kind = Path(data_dir), "option"
+    else:
+        folder, kind = Path("data") / comp.name, "default"
+        if not folder.exists():
+            from kaggle_kit.data.sample import sample_dir
+
+            sample = sample_dir(comp.name)
+            if sample is not None:
+                return DataSource(sample, "sample")
     if not (folder / "train.csv").is_file():
         hint = f"; {comp.data_hint}" if comp.data_hint else ""
         raise KitError(f"no train.csv in {folder}/: download the data with `{comp.download_command()}`, "
                        f"or pass --data DIR{hint}")
-    return folder
+    return DataSource(folder, kind)
+
+
+def resolve_data_dir(comp: Competition, data_dir: str | Path | None) -> Path:
+    return resolve_data_source(comp, data_dir).path
 
 
 def find_extra_files(comp: Competition, data_dir: Path | None, options: dict) -> dict[str, Path]:

@@ -125,7 +125,7 @@ def ensemble_report(comp: Competition, run_dirs: Sequence[Path], weights: Sequen
                     data_dir: Path | None = None) -> EnsembleReport:
     """Fit weights on the runs' OOF predictions (or score the given ones) and report every score.
 
-    The labels come from train.csv in `data_dir`, by default the first run's `--data`.
+    The labels come from train.csv in `data_dir`, by default the first run's data folder.
     """
     if not run_dirs:
         raise KitError("no runs to ensemble")
@@ -136,7 +136,7 @@ def ensemble_report(comp: Competition, run_dirs: Sequence[Path], weights: Sequen
         if np.any(weights < 0) or weights.sum() <= 0:
             raise KitError(f"ensemble weights must be non-negative with a positive sum (got {weights.tolist()})")
         weights = weights / weights.sum()
-    folder = resolve_data_dir(comp, data_dir or RunDir(Path(run_dirs[0])).load_config().data)
+    folder = resolve_data_dir(comp, data_dir or RunDir(Path(run_dirs[0])).data_dir())
     y_true, preds = aligned_oof(comp, run_dirs, load_train(comp, folder))
     names = comp.schema.target_names
     fitted = weights is None

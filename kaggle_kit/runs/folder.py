@@ -102,6 +102,23 @@ class RunDir:
     def is_complete(self) -> bool:
         return self.load_manifest().get("status") == "complete"
 
+    def data_source(self) -> dict[str, str]:
+        """How the run found its data (manifest `data_source`: kind option/default/sample and the folder)."""
+        return self.load_manifest().get("data_source") or {}
+
+    def data_dir(self) -> Path | None:
+        """The folder this run trained on, as run_config.json's `data` records it - except that a run on the
+        embedded sample finds the sample of this installation, wherever the package now lives."""
+        cfg = self.load_config()
+        source = self.data_source()
+        if source.get("kind") == "sample":
+            from kaggle_kit.data.sample import sample_dir
+
+            return sample_dir(cfg.competition)
+        if cfg.data:
+            return Path(cfg.data)
+        return Path(source["dir"]) if source.get("dir") else None
+
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -130,7 +147,8 @@ def git_commit() -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
-def new_manifest(cfg: TrainConfig, data_files: dict[str, Path], device: str, model_path: Path) -> dict[str, Any]:
+def new_manifest(cfg: TrainConfig, data_files: dict[str, Path], device: str, model_path: Path,
+                 data_source: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "status": "running",
         "competition": cfg.competition,
@@ -138,6 +156,7 @@ def new_manifest(cfg: TrainConfig, data_files: dict[str, Path], device: str, mod
         "model_path": str(model_path),
         "data": {name: {"sha256": sha256_file(p), "size": p.stat().st_size, "source": str(p.resolve())}
                  for name, p in data_files.items()},
+        "data_source": data_source,
         "versions": package_versions(),
         "git_commit": git_commit(),
         "device": device,

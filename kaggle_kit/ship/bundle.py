@@ -98,8 +98,9 @@ def build_kit_wheel(dest: Path, epoch: int) -> Path:
         src.mkdir()
         for name in SOURCE_FILES:
             if (root / name).is_dir():
+                # The embedded data samples keep their own licence (CC BY-NC-SA): never inside an upload.
                 shutil.copytree(root / name, src / name,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "samples"))
             elif (root / name).is_file():
                 shutil.copy2(root / name, src / name)
         return build_wheel(src, dest, epoch, "kaggle-kit", root)

@@ -431,7 +431,7 @@ def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8, log: Call
     from kaggle_kit.data.load import read_csv
     from kaggle_kit.runs.folder import RunDir
 
-    data = RunDir(run_path).load_config().data
+    data = RunDir(run_path).data_dir()  # --data, data/<comp>/ or the embedded sample, as the manifest recorded
     train_csv = Path(data or "") / "train.csv"
     if not data or not train_csv.is_file():
         log(f"warning: skipped the offline check: the run's training data {train_csv} is not here; "

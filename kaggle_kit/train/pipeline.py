@@ -15,7 +15,7 @@ import torch
 
 from kaggle_kit.competition import Competition
 from kaggle_kit.config import TrainConfig
-from kaggle_kit.data.load import find_extra_files, load_train, resolve_data_dir
+from kaggle_kit.data.load import DataSource, find_extra_files, load_train, resolve_data_source
 from kaggle_kit.device import describe, pick_device, seed_everything
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import atomic_path, read_json, sha256_file, write_json
@@ -48,6 +48,7 @@ class Prepared:
 
     cfg: TrainConfig
     comp: Competition
+    data: DataSource
     data_dir: Path
     model_path: Path
     device: torch.device
@@ -79,8 +80,15 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
     """Every check that can fail, and the tokenised data, before the run folder exists."""
     comp = get_competition(cfg.competition)
     check_output_folder(run.path, resume)
-    data_dir = resolve_data_dir(comp, cfg.data)
+    data = _recorded_source(run, cfg) if resume else None
+    data = data or resolve_data_source(comp, cfg.data)
+    data_dir = data.path
     train_df = load_train(comp, data_dir)
+    if data.is_sample:
+        from kaggle_kit.data.sample import sample_info
+
+        log.info("training on the embedded %s sample, %s: no --data and no data/%s/; `kit data %s` downloads "
+                 "the full data", comp.name, sample_info(data_dir).describe(len(train_df)), comp.name, comp.name)
     if resume:
         _check_resumable(run, data_dir)
     model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
@@ -100,7 +108,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
     lengths = np.array([len(x) for x in ids])
     log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% truncated at %d", comp.name, len(train_df),
              cfg.folds, np.median(lengths), 100 * np.mean(lengths >= cfg.max_len), cfg.max_len)
-    return Prepared(cfg=cfg, comp=comp, data_dir=data_dir, model_path=model_path, device=device, train_df=train_df,
+    return Prepared(cfg=cfg, comp=comp, data=data, data_dir=data_dir, model_path=model_path, device=device, train_df=train_df,
                     folds=folds, ids=ids, y=train_df[targets].to_numpy(dtype=np.float32),
                     row_ids=train_df[comp.schema.id_column].to_numpy(), tokenizer=tokenizer,
                     backbone_config=backbone_config, files=files)
@@ -134,7 +142,8 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> T
     if not resume:
         write_json(run.config, cfg.to_dict())
         data_files = {"train.csv": prep.data_dir / "train.csv", **prep.files}
-        write_json(run.manifest, new_manifest(cfg, data_files, describe(device), prep.model_path))
+        write_json(run.manifest, new_manifest(cfg, data_files, describe(device), prep.model_path,
+                                              prep.data.record()))
         for name, source in prep.files.items():
             with atomic_path(run.extra_file(name)) as tmp:
                 shutil.copyfile(source, tmp)
@@ -163,6 +172,16 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> T
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return TrainResult(run, finalize(run, comp, prep.train_df, prep.folds))
+
+
+def _recorded_source(run: RunDir, cfg: TrainConfig) -> DataSource | None:
+    """On --resume, the data folder the run started with, unless --data names another (the sample stays the
+    sample, wherever the package now lives); None for runs that predate the record."""
+    source = run.data_source() if run.manifest.is_file() else {}
+    if not source or (cfg.data and cfg.data != run.load_config().data):
+        return None
+    folder = run.data_dir()
+    return DataSource(folder, source["kind"]) if folder is not None else None
 
 
 def _check_resumable(run: RunDir, data_dir: Path) -> None:

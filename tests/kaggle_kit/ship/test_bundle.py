@@ -108,6 +108,7 @@ def test_wheel_holds_the_kit_and_its_image_list(bundle_dir):
                    "kaggle_kit/ship/kaggle_image.txt"):
         assert needed in names
     assert not any("__pycache__" in n for n in names)
+    assert not any("/samples/" in n for n in names)  # the embedded data keeps its own licence: never uploaded
 
 
 def test_requirements_the_image_lacks_are_downloaded(ell_tiny_run, tmp_path):
