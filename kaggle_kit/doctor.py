@@ -1,0 +1,195 @@
+"""`kit doctor`: what matters before a long run or an upload, as rows of one table.
+
+Each row is ok, info, warn or fail:
+- fail: something that breaks later, after work was done - a kaggle-kit requirement missing or outside its range
+  here (a run dies on import), the Kaggle image's Python too old for the kit wheel (the notebook's install
+  fails), the Kaggle image list unreadable (`kit bundle` fails), less than MIN_FREE_GIB free for a bundle.
+- warn: something a command refuses at once with its own clear line, or that may surprise: an optional extra
+  missing, no Kaggle credentials,
+  transformers or tokenizers newer here than on the Kaggle image (the notebook must read what they save), less
+  than LOW_FREE_GIB free.
+- info / ok: devices and the precision the kit would pick; other version differences from the image, and
+  packages the image lacks (`kit bundle` downloads their wheels).
+`kit doctor` exits 1 when any row fails.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, requires, version
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from kaggle_kit.errors import KitError
+
+MIN_FREE_GIB = 1.0
+LOW_FREE_GIB = 5.0
+# What each optional extra enables, for the row's note.
+EXTRAS = {
+    "default-model": "kit train without --model (the embedded all-MiniLM-L6-v2)",
+    "kaggle": "kit data and kit submit",
+    "simulate": "kit simulate and kit bundle's offline check (else kit bundle --no-check)",
+}
+STATUSES = ("ok", "info", "warn", "fail")
+# Packages whose files a run saves (tokenizer.json, config.json) and the Kaggle notebook reads back: one newer
+# here than on the image may write what the image cannot read.
+SAVED_WITH = ("transformers", "tokenizers")
+
+
+@dataclass(frozen=True)
+class Row:
+    check: str
+    status: str  # one of STATUSES
+    value: str
+    note: str = ""
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _kit_requirements() -> tuple[list[Requirement], dict[str, list[Requirement]], str]:
+    """kaggle-kit's own requirements, those of each extra, and Requires-Python, from its installed metadata."""
+    from importlib.metadata import metadata
+
+    core: list[Requirement] = []
+    extras: dict[str, list[Requirement]] = {name: [] for name in EXTRAS}
+    for line in requires("kaggle-kit") or []:
+        req = Requirement(line)
+        if req.marker is None:
+            core.append(req)
+            continue
+        for extra in extras:
+            if req.marker.evaluate({"extra": extra}) and canonicalize_name(req.name) != "kaggle-kit":
+                extras[extra].append(req)
+    return core, extras, metadata("kaggle-kit").get("Requires-Python") or ""
+
+
+def _minor(text: str) -> tuple[int, ...]:
+    try:
+        return Version(text).release[:2]
+    except InvalidVersion:
+        return ()
+
+
+def python_row(image, requires_python: str) -> Row:
+    here = platform.python_version()
+    note = f"Kaggle image: Python {image.python} ({image.path.name}, {image.date})"
+    if requires_python and not SpecifierSet(requires_python).contains(f"{image.python}.0"):
+        return Row("python", "fail", here, f"{note}: the kaggle-kit wheel needs Python {requires_python}, so the "
+                                           f"notebook's install would fail")
+    return Row("python", "ok", here, note)
+
+
+def package_rows(core: list[Requirement], image) -> list[Row]:
+    rows = []
+    for req in core:
+        here = _installed(req.name)
+        on_image = image.versions.get(canonicalize_name(req.name))
+        if here is None:
+            rows.append(Row(req.name, "fail", "not installed", f"kaggle-kit needs {req}: pip install -e ."))
+            continue
+        if not req.specifier.contains(here, prereleases=True):
+            rows.append(Row(req.name, "fail", here, f"kaggle-kit needs {req}"))
+        elif on_image is None:
+            rows.append(Row(req.name, "info", here, "not on the Kaggle image: kit bundle downloads its wheel "
+                                                   "(needs PyPI at bundle time)"))
+        elif not req.specifier.contains(on_image, prereleases=True):
+            rows.append(Row(req.name, "info", here, f"the image's {on_image} is outside {req.specifier}: kit bundle "
+                                                   f"downloads a wheel (needs PyPI at bundle time)"))
+        elif canonicalize_name(req.name) in SAVED_WITH and _minor(here) > _minor(on_image):
+            rows.append(Row(req.name, "warn", here, f"newer than the Kaggle image's {on_image}, which must read the "
+                                                   f"tokenizer and config this version saves"))
+        elif _minor(here) != _minor(on_image):
+            rows.append(Row(req.name, "info", here, f"Kaggle image has {on_image}"))
+        else:
+            rows.append(Row(req.name, "ok", here, f"Kaggle image has {on_image}"))
+    return rows
+
+
+def extra_rows(extras: dict[str, list[Requirement]]) -> list[Row]:
+    rows = []
+    for extra, reqs in extras.items():
+        missing = [str(r) for r in reqs if not (_installed(r.name) and r.specifier.contains(_installed(r.name),
+                                                                                              prereleases=True))]
+        if missing or not reqs:  # no reqs: the installed metadata predates the extra
+            rows.append(Row(f"[{extra}]", "warn", "missing " + (", ".join(missing) or "(not in the metadata)"),
+                            f"for {EXTRAS[extra]}: pip install 'kaggle-kit[{extra}]'"))
+        else:
+            rows.append(Row(f"[{extra}]", "ok", "installed", f"for {EXTRAS[extra]}"))
+    return rows
+
+
+def credentials_row() -> Row:
+    from kaggle_kit.ship.kaggle_client import credential_sources
+
+    found = credential_sources()
+    if found:
+        return Row("kaggle credentials", "ok", "present", ", ".join(found))
+    return Row("kaggle credentials", "warn", "absent", "kit data and kit submit need them: KAGGLE_API_TOKEN or "
+               "~/.kaggle/access_token, or kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY (kaggle.com/settings/api)")
+
+
+def device_rows() -> list[Row]:
+    import torch
+
+    from kaggle_kit.device import amp_dtype
+
+    if not torch.cuda.is_available():
+        return [Row("device", "info", f"cpu ({torch.get_num_threads()} threads)",
+                    "no CUDA GPU: fine for --preset quick and --mode frozen; --preset full wants a GPU"),
+                Row("precision", "info", "fp32", "what --precision auto picks on CPU")]
+    rows = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        rows.append(Row(f"cuda:{index}", "info", props.name, f"{props.total_memory / 2**30:.0f} GiB, compute "
+                                                              f"capability {props.major}.{props.minor}"))
+    dtype = amp_dtype("auto", torch.device("cuda"))
+    picked = "bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast + grad scaler"
+    rows.append(Row("precision", "info", picked, "what --precision auto picks on cuda:0 (Kaggle's T4 has no "
+                                                 "native bf16: fp16 there)"))
+    return rows
+
+
+def disk_row(folder: Path) -> Row:
+    free = shutil.disk_usage(folder).free / 2**30
+    value = f"{free:.1f} GiB free at {folder.resolve()}"
+    note = "a bundle holds every fold's weights (about 90 MB for MiniLM, 0.7 GB for deberta-v3-base) + wheels"
+    if free < MIN_FREE_GIB:
+        return Row("disk", "fail", value, f"under {MIN_FREE_GIB:g} GiB: {note}")
+    if free < LOW_FREE_GIB:
+        return Row("disk", "warn", value, f"under {LOW_FREE_GIB:g} GiB: {note}")
+    return Row("disk", "ok", value, note)
+
+
+def run_checks(image_packages: str | Path | None = None, folder: Path = Path(".")) -> list[Row]:
+    from kaggle_kit.ship.bundle import load_image_packages
+
+    core, extras, requires_python = _kit_requirements()
+    rows = []
+    try:
+        image = load_image_packages(image_packages)
+    except KitError as err:
+        image = None
+        rows.append(Row("kaggle image list", "fail", "unreadable", f"kit bundle needs it: {err}"))
+    if image is not None:
+        rows.append(python_row(image, requires_python))
+        rows += package_rows(core, image)
+    rows += extra_rows(extras)
+    rows.append(credentials_row())
+    rows += device_rows()
+    rows.append(disk_row(folder))
+    return rows
+
+
+def failed(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if r.status == "fail"]
