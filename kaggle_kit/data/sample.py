@@ -2,8 +2,8 @@
 runs from a fresh clone with no data beside it.
 
 A sample is a folder kaggle_kit/data/samples/<competition>/ laid out like the competition's data (train.csv),
-with the data's own licence (LICENSE), its attribution (README.md) and sample.json (source, licence name, how
-the rows were picked). The data keeps its own licence: it is not part of the code's MIT licence, and `kit bundle`
+with the data's own licence (LICENSE), its attribution (README.md) and sample.json (source, licence name, the
+sha256 of the full train.csv the rows were picked from). The data keeps its own licence: it is not part of the code's MIT licence, and `kit bundle`
 leaves it out of the kaggle-kit wheel it ships.
 
 `python -m kaggle_kit.data.sample ell --data ../shared/data/ell --rows 480` rebuilds the ELL sample from the full
@@ -37,7 +37,8 @@ class SampleInfo:
     rows_of: int
 
     def describe(self, rows: int) -> str:
-        return f"{rows} of {self.rows_of:,} rows of {self.source}, {self.license}"
+        """'480 of 3,911 essays of the ELLIPSE corpus (the ELL training data), CC BY-NC-SA 4.0'"""
+        return f"{rows} of {self.rows_of:,} {self.source}, {self.license}"
 
 
 def sample_dir(competition: str) -> Path | None:

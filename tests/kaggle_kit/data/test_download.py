@@ -304,13 +304,19 @@ def test_uspppm_gets_the_cpc_titles_from_their_dataset(kaggle_env, monkeypatch, 
     assert (dataset_call["ownerSlug"], dataset_call["datasetSlug"]) == ("xhlulu", "cpc-codes")
 
 
-def test_a_context_without_a_title_fails_the_check(kaggle_env, monkeypatch, capsys):
-    files = {"train.csv": b"id,anchor,target,context,score\n1,a,b,B61,0.5\n2,a,c,B61,0\n",
-             "test.csv": b"id,anchor,target,context\nt1,a,b,B61\n", "sample_submission.csv": b"id,score\nt1,0\n"}
+def test_only_the_missing_titles_are_fetched_and_checked_with_the_files_there(kaggle_env, monkeypatch):
+    """data/uspppm/ has the competition files but no cpc_titles.csv: only the titles dataset is downloaded, and
+    the check runs on the folder as it would be - here a context code of train.csv has no title."""
+    folder = kaggle_env / "data" / "uspppm"
+    folder.mkdir(parents=True)
+    files = {"train.csv": b"id,anchor,target,context,score\n1,a,b,B61,0.5\n2,a,c,A47,0\n",
+             "test.csv": b"id,anchor,target,context\nt1,a,b,A47\n", "sample_submission.csv": b"id,score\nt1,0\n"}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
     titles = b"code,title\nA,HUMAN NECESSITIES\nA47,FURNITURE\n"
-    server = FakeKaggle({USPPPM.kaggle_slug: _zip(files), "xhlulu/cpc-codes": _zip({"titles.csv": titles})})
-    server.install(monkeypatch)
+    server = FakeKaggle({"xhlulu/cpc-codes": _zip({"titles.csv": titles})}).install(monkeypatch)
     _legacy_key(monkeypatch)
-    with pytest.raises(KitError, match="do not match the uspppm schema.*no title for 1 context code"):
+    with pytest.raises(KitError, match="do not match the uspppm schema.*no title for 1 context code.*'B61'"):
         download_data(USPPPM, log=lambda _: None)
-    assert _tree(kaggle_env) == []
+    assert [r.url.rsplit("/", 1)[-1] for r in server.sent if r.url.startswith(API)] == ["DownloadDataset"]
+    assert _tree(kaggle_env) == ["data", "data/uspppm", *(f"data/uspppm/{n}" for n in sorted(files))]

@@ -89,7 +89,8 @@ def test_train_without_data_uses_the_sample_says_so_and_records_it(tmp_path, mon
                            "--out", run)
     assert code == 0, err
     said = [line for line in err.splitlines() if "embedded ell sample" in line]
-    assert len(said) == 1 and "480 of 3,911 rows" in said[0] and "`kit data ell`" in said[0]
+    assert len(said) == 1 and "480 of 3,911 essays" in said[0] and "CC BY-NC-SA 4.0" in said[0]
+    assert "`kit data ell`" in said[0]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["data_source"]["kind"] == "sample"
     assert manifest["data"]["train.csv"]["sha256"] == sha256_file(sample_dir("ell") / "train.csv")
