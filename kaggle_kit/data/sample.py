@@ -3,8 +3,8 @@ runs from a fresh clone with no data beside it.
 
 A sample is a folder kaggle_kit/data/samples/<competition>/ laid out like the competition's data (train.csv),
 with the data's own licence (LICENSE), its attribution (README.md) and sample.json (source, licence name, the
-sha256 of the full train.csv the rows were picked from). The data keeps its own licence: it is not part of the code's MIT licence, and `kit bundle`
-leaves it out of the kaggle-kit wheel it ships.
+sha256 of the full train.csv the rows were picked from). The data keeps its own licence: it is not part of the
+code's MIT licence, and `kit bundle` leaves it out of the kaggle-kit wheel it ships.
 
 `python -m kaggle_kit.data.sample ell --data ../shared/data/ell --rows 480` rebuilds the ELL sample from the full
 data; the rows are picked deterministically, so the same data and arguments always give the same file.

@@ -108,8 +108,8 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
     lengths = np.array([len(x) for x in ids])
     log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% truncated at %d", comp.name, len(train_df),
              cfg.folds, np.median(lengths), 100 * np.mean(lengths >= cfg.max_len), cfg.max_len)
-    return Prepared(cfg=cfg, comp=comp, data=data, data_dir=data_dir, model_path=model_path, device=device, train_df=train_df,
-                    folds=folds, ids=ids, y=train_df[targets].to_numpy(dtype=np.float32),
+    return Prepared(cfg=cfg, comp=comp, data=data, data_dir=data_dir, model_path=model_path, device=device,
+                    train_df=train_df, folds=folds, ids=ids, y=train_df[targets].to_numpy(dtype=np.float32),
                     row_ids=train_df[comp.schema.id_column].to_numpy(), tokenizer=tokenizer,
                     backbone_config=backbone_config, files=files)
 
