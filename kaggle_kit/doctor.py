@@ -161,8 +161,10 @@ def device_rows() -> list[Row]:
 
 
 def disk_row(folder: Path) -> Row:
+    """Free space where bundles and runs go (the nearest existing folder: --folder may not exist yet)."""
+    folder = next(p for p in (folder.resolve(), *folder.resolve().parents) if p.exists())
     free = shutil.disk_usage(folder).free / 2**30
-    value = f"{free:.1f} GiB free at {folder.resolve()}"
+    value = f"{free:.1f} GiB free at {folder}"
     note = "a bundle holds every fold's weights (about 90 MB for MiniLM, 0.7 GB for deberta-v3-base) + wheels"
     if free < MIN_FREE_GIB:
         return Row("disk", "fail", value, f"under {MIN_FREE_GIB:g} GiB: {note}")

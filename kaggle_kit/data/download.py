@@ -86,6 +86,8 @@ def download_data(comp: Competition, out: Path | None = None, api_factory: Calla
                   log: Log = print) -> DataResult:
     """Make `out` (default data/<comp>/) a complete data folder for `comp`; see the module docstring."""
     out = Path(out) if out else default_out(comp)
+    if out.exists() and not out.is_dir():
+        raise KitError(f"--out {out}: is a file, not a folder")
     missing = missing_files(comp, out)
     if not missing:
         problem = folder_problem(comp, out)

@@ -78,6 +78,13 @@ def test_free_disk_thresholds(machine, monkeypatch, free_gib, status):
     assert doctor.disk_row(machine).status == status
 
 
+def test_free_disk_is_measured_where_the_folder_will_be(machine, monkeypatch):
+    seen = []
+    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda p: seen.append(p) or Usage(1, 0, 50 * 2**30))
+    row = doctor.disk_row(machine / "not" / "yet")
+    assert seen == [machine.resolve()] and str(machine.resolve()) in row.value
+
+
 def test_tokenizer_packages_newer_than_the_image_warn_other_differences_inform(machine):
     rows = doctor.run_checks(_image(machine, tokenizers="0.19.0", tqdm="4.66.0", safetensors=None), machine)
     assert _row(rows, "tokenizers").status == "warn" and "0.19.0" in _row(rows, "tokenizers").note

@@ -275,6 +275,12 @@ def test_an_existing_folder_only_gets_the_files_it_lacks(kaggle_env, fake, capsy
     assert sorted(p.name for p in folder.iterdir()) == ["sample_submission.csv", "test.csv", "train.csv"]
 
 
+def test_an_out_that_is_a_file_is_one_line(kaggle_env, fake, capsys):
+    (kaggle_env / "taken").write_text("x")
+    assert "--out taken: is a file" in _one_line(capsys, "data", "ell", "--out", "taken")
+    assert fake.sent == [] and _tree(kaggle_env) == ["taken"]
+
+
 def test_a_complete_but_invalid_folder_is_left_alone(kaggle_env, fake, capsys, monkeypatch):
     folder = kaggle_env / "data" / "ell"
     folder.mkdir(parents=True)
