@@ -101,7 +101,7 @@ def test_train_without_data_uses_the_sample_says_so_and_records_it(tmp_path, mon
     from kaggle_kit.ship import simulate as simulate_module
 
     seen = []
-    monkeypatch.setattr(simulate_module, "simulate", lambda bundle, folder, log: seen.append(
+    monkeypatch.setattr(simulate_module, "simulate", lambda bundle, folder, **kwargs: seen.append(
         pd.read_csv(folder / "test.csv")["text_id"].tolist()))
     simulate_module.quick_check(ELL, tmp_path / "bundle", run, log=lambda _: None)
     assert seen == [pd.read_csv(sample_dir("ell") / "train.csv")["text_id"].head(8).tolist()]
