@@ -66,8 +66,8 @@ class TrainConfig(BaseModel):
                                        "competition may define more. Flags and --config override it.",
                                  metavar="NAME")
     mode: Mode = setting("finetune", "finetune, or frozen: pooled embeddings once + a ridge head per fold.")
-    data: str | None = setting(None, "Folder with train.csv [default: data/<competition>/].", metavar="DIR",
-                               resume_safe=True)
+    data: str | None = setting(None, "Folder with train.csv, or `sample` for the embedded sample [default: "
+                                     "data/<competition>/, else the sample].", metavar="DIR", resume_safe=True)
     model: str | None = setting(None, "Local Hugging Face model folder [default: embedded all-MiniLM-L6-v2].",
                                 metavar="PATH")
     folds: int = setting(4, "Number of CV folds K.", ge=2, why="K-fold CV needs a held-out fold")

@@ -125,12 +125,23 @@ class DataSource:
         return {"kind": self.kind, "dir": str(self.path.resolve())}
 
 
+SAMPLE = "sample"  # `--data sample`, and how run_config.json records a run on the embedded sample
+
+
 def resolve_data_source(comp: Competition, data_dir: str | Path | None) -> DataSource:
-    """`--data`, else data/<comp>/, else the embedded sample (kaggle_kit/data/samples/<comp>/), in that order.
+    """`--data`, else data/<comp>/, else the embedded sample (kaggle_kit/data/samples/<comp>/), in that order;
+    `--data sample` asks for the sample by name (a run on it records that, not the package's install path).
 
     A data/<comp>/ folder that exists without train.csv is an error rather than a silent fall-back to the sample:
     the user put something there and expects it to be read.
     """
+    if str(data_dir) == SAMPLE:
+        from kaggle_kit.data.sample import sample_dir
+
+        sample = sample_dir(comp.name)
+        if sample is None:
+            raise KitError(f"--data sample: kaggle-kit ships no {comp.name} sample; pass --data DIR")
+        return DataSource(sample, "sample")
     if data_dir:
         folder, kind = Path(data_dir), "option"
     else:

@@ -111,7 +111,7 @@ class RunDir:
         embedded sample finds the sample of this installation, wherever the package now lives."""
         cfg = self.load_config()
         source = self.data_source()
-        if source.get("kind") == "sample":
+        if source.get("kind") == "sample" or cfg.data == "sample":
             from kaggle_kit.data.sample import sample_dir
 
             return sample_dir(cfg.competition)

@@ -15,7 +15,7 @@ import torch
 
 from kaggle_kit.competition import Competition
 from kaggle_kit.config import TrainConfig
-from kaggle_kit.data.load import DataSource, find_extra_files, load_train, resolve_data_source
+from kaggle_kit.data.load import SAMPLE, DataSource, find_extra_files, load_train, resolve_data_source
 from kaggle_kit.device import describe, pick_device, seed_everything
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import atomic_path, read_json, sha256_file, write_json
@@ -94,7 +94,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
     model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
     backbone_config = load_backbone_config(model_path, cfg.backbone_dropout)
     device = pick_device(cfg.device)
-    cfg = resolved_config(cfg, comp, data_dir, device, backbone_config, model_path)
+    cfg = resolved_config(cfg, comp, SAMPLE if data.is_sample else data_dir, device, backbone_config, model_path)
     files = _run_extra_files(comp, run) if resume else find_extra_files(comp, data_dir, cfg.extra)
     seed_everything(cfg.seed)
     if cfg.max_train_samples and cfg.max_train_samples < len(train_df):

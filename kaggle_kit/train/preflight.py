@@ -17,6 +17,7 @@ import torch
 
 from kaggle_kit.competition import Competition
 from kaggle_kit.config import TrainConfig
+from kaggle_kit.data.load import SAMPLE
 from kaggle_kit.device import resolved_precision
 from kaggle_kit.errors import KitError
 from kaggle_kit.tasks.losses import get_loss
@@ -28,7 +29,7 @@ FEW_VALIDATION_ROWS = 30
 LAYER_POOLINGS = ("weighted-layer", "concat-last4")
 
 
-def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path, device: torch.device,
+def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path | str, device: torch.device,
                     backbone_config, model_path: Path) -> TrainConfig:
     """The settings as the run records them: nothing left for a plugin default or `auto` to decide later."""
     updates = decoder_settings(cfg, backbone_config) | adapter_settings(cfg, model_path, device)
@@ -45,9 +46,10 @@ def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path, device:
         check_config(cfg)
     check_model_fits(cfg, backbone_config)
     depth = getattr(backbone_config, "num_hidden_layers", None) or cfg.pooling_layers
+    data = data_dir if data_dir == SAMPLE else str(Path(data_dir).resolve())
     return cfg.model_copy(update={
         "pooling_layers": min(cfg.pooling_layers, depth), "loss": loss, "input_format": input_format,
-        "precision": resolved_precision(cfg.precision, device), "data": str(Path(data_dir).resolve()),
+        "precision": resolved_precision(cfg.precision, device), "data": data,
         "competition_version": comp.version, "targets": comp.schema.target_names,
     })
 

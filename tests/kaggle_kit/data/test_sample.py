@@ -78,6 +78,7 @@ def test_data_folder_order_is_option_then_data_comp_then_sample(tmp_path, monkey
     shutil.copy(sample_dir("ell") / "train.csv", tmp_path / "data" / "ell" / "train.csv")
     assert resolve_data_source(ELL, None).kind == "default"
     assert resolve_data_source(ELL, mine).path == mine
+    assert resolve_data_source(ELL, "sample").kind == "sample"  # asked for by name, even with data/ell/ there
 
 
 @pytest.mark.e2e
@@ -93,6 +94,7 @@ def test_train_without_data_uses_the_sample_says_so_and_records_it(tmp_path, mon
     assert "`kit data ell`" in said[0]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["data_source"]["kind"] == "sample"
+    assert json.loads((run / "run_config.json").read_text())["data"] == "sample"  # not the package's install path
     assert manifest["data"]["train.csv"]["sha256"] == sha256_file(sample_dir("ell") / "train.csv")
     assert RunDir(run).data_dir() == sample_dir("ell")
     assert not (tmp_path / "data").exists()
