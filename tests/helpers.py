@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -37,3 +38,10 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     for fragment in fragments:
         if fragment not in error_lines[0]:
             pytest.fail(f"{fragment!r} not in {error_lines[0]!r}")
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped: what a SIGKILLed run leaves in its manifest."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

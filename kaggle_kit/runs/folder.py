@@ -15,6 +15,7 @@ import kaggle_kit
 from kaggle_kit.config import TrainConfig, from_dict
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json, sha256_file
+from kaggle_kit.runs.status import current_session, describe_session, effective_status, now_iso
 
 TRACKED_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "scikit-learn")
 
@@ -119,6 +120,10 @@ class RunDir:
             return Path(cfg.data)
         return Path(source["dir"]) if source.get("dir") else None
 
+    def status(self) -> str:
+        """running, complete, partial, interrupted, failed, or dead (a `running` manifest whose process is gone)."""
+        return effective_status(self.load_manifest())
+
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -172,8 +177,17 @@ def default_run_path(root: Path, competition: str, model_path: Path) -> Path:
 
 
 def latest_incomplete_run(root: Path, competition: str) -> Path | None:
+    """The newest run that is neither complete nor still running in another process."""
     candidates = sorted((root / competition).glob("*/run_config.json"), key=lambda p: p.stat().st_mtime)
     for config in reversed(candidates):
-        if not RunDir(config.parent).is_complete():
+        if RunDir(config.parent).status() not in ("complete", "running"):
             return config.parent
     return None
+
+
+def check_not_running(run: RunDir) -> None:
+    """Two processes training into one folder would overwrite each other's folds."""
+    manifest = run.load_manifest()
+    if effective_status(manifest) == "running":
+        raise KitError(f"--resume: {run.path} is still running ({describe_session(current_session(manifest))}); "
+                       f"stop that process first, or wait until it counts as dead")

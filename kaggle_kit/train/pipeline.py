@@ -24,7 +24,9 @@ from kaggle_kit.models.model import check_model_dir, default_model_path, load_ba
 from kaggle_kit.predict.inference import build_model_inputs, load_tokenizer
 from kaggle_kit.registry import get_competition
 from kaggle_kit.runs import plots
-from kaggle_kit.runs.folder import RunDir, new_manifest, now_iso
+from kaggle_kit.runs.folder import RunDir, check_not_running, new_manifest, now_iso
+from kaggle_kit.runs.monitor import RunMonitor
+from kaggle_kit.runs.tracker import check_tracker
 from kaggle_kit.train.preflight import assign_folds, check_output_folder, resolved_config
 from kaggle_kit.train.trainer import FoldData, FoldTrainer, save_fold_outcome
 
@@ -80,6 +82,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
     """Every check that can fail, and the tokenised data, before the run folder exists."""
     comp = get_competition(cfg.competition)
     check_output_folder(run.path, resume)
+    check_tracker(cfg)
     data = _recorded_source(run, cfg) if resume else None
     data = data or resolve_data_source(comp, cfg.data)
     data_dir = data.path
@@ -156,22 +159,27 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> T
     trainer_class = FoldTrainer
     if cfg.mode == "frozen":
         from kaggle_kit.train.frozen import FrozenFoldTrainer as trainer_class
-    trainer = trainer_class(cfg, comp, prep.backbone_config, prep.model_path, prep.tokenizer.pad_token_id or 0,
-                            device, run)
-    for fold in cfg.fold_list():
-        if run.fold_done(fold):
-            log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
-            continue
-        train_part = _fold_data(prep, prep.folds != fold)
-        valid_part = _fold_data(prep, prep.folds == fold)
-        log.info("fold %d: %d train / %d valid", fold, len(train_part.ids), len(valid_part.ids))
-        outcome = trainer.fit(fold, train_part, valid_part)
-        save_fold_outcome(run, outcome, valid_part, comp)
-        log.info("fold %d: best %s %.4f at step %d (%.0fs)", fold, comp.metric.name, outcome.score,
-                 outcome.best_step, outcome.seconds)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return TrainResult(run, finalize(run, comp, prep.train_df, prep.folds))
+    monitor = RunMonitor(run)
+    with monitor.session(cfg):
+        trainer = trainer_class(cfg, comp, prep.backbone_config, prep.model_path, prep.tokenizer.pad_token_id or 0,
+                                device, run, monitor=monitor)
+        for fold in cfg.fold_list():
+            if run.fold_done(fold):
+                log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
+                continue
+            train_part = _fold_data(prep, prep.folds != fold)
+            valid_part = _fold_data(prep, prep.folds == fold)
+            log.info("fold %d: %d train / %d valid", fold, len(train_part.ids), len(valid_part.ids))
+            outcome = trainer.fit(fold, train_part, valid_part)
+            save_fold_outcome(run, outcome, valid_part, comp)
+            monitor.fold_done(fold, read_json(run.fold_result(fold)))
+            log.info("fold %d: best %s %.4f at step %d (%.0fs)", fold, comp.metric.name, outcome.score,
+                     outcome.best_step, outcome.seconds)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        cv = finalize(run, comp, prep.train_df, prep.folds)
+        monitor.finished(cv)
+    return TrainResult(run, cv)
 
 
 def _recorded_source(run: RunDir, cfg: TrainConfig) -> DataSource | None:
@@ -185,6 +193,7 @@ def _recorded_source(run: RunDir, cfg: TrainConfig) -> DataSource | None:
 
 
 def _check_resumable(run: RunDir, data_dir: Path) -> None:
+    check_not_running(run)
     recorded = run.load_manifest().get("data", {}).get("train.csv", {}).get("sha256")
     actual = sha256_file(data_dir / "train.csv")
     if recorded and recorded != actual:

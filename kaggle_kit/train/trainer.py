@@ -23,6 +23,7 @@ from kaggle_kit.models.lora import AdapterSpec, quantization_config, trainable_s
 from kaggle_kit.models.model import KitModel, build_model, freeze_bottom, llrd_param_groups, reinit_top_layers
 from kaggle_kit.predict.inference import infer
 from kaggle_kit.runs.folder import RunDir
+from kaggle_kit.runs.monitor import NullMonitor
 from kaggle_kit.tasks.losses import get_loss
 from kaggle_kit.train.adversarial import AWP, FGM
 from kaggle_kit.train.ema import EMA
@@ -101,8 +102,9 @@ class FoldTrainer:
     """Trains one fold and keeps the best-scoring weights in memory until the fold ends."""
 
     def __init__(self, cfg: TrainConfig, comp: Competition, backbone_config, model_path: Path, pad_id: int,
-                 device: torch.device, run: RunDir):
+                 device: torch.device, run: RunDir, monitor: NullMonitor | None = None):
         self.cfg = cfg
+        self.monitor = monitor or NullMonitor()  # heartbeat and tracker: every metrics row goes there too
         self.comp = comp
         self.backbone_config = backbone_config
         self.model_path = model_path
@@ -200,6 +202,7 @@ class FoldTrainer:
                     lr = max(g["lr"] for g in optimizer.param_groups if not g["name"].startswith("head"))
                     log_rows.append({"fold": fold, "epoch": epoch + 1, "step": step, "train_loss": value,
                                      "lr": lr, "grad_norm": float(grad_norm), "val_score": np.nan})
+                    self.monitor.log(log_rows[-1])
                     bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
                 if i in checkpoints:
                     with ema.applied() if ema is not None else contextlib.nullcontext():
@@ -211,6 +214,7 @@ class FoldTrainer:
                     model.train()
                     log_rows.append({"fold": fold, "epoch": epoch + 1, "step": step, "train_loss": np.nan,
                                      "lr": np.nan, "grad_norm": np.nan, "val_score": score})
+                    self.monitor.log(log_rows[-1])
                     bar.write(f"fold {fold} step {step}: val {self.comp.metric.name} {score:.4f}"
                               f"{' (best)' if improved else f' (best {best.score:.4f})'}")
                     self._write_log(fold, log_rows)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from kaggle_kit.fileio import sha256_file
 from kaggle_kit.runs.folder import RunDir
-from tests.helpers import run_kit
+from tests.helpers import dead_pid, run_kit
 
 pytestmark = pytest.mark.e2e
 TARGETS = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
@@ -64,12 +64,14 @@ def test_same_seed_same_folds(trained_run, tmp_path, ell_small_dir, tiny_bert, c
 
 
 def _interrupted_copy(trained_run, dest):
-    """A copy of the run as if the process died during fold 1: its results and the final reports are missing."""
+    """A copy of the run as if the process was killed during fold 1: its results and the final reports are
+    missing, its manifest still says running, and its process is gone."""
     shutil.copytree(trained_run, dest)
     for name in ("folds/fold1.json", "folds/fold1_oof.csv", "fold1.safetensors", "oof.csv", "cv.json"):
         (dest / name).unlink()
     manifest = json.loads((dest / "manifest.json").read_text())
     manifest["status"] = "running"
+    manifest["sessions"][-1].update(pid=dead_pid(), ended=None, outcome=None)
     (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest
 
