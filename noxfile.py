@@ -1,5 +1,8 @@
 """Developer sessions. `nox -s tests` is the CI command (see README and .ci/run)."""
 
+import os
+import shutil
+
 import nox
 
 nox.options.sessions = ["tests", "lint"]
@@ -9,11 +12,31 @@ nox.options.reuse_existing_virtualenvs = True
 INSTALL = ("-c", "constraints-dev.txt")
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit and end-to-end tests on CPU (tiny random-weight models, real ELL data from ../shared/data)."""
+    """Unit and end-to-end tests on CPU (tiny random-weight models, real ELL data from ../shared/data).
+
+    `kit report` is tested in a real headless Chromium: installed here from Debian's packages when missing and
+    running as root (a clean CI machine), and required (KIT_REQUIRE_BROWSER) so that test never skips under nox.
+    """
     session.install(*INSTALL, "-e", ".[dev]")
-    session.run("pytest", "--durations=15", *session.posargs)
+    ensure_chromium(session)
+    session.run("pytest", "--durations=15", *session.posargs, env={"KIT_REQUIRE_BROWSER": "1"})
+
+
+def ensure_chromium(session: nox.Session) -> None:
+    if any(shutil.which(name) for name in BROWSERS):
+        return
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        session.warn("chromium is not installed and this is not a root Debian/Ubuntu machine: install chromium, "
+                     "or the report's browser test fails")
+        return
+    apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=apt_env)
+    session.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", external=True, env=apt_env)
 
 
 @nox.session

@@ -7,6 +7,7 @@ Importing a module registers its commands; the import order is the order of `kit
 from kaggle_kit.cli import data  # noqa: F401
 from kaggle_kit.cli import pretrain  # noqa: F401
 from kaggle_kit.cli import train  # noqa: F401
+from kaggle_kit.cli import runs  # noqa: F401
 from kaggle_kit.cli import predict  # noqa: F401
 from kaggle_kit.cli import ensemble  # noqa: F401
 from kaggle_kit.cli import ship  # noqa: F401
