@@ -114,8 +114,8 @@ def diff_runs(path_a: Path, path_b: Path) -> RunDiff:
     data = [Row(name, (data_a.get(name) or {}).get("sha256"), (data_b.get(name) or {}).get("sha256"))
             for name in sorted(set(data_a) | set(data_b))]
     versions_a, versions_b = a.manifest.get("versions") or {}, b.manifest.get("versions") or {}
-    versions = [Row(name, versions_a.get(name), versions_b.get(name)) for name in sorted(set(versions_a) | set(versions_b))
-                if versions_a.get(name) != versions_b.get(name)]
+    versions = [Row(name, versions_a.get(name), versions_b.get(name))
+                for name in sorted(set(versions_a) | set(versions_b)) if versions_a.get(name) != versions_b.get(name)]
     hash_a, hash_b = _folds_hash(RunDir(path_a)), _folds_hash(RunDir(path_b))
     same_split = None if hash_a is None or hash_b is None else hash_a == hash_b
     targets = list(a.scores.per_target) + [t for t in b.scores.per_target if t not in a.scores.per_target]

@@ -298,32 +298,49 @@ def format_cv(scores: Scores) -> str:
 
 
 def render_table(runs: list[RunSummary], differing: list[str], console, title: str) -> None:
-    """The table, then the settings that differ per run: wraps, never runs past the console width."""
+    """The table, then the settings that differ per run; never wider than the console.
+
+    Status, max_len, folds, CV, time and commit are never cut. When a model column does not fit, the model goes
+    under the run's name in the first column; names are cut last (their unique part, the time stamp, comes first).
+    """
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     one_competition = len({r.competition for r in runs}) == 1
+    styles = {"complete": "green", "running": "cyan", "dead": "red", "failed": "red", "interrupted": "yellow"}
+    fixed = {  # header -> cells, never cut
+        **({} if one_competition else {"comp": [r.competition or "-" for r in runs]}),
+        "status": [r.status for r in runs], "len": [format_value(r.max_len) for r in runs],
+        "folds": [r.folds for r in runs], "CV": [format_cv(r.scores) for r in runs],
+        "time": [format_elapsed(r.elapsed) for r in runs], "commit": [format_commit(r.commit) for r in runs]}
+    widths = {h: max(len(h), *(len(c) for c in cells)) for h, cells in fixed.items()}
+    names = [r.name for r in runs]
+    models = [r.model or "-" for r in runs]
+    name_width = max(len("run"), *(len(n) for n in names))
+    model_width = max(len("model"), *(len(m) for m in models))
+    gaps = 2 * (len(fixed) + 1)
+    separate_model = sum(widths.values()) + gaps + name_width + model_width <= console.width
+
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
                   collapse_padding=True, title_justify="left")
-    table.add_column("run", no_wrap=True, overflow="ellipsis", max_width=30)
-    if not one_competition:
-        table.add_column("comp", no_wrap=True, overflow="ellipsis", max_width=8)
-    table.add_column("status", no_wrap=True)
-    table.add_column("model", no_wrap=True, overflow="ellipsis", max_width=18)
-    table.add_column("len", justify="right", no_wrap=True)
-    table.add_column("folds", justify="right", no_wrap=True)
-    table.add_column("CV", justify="right", no_wrap=True)
-    table.add_column("time", justify="right", no_wrap=True)
-    table.add_column("commit", no_wrap=True)
-    styles = {"complete": "green", "running": "cyan", "dead": "red", "failed": "red", "interrupted": "yellow"}
-    for run in runs:
-        cells = [run.name, *([] if one_competition else [run.competition or "-"]), run.status, run.model or "-",
-                 format_value(run.max_len), run.folds, format_cv(run.scores), format_elapsed(run.elapsed),
-                 format_commit(run.commit)]
-        texts = [Text(cell) for cell in cells]  # as written: a name with [brackets] is not markup
-        texts[1 if one_competition else 2].stylize(styles.get(run.status, ""))
-        table.add_row(*texts)
+    table.add_column("run" if separate_model else "run / model", no_wrap=True, overflow="ellipsis", min_width=8)
+    headers = list(fixed)
+    if separate_model:
+        headers.insert(2 if "comp" in fixed else 1, "model")
+    for header in headers:
+        if header == "model":
+            table.add_column("model", no_wrap=True, overflow="ellipsis", min_width=5)
+        else:
+            table.add_column(header, no_wrap=True, min_width=widths[header],
+                             justify="right" if header in ("len", "folds", "CV", "time") else "left")
+    for i, run in enumerate(runs):
+        first = Text(run.name) if separate_model else Text.assemble(run.name, "\n", (models[i], "dim"))
+        cells = {h: Text(fixed[h][i]) for h in fixed}  # Text: a name with [brackets] is shown, not parsed
+        cells["status"].stylize(styles.get(run.status, ""))
+        if separate_model:
+            cells["model"] = Text(models[i])
+        table.add_row(first, *(cells[h] for h in headers))
     console.print(table)
     notes = []
     if any(not r.scores.pooled and r.scores.score is not None for r in runs):

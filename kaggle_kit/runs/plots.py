@@ -87,8 +87,7 @@ def cv_figure(rows: list[str], columns: dict[str, dict[str, float]], baseline: d
               metric_name: str):
     """Grouped bars: one group per target (and overall), one bar per fold and for the pooled OOF score;
     the train-mean baseline as a black tick, so a bar above (or below) it reads at once."""
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) * max(1, len(columns)) ** 0.5 + 2), 3.6),
-                           layout="constrained")
+    fig, ax = plt.subplots(figsize=(min(11.0, max(5.0, 0.9 * len(rows) + 3)), 3.6), layout="constrained")
     width = 0.8 / max(1, len(columns))
     x = np.arange(len(rows))
     colors = plt.get_cmap("tab10")

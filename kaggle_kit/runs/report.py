@@ -194,7 +194,8 @@ def run_report(run_path: Path, data_dir: Path | None = None) -> str:
     sections.append(f'<div class="facts">{"".join(facts)}</div>')
 
     # CV per fold and target
-    fold_cols = {f"fold{f}": {**r.get("per_target", {}), "overall": r["score"]} for f, r in sorted(scores.folds.items())}
+    fold_cols = {f"fold{f}": {**r.get("per_target", {}), "overall": r["score"]}
+                 for f, r in sorted(scores.folds.items())}
     oof_col = {**scores.per_target, "overall": scores.score} if scores.score is not None else {}
     cv_json = read_json(run.cv) if run.cv.is_file() else {}
     baseline = cv_json.get("baseline_train_mean") or {}
@@ -216,7 +217,10 @@ def run_report(run_path: Path, data_dir: Path | None = None) -> str:
     sections.append(cv_section)
 
     metrics = run_metrics(run)
-    if metrics is not None and len(metrics):
+    if metrics is not None and len(metrics) and not metrics["train_loss"].notna().any():
+        sections.append("<h2>Learning curves</h2><p>No optimizer steps to plot: a frozen-backbone run fits a ridge "
+                        "head per fold.</p>")
+    elif metrics is not None and len(metrics):
         sections.append("<h2>Learning curves</h2>" + figure_html(
             plots.learning_curves_figure(metrics, metric), "learning curves",
             "Training loss per optimizer step (raw and smoothed) and the validation score, per fold."))
@@ -271,7 +275,8 @@ def config_table(config: dict[str, Any]) -> str:
         cls = ' class="text changed"' if changed else ' class="text"'
         body.append(f"<tr><td>{esc(key)}</td><td{cls}>{esc(format_value(config[key]))}</td>"
                     f"<td class='text'>{esc(format_value(defaults.get(key))) if key in defaults else ''}</td></tr>")
-    return ("<table><thead><tr><th>setting</th><th class='text'>value</th><th class='text'>kit default</th></tr></thead>"
+    return ("<table><thead><tr><th>setting</th><th class='text'>value</th><th class='text'>kit default</th></tr>"
+            "</thead>"
             f"<tbody>{''.join(body)}</tbody></table><p class='sub'>Highlighted: differs from the kit's default.</p>")
 
 

@@ -125,3 +125,16 @@ def test_missing_root_is_one_line_error(tmp_path, capsys):
 def test_no_runs_says_so(tmp_path, capsys):
     code, _, err = run_kit(capsys, "runs", "ell", "--root", tmp_path)
     assert code == 0 and "no runs under" in err
+
+
+def test_a_narrow_console_puts_the_model_under_the_name_and_never_cuts_the_numbers(five_runs, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "64")
+    code, out, err = run_kit(capsys, "runs", "--root", five_runs)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 64, out
+    assert "run / model" in out
+    row = next(i for i, line in enumerate(lines) if line.startswith("a-attention"))
+    assert lines[row + 1].strip() == "tiny-bert"
+    cv = cv_of(five_runs, "ell", "a-attention")
+    assert f" {cv['score']:.4f} " in lines[row] and " 2/2 " in lines[row] and "complete" in lines[row]

@@ -41,7 +41,8 @@ def test_tensorboard_holds_steps_folds_cv_and_plots(tmp_path, ell_small_dir, tin
         logged = events.Scalars(f"fold{fold}/train_loss")
         assert [e.step for e in logged] == steps["step"].tolist()
         assert [e.value for e in logged] == pytest.approx(steps["train_loss"].tolist(), rel=1e-5)
-        assert len(events.Scalars(f"fold{fold}/val_score")) == metrics[metrics["fold"] == fold]["val_score"].notna().sum()
+        validations = metrics[metrics["fold"] == fold]["val_score"].notna().sum()
+        assert len(events.Scalars(f"fold{fold}/val_score")) == validations
         assert events.Scalars(f"cv/fold{fold}")[0].value == pytest.approx(result.cv["folds"][f"fold{fold}"]["score"])
     assert events.Scalars("cv/score")[0].value == pytest.approx(result.cv["score"])
     assert "cv/cohesion" in scalars
@@ -98,7 +99,8 @@ def test_wandb_offline_run_in_the_run_folder(tmp_path, ell_small_dir, tiny_bert,
 
 def test_missing_extra_is_one_line_before_anything_is_written(tmp_path, ell_small_dir, tiny_bert, monkeypatch):
     monkeypatch.setattr(tracker_mod, "installed", lambda module: module != "mlflow")
-    with pytest.raises(KitError, match=r"--tracker mlflow: mlflow is not installed: pip install 'kaggle-kit\[mlflow\]'"):
+    missing = r"--tracker mlflow: mlflow is not installed: pip install 'kaggle-kit\[mlflow\]'"
+    with pytest.raises(KitError, match=missing):
         train(tiny_config(ell_small_dir, tiny_bert, "mlflow"), tmp_path / "r")
     with pytest.raises(KitError, match="--tracker 'neptune' is unknown"):
         train(tiny_config(ell_small_dir, tiny_bert, "neptune"), tmp_path / "r")
