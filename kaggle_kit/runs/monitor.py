@@ -18,7 +18,7 @@ from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.runs.status import Heartbeat
-from kaggle_kit.runs.tracker import Tracker, open_tracker, run_artifacts
+from kaggle_kit.runs.tracker import Tracker, open_tracker, run_artifacts, tracker_kind
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class RunMonitor(NullMonitor):
         except KitError:
             raise
         except Exception as err:
-            raise KitError(f"--tracker {cfg.tracker}: could not start ({type(err).__name__}: {err})") from err
+            raise KitError(f"--tracker {tracker_kind(cfg)}: could not start ({type(err).__name__}: {err})") from err
         if self.tracker.kind:
             self.heartbeat.record(tracker={"kind": self.tracker.kind, "run_id": self.tracker.run_id})
             self._track("log_params", read_json(self.run.config))

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from kaggle_kit import __version__
-from kaggle_kit.competition import Competition, InputContext
+from kaggle_kit.competition import Competition
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json, sha256_file
 from kaggle_kit.runs import plots
@@ -30,8 +30,6 @@ from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.runs.listing import RunSummary, format_commit, format_cv, format_elapsed, format_value, summarize
 
 log = logging.getLogger(__name__)
-
-ENSEMBLE_KIND = "kaggle-kit-ensemble"
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1f2328;
@@ -149,22 +147,16 @@ def run_metrics(run: RunDir) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def token_lengths(comp: Competition, run: RunDir, config: dict[str, Any], rows: pd.DataFrame,
-                  data_dir: Path | None) -> np.ndarray:
-    """Untruncated input lengths in the run's own tokens: what max_len cut off is what matters."""
-    from kaggle_kit.predict.inference import load_tokenizer
+def token_lengths(comp: Competition, run: RunDir, rows: pd.DataFrame, data_dir: Path | None) -> np.ndarray:
+    """Untruncated input lengths in the run's own tokens, built exactly as training built them (format, seed, extra
+    files, chat template): what max_len cut off is what matters."""
+    from kaggle_kit.predict.inference import build_model_inputs, load_tokenizer, run_files
 
+    cfg = run.load_config()
     tokenizer = load_tokenizer(run.tokenizer)
-    ctx = InputContext(sep_token=tokenizer.sep_token or "[SEP]",
-                       input_format=config.get("input_format") or comp.input_formats[0], seed=config.get("seed", 42),
-                       data_dir=data_dir, options=config.get("extra") or {})
-    texts = comp.build_inputs(rows, ctx)
-    lengths: list[int] = []
-    for start in range(0, len(texts), 512):
-        enc = tokenizer(list(texts[start:start + 512]), add_special_tokens=True, truncation=False,
-                        return_attention_mask=False, return_token_type_ids=False, verbose=False)
-        lengths += [len(ids) for ids in enc["input_ids"]]
-    return np.asarray(lengths)
+    files = run_files(comp, run, cfg, data_dir)
+    ids = build_model_inputs(comp, rows, tokenizer, cfg.model_copy(update={"max_len": 10**7}), data_dir, files)
+    return np.asarray([len(x) for x in ids])
 
 
 # --- one run ------------------------------------------------------------------------------------------------
@@ -240,7 +232,7 @@ def run_report(run_path: Path, data_dir: Path | None = None) -> str:
             plots.predicted_vs_true_figure(truth, pred, targets), "predicted vs true",
             f"Out-of-fold predictions of {len(known)} rows against their labels (dashed: perfect)."))
         try:
-            lengths = token_lengths(comp, run, summary.config, frame.loc[known[id_col]].reset_index(), labels.folder)
+            lengths = token_lengths(comp, run, frame.loc[known[id_col]].reset_index(), labels.folder)
         except (KitError, OSError, ValueError) as err:
             sections.append(f"<h2>Residuals by text length</h2><p>Not available: {esc(err)}</p>")
         else:
@@ -284,108 +276,68 @@ def config_table(config: dict[str, Any]) -> str:
 
 @dataclass
 class EnsembleSpec:
-    """Members and weights of a blend: weights[r, t] is run r's weight for target t (each column sums to 1)."""
+    """Members and weights of a blend: weights[r, t] is run r's weight for target t, as `kit predict` applies them;
+    `data` is the ensemble file (or, for --run, the same shape made up here)."""
 
     competition: str
     runs: list[Path]
     weights: np.ndarray
     per_target: bool
     source: str
-    recorded_oof: dict[str, Any] | None = None
+    data: dict[str, Any]
 
-
-def _weights_matrix(raw: Any, n_runs: int, targets: list[str], source: str) -> tuple[np.ndarray, bool]:
-    if isinstance(raw, dict):
-        unknown = sorted(set(raw) - set(targets))
-        missing = [t for t in targets if t not in raw]
-        if unknown or missing:
-            raise KitError(f"{source}: weights per target must name exactly the targets {', '.join(targets)}"
-                           f" ({'unknown ' + ', '.join(unknown) if unknown else 'missing ' + ', '.join(missing)})")
-        columns = [raw[t] for t in targets]
-        per_target = True
-    elif isinstance(raw, list):
-        columns = [raw] * len(targets)
-        per_target = False
-    elif raw is None:
-        columns = [[1.0 / n_runs] * n_runs] * len(targets)
-        per_target = False
-    else:
-        raise KitError(f"{source}: weights must be a list (one per run) or an object of lists per target")
-    matrix = np.zeros((n_runs, len(targets)))
-    for t, column in enumerate(columns):
-        if not isinstance(column, list) or len(column) != n_runs:
-            raise KitError(f"{source}: {targets[t]}: expected {n_runs} weights (one per run), got {column!r}")
-        try:
-            values = np.asarray([float(w) for w in column])
-        except (TypeError, ValueError):
-            raise KitError(f"{source}: {targets[t]}: weights must be numbers, got {column!r}") from None
-        if np.any(values < 0) or values.sum() <= 0:
-            raise KitError(f"{source}: {targets[t]}: weights must be non-negative with a positive sum")
-        matrix[:, t] = values / values.sum()
-    return matrix, per_target
+    @property
+    def recorded_oof(self) -> dict[str, Any]:
+        return self.data.get("oof") or {}
 
 
 def load_ensemble_file(path: Path) -> EnsembleSpec:
-    """The minimal ensemble file this report reads (see README "Runs at a glance"):
-
-        {"kind": "kaggle-kit-ensemble", "competition": "ell",
-         "runs": ["ell/run-a", "ell/run-b"],                      # relative to the file's folder, or absolute
-         "weights": [0.6, 0.4]  or  {"cohesion": [0.7, 0.3], ...},  # optional: equal weights without
-         "oof": {"score": 0.45, "per_target": {...}}}               # optional: the fit's OOF scores, as recorded
-    """
+    """The file `kit ensemble` writes (kaggle_kit.predict.ensemble_file), read with the same loader as
+    `kit predict --ensemble`, so the report scores the blend that would be submitted."""
+    from kaggle_kit.predict.ensemble_file import ALL_TARGETS, load_ensemble
     from kaggle_kit.registry import get_competition
 
     if not path.is_file():
-        raise KitError(f"--ensemble {path}: file not found")
+        raise KitError(f"--ensemble {path}: file not found (make one with `kit ensemble`)")
     try:
-        spec = read_json(path)
+        data = read_json(path)
     except ValueError as err:
         raise KitError(f"--ensemble {path}: not valid JSON ({err})") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list) or not spec["runs"]:
-        raise KitError(f"--ensemble {path}: expected an object with a non-empty list \"runs\"")
-    kind = spec.get("kind")
-    if kind not in (None, ENSEMBLE_KIND):
-        raise KitError(f"--ensemble {path}: kind {kind!r} is not {ENSEMBLE_KIND!r}")
-    runs = []
-    for entry in spec["runs"]:
-        ref = entry.get("path") if isinstance(entry, dict) else entry
-        if not isinstance(ref, str):
-            raise KitError(f"--ensemble {path}: each run is a path (or an object with \"path\"), got {entry!r}")
-        candidate = Path(ref) if Path(ref).is_absolute() else path.parent / ref
-        if not (candidate / "run_config.json").is_file() and (Path(ref) / "run_config.json").is_file():
-            candidate = Path(ref)
-        if not (candidate / "run_config.json").is_file():
-            raise KitError(f"--ensemble {path}: run {ref!r} not found (looked in {candidate})")
-        runs.append(candidate)
-    competition = spec.get("competition") or summarize(runs[0]).competition
-    comp = get_competition(competition)
-    weights, per_target = _weights_matrix(spec.get("weights"), len(runs), comp.schema.target_names,
-                                          f"--ensemble {path}")
-    return EnsembleSpec(comp.name, runs, weights, per_target, f"from {path}", spec.get("oof"))
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if (not isinstance(runs, list) or not runs or not isinstance(data.get("weights"), dict)
+            or not all(isinstance(r, dict) and isinstance(r.get("path"), str) for r in runs)):
+        raise KitError(f"--ensemble {path}: not an ensemble file (expected \"runs\": [{{\"path\": ...}}, ...] and "
+                       f"\"weights\"; `kit ensemble` writes one)")
+    comp = get_competition(str(data.get("competition")))
+    paths, weights, _ = load_ensemble(path, comp)
+    return EnsembleSpec(comp.name, paths, weights, ALL_TARGETS not in data["weights"], f"from {path}", data)
 
 
 def ensemble_from_runs(run_paths: Sequence[Path], weights: str | None, data_dir: Path | None) -> EnsembleSpec:
     """`--run A --run B`: weights given, equal (`--weights equal`), or fitted on the OOF rows every run predicted
-    (kaggle_kit.predict.ensemble, the same fit as `kit bundle`)."""
+    (kaggle_kit.predict.ensemble, the same fit as `kit bundle --run`)."""
     from kaggle_kit.predict.ensemble import ensemble_report
+    from kaggle_kit.predict.ensemble_file import ALL_TARGETS, weight_matrix
 
-    first = summarize(Path(run_paths[0]))
-    comp = competition_of(first)
-    targets = comp.schema.target_names
+    comp = competition_of(summarize(Path(run_paths[0])))
+    n = len(run_paths)
     if weights and weights.strip().lower() == "equal":
-        matrix, _ = _weights_matrix(None, len(run_paths), targets, "--weights")
-        return EnsembleSpec(comp.name, list(run_paths), matrix, False, "equal (--weights equal)")
-    given = None
-    if weights:
-        try:
-            given = [float(w) for w in weights.split(",")]
-        except ValueError:
-            raise KitError(f"--weights {weights!r}: expected comma-separated numbers or 'equal'") from None
-    fit = ensemble_report(comp, list(run_paths), given, data_dir)
-    matrix, _ = _weights_matrix([float(w) for w in fit.weights], len(run_paths), targets, "--weights")
-    return EnsembleSpec(comp.name, list(run_paths), matrix, False,
-                        "fitted on the OOF rows every run predicted (as kit bundle fits them)" if fit.fitted
-                        else "given with --weights")
+        chosen, source = [1.0 / n] * n, "equal (--weights equal)"
+    else:
+        given = None
+        if weights:
+            try:
+                given = [float(w) for w in weights.split(",")]
+            except ValueError:
+                raise KitError(f"--weights {weights!r}: expected comma-separated numbers or 'equal'") from None
+        fit = ensemble_report(comp, list(run_paths), given, data_dir)
+        chosen = [float(w) for w in fit.weights]
+        source = ("fitted on the OOF rows every run predicted (as kit bundle --run fits them)" if fit.fitted
+                  else "given with --weights")
+    data = {"competition": comp.name, "runs": [{"path": str(p), "name": Path(p).name} for p in run_paths],
+            "weights": {ALL_TARGETS: chosen}}
+    return EnsembleSpec(comp.name, list(run_paths), weight_matrix(data["weights"], comp.schema.target_names, n),
+                        False, source, data)
 
 
 @dataclass
@@ -428,10 +380,10 @@ def score_ensemble(spec: EnsembleSpec, data_dir: Path | None = None) -> Ensemble
         for r, m in enumerate(members):
             scores.member_scores[r] = [m.scores.per_target.get(t, np.nan) for t in targets]
             scores.member_overall[r] = m.scores.score if m.scores.score is not None else np.nan
-        recorded = spec.recorded_oof or {}
-        if recorded.get("score") is not None:
-            scores.blend_overall = float(recorded["score"])
-            scores.blend_scores = np.array([float((recorded.get("per_target") or {}).get(t, np.nan))
+        recorded = spec.recorded_oof
+        if recorded.get("blend") is not None:
+            scores.blend_overall = float(recorded["blend"])
+            scores.blend_scores = np.array([float((recorded.get("blend_per_target") or {}).get(t, np.nan))
                                             for t in targets])
         return scores
     y_true, preds = aligned_oof(comp, spec.runs, labels.frame)
@@ -444,7 +396,7 @@ def score_ensemble(spec: EnsembleSpec, data_dir: Path | None = None) -> Ensemble
         alone = metric(y_true, comp.postprocess(p), targets)
         scores.member_scores[r] = [alone.per_target[t] for t in targets]
         scores.member_overall[r] = alone.score
-    recorded = (spec.recorded_oof or {}).get("score")
+    recorded = spec.recorded_oof.get("blend")
     if recorded is not None and abs(float(recorded) - scores.blend_overall) > 1e-6:
         scores.notes.append(f"The ensemble file records OOF {metric.name} {float(recorded):.4f}; recomputed here "
                             f"from the runs' oof.csv: {scores.blend_overall:.4f}.")
@@ -468,6 +420,9 @@ def ensemble_report_html(spec: EnsembleSpec, data_dir: Path | None = None) -> st
     facts = [fact(f"blend OOF {metric.name}", _fmt(blend_overall)), fact("best member", _fmt(best)),
              fact("members", len(members)), fact("OOF rows scored", n_rows or "-"),
              fact("weights", "per target" if spec.per_target else "one per run")]
+    held_out = spec.recorded_oof.get("blend_held_out_estimate")
+    if held_out is not None:
+        facts.insert(1, fact("held-out estimate (kit ensemble)", _fmt(float(held_out))))
     sections.append(f'<div class="facts">{"".join(facts)}</div>')
     header = ["run", "status", "model", "CV (own rows)", f"OOF {metric.name} here",
               *([f"w {t}" for t in targets] if spec.per_target else ["weight"])]
@@ -493,11 +448,7 @@ def ensemble_report_html(spec: EnsembleSpec, data_dir: Path | None = None) -> st
         sections.append("<h2>Blend: predicted vs true</h2>" + figure_html(
             plots.predicted_vs_true_figure(scored.y_true, scored.blended, targets), "blend predicted vs true",
             f"The blend's OOF predictions of {n_rows} rows against their labels."))
-    spec_json = {"kind": ENSEMBLE_KIND, "competition": spec.competition, "runs": [str(p) for p in spec.runs],
-                 "weights": ({t: list(map(float, spec.weights[:, k])) for k, t in enumerate(targets)}
-                             if spec.per_target else list(map(float, spec.weights[:, 0]))),
-                 **({"oof": spec.recorded_oof} if spec.recorded_oof else {})}
-    sections.append("<h2>Ensemble</h2><pre>" + esc(json.dumps(spec_json, indent=2)) + "</pre>")
+    sections.append("<h2>Ensemble</h2><pre>" + esc(json.dumps(spec.data, indent=2, default=str)) + "</pre>")
     if notes:
         sections.insert(0, "".join(f'<p class="note">{esc(n)}</p>' for n in notes))
     return page(f"Ensemble of {len(members)} {comp.name} runs", f"{comp.title} ({comp.name}), weights {spec.source}",

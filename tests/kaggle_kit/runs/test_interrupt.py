@@ -76,11 +76,10 @@ def test_sigint_marks_the_run_interrupted_and_resume_finishes_it(sigint_run, cap
     assert listed_status(capsys, root, "sigint")["status"] == "complete"
 
 
-@pytest.mark.xfail(strict=True, reason="cli/app.py main() never sees the KeyboardInterrupt: typer's _main turns it "
-                                       "into Exit(130) without a message (the lead's fix; then drop this mark)")
 def test_ctrl_c_ends_with_the_interrupted_line(sigint_run):
-    _, stderr, _ = sigint_run
-    assert [line for line in stderr.splitlines() if line.strip()][-1].startswith("interrupted:"), stderr
+    _, stderr, run = sigint_run
+    last = [line for line in stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("interrupted:") and str(run.path) in last, stderr  # no progress bar redrawn after it
 
 
 def test_sigkill_leaves_a_dead_run_that_resume_picks_up(tmp_path, ell_small_dir, tiny_bert, capsys, monkeypatch):

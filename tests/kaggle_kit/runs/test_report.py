@@ -113,7 +113,10 @@ def test_report_without_labels_says_where_it_looked(five_runs, tmp_path, capsys)
 
 
 def write_ensemble(path, runs, weights, oof=None):
-    path.write_text(json.dumps({"kind": "kaggle-kit-ensemble", "competition": "ell", "runs": runs,
+    """An ensemble file in the format `kit ensemble` writes (kaggle_kit.predict.ensemble_file)."""
+    path.write_text(json.dumps({"ensemble_format": 1, "competition": "ell", "metric": "MCRMSE",
+                                "greater_is_better": False,
+                                "runs": [{"path": str(r), "name": r.name, "folds": [0]} for r in runs],
                                 "weights": weights, **({"oof": oof} if oof else {})}))
     return path
 
@@ -121,23 +124,36 @@ def write_ensemble(path, runs, weights, oof=None):
 def test_ensemble_file_with_weights_per_target(five_runs, tmp_path, capsys):
     """Per-target weights that pick one run per target: the blend's score per target is that run's, exactly."""
     pick_a = ELL_TARGETS[:3]
-    weights = {t: ([1, 0] if t in pick_a else [0, 1]) for t in ELL_TARGETS}
-    file = write_ensemble(five_runs / "ens.json", ["ell/a-attention", "ell/b-mean"], weights, {"score": 0.123})
-    try:
-        scored = score_ensemble(load_ensemble_file(file))
-        out = tmp_path / "ens.html"
-        report(capsys, "--ensemble", file, "--out", out)
-    finally:
-        file.unlink()
+    weights = {t: ([1.0, 0.0] if t in pick_a else [0.0, 1.0]) for t in ELL_TARGETS}
+    runs = [five_runs / "ell" / "a-attention", five_runs / "ell" / "b-mean"]
+    file = write_ensemble(tmp_path / "ens.json", runs, weights, {"blend": 0.123, "blend_held_out_estimate": 0.5})
+    scored = score_ensemble(load_ensemble_file(file))
+    err = report(capsys, "--ensemble", file)
+    assert f"wrote {tmp_path / 'ens.html'}" in err
     folds = json.loads((five_runs / "ell" / "b-mean" / "cv.json").read_text())
     assert scored.n_rows == folds["n_oof"]  # b-mean predicted fold 0 only: the rows both runs cover
     for k, target in enumerate(ELL_TARGETS):
         assert scored.blend_scores[k] == pytest.approx(scored.member_scores[0 if target in pick_a else 1, k])
-    html = out.read_text()
+    html = (tmp_path / "ens.html").read_text()
     check_self_contained(html)
     assert "w cohesion" in html and "<td>1.000</td>" in html and "<td>0.000</td>" in html
-    assert f"<td>{scored.blend_overall:.4f}</td>" in html
+    assert f"<td>{scored.blend_overall:.4f}</td>" in html and "held-out estimate" in html
     assert "records OOF MCRMSE 0.1230" in html  # the recorded score disagrees with the recomputed one
+
+
+def test_report_of_the_file_kit_ensemble_writes(five_runs, tmp_path, capsys):
+    out = tmp_path / "ell.json"
+    code, _, err = run_kit(capsys, "ensemble", "ell", "--run", five_runs / "ell" / "a-attention", "--run",
+                           five_runs / "ell" / "b-mean", "--out", out)
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    report(capsys, "--ensemble", out, "--out", tmp_path / "ell.html")
+    html = (tmp_path / "ell.html").read_text()
+    check_self_contained(html)
+    assert f"<td>{data['oof']['blend']:.4f}</td>" in html and "records OOF" not in html  # recomputed = recorded
+    for target in data["weights"]:
+        assert f"w {target}" in html
+    assert f"{data['oof']['blend_held_out_estimate']:.4f}" in html
 
 
 def test_report_of_runs_blends_with_the_weights_kit_bundle_would_fit(five_runs, tmp_path, capsys, ell_small_dir):
@@ -154,20 +170,22 @@ def test_report_of_runs_blends_with_the_weights_kit_bundle_would_fit(five_runs, 
 
 
 @pytest.mark.parametrize("content, fragments", [
-    ({"runs": []}, ["non-empty list \"runs\""]),
-    ({"runs": ["ell/nope"]}, ["run 'ell/nope' not found"]),
-    ({"runs": ["ell/a-attention", "ell/b-mean"], "weights": [1]}, ["expected 2 weights"]),
-    ({"runs": ["ell/a-attention", "ell/b-mean"], "weights": {"cohesion": [1, 0]}}, ["missing syntax"]),
-    ({"kind": "other", "runs": ["ell/a-attention"]}, ["kind 'other'"]),
+    ({"competition": "ell", "runs": [], "weights": {}}, ["not an ensemble file"]),
+    ({"competition": "ell", "runs": [{"path": "/nope/run"}], "weights": {"*": [1]}}, ["run /nope/run is not there"]),
+    ({"competition": "ell", "runs": "A", "weights": {"*": [1]}}, ["not an ensemble file"]),
+    ({"competition": "ell", "runs": ["A"], "weights": {"*": [1]}}, ["not an ensemble file"]),
 ])
-def test_bad_ensemble_file_is_one_line_error(five_runs, capsys, content, fragments):
-    file = five_runs / "bad.json"
+def test_bad_ensemble_file_is_one_line_error(tmp_path, capsys, content, fragments):
+    file = tmp_path / "bad.json"
     file.write_text(json.dumps(content))
-    try:
-        code, _, err = run_kit(capsys, "report", "--ensemble", file)
-    finally:
-        file.unlink()
+    code, _, err = run_kit(capsys, "report", "--ensemble", file)
     assert_one_line_error(code, err, "--ensemble", *fragments)
+
+
+def test_ensemble_weights_must_match_the_runs(five_runs, tmp_path, capsys):
+    runs = [five_runs / "ell" / "a-attention", five_runs / "ell" / "b-mean"]
+    code, _, err = run_kit(capsys, "report", "--ensemble", write_ensemble(tmp_path / "e.json", runs, {"*": [1.0]}))
+    assert_one_line_error(code, err, "expected 2 numbers")
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -218,8 +236,8 @@ def test_reports_render_in_headless_chromium(five_runs, tmp_path, capsys, browse
         out = tmp_path / f"{name}.html"
         report(capsys, *args, "--root", five_runs, "--out", out)
         pages[name] = (out, images)
-    file = write_ensemble(tmp_path / "ens.json", [str(five_runs / "ell" / "a-attention"),
-                                                  str(five_runs / "ell" / "b-mean")], [0.7, 0.3])
+    file = write_ensemble(tmp_path / "ens.json", [five_runs / "ell" / "a-attention", five_runs / "ell" / "b-mean"],
+                          {"*": [0.7, 0.3]})
     report(capsys, "--ensemble", file)
     pages["file"] = (tmp_path / "ens.html", 2)
     for name, (page, images) in pages.items():

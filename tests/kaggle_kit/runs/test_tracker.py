@@ -16,23 +16,32 @@ from kaggle_kit.train.pipeline import train
 pytestmark = pytest.mark.e2e
 
 
-def tiny_config(data, model, kind, **overrides):
-    settings = dict(competition="ell", data=str(data), model=str(model), folds=2, train_folds=[0, 1], epochs=1,
-                    max_len=32, batch_size=8, eval_every=2, threads=1)
-    cfg = TrainConfig(**{**settings, **overrides})
-    cfg.tracker = kind  # a declared setting once the config model has it (see README "Runs at a glance")
-    return cfg
+@pytest.fixture
+def tiny_config(ell_small_dir, tiny_bert, monkeypatch):
+    """A tiny 2-fold config with `tracker` set: the declared setting once TrainConfig has it; until then the
+    kit's one reader of it (tracker_kind) answers for it."""
+
+    def make(kind, **overrides):
+        settings = dict(competition="ell", data=str(ell_small_dir), model=str(tiny_bert), folds=2,
+                        train_folds=[0, 1], epochs=1, max_len=32, batch_size=8, eval_every=2, threads=1)
+        cfg = TrainConfig(**{**settings, **overrides})
+        if "tracker" in TrainConfig.model_fields:
+            return cfg.model_copy(update={"tracker": kind})
+        monkeypatch.setattr(tracker_mod, "tracker_kind", lambda _cfg: kind)
+        return cfg
+
+    return make
 
 
 def metrics_rows(run):
     return pd.read_csv(run / "metrics.csv")
 
 
-def test_tensorboard_holds_steps_folds_cv_and_plots(tmp_path, ell_small_dir, tiny_bert):
+def test_tensorboard_holds_steps_folds_cv_and_plots(tmp_path, tiny_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "tb"
-    result = train(tiny_config(ell_small_dir, tiny_bert, "tensorboard"), run)
+    result = train(tiny_config("tensorboard"), run)
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0}).Reload()
     scalars = events.Tags()["scalars"]
     metrics = metrics_rows(run)
@@ -50,14 +59,14 @@ def test_tensorboard_holds_steps_folds_cv_and_plots(tmp_path, ell_small_dir, tin
     assert json.loads((run / "manifest.json").read_text())["tracker"] == {"kind": "tensorboard", "run_id": None}
 
 
-def test_mlflow_file_store_in_the_run_folder(tmp_path, ell_small_dir, tiny_bert, monkeypatch):
+def test_mlflow_file_store_in_the_run_folder(tmp_path, monkeypatch, tiny_config):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # restored after the test (the tracker sets it too)
     run = tmp_path / "ml"
-    result = train(tiny_config(ell_small_dir, tiny_bert, "mlflow", lr=3e-5), run)
+    result = train(tiny_config("mlflow", lr=3e-5), run)
     run_id = json.loads((run / "manifest.json").read_text())["tracker"]["run_id"]
     client = MlflowClient(tracking_uri=(run / "mlruns").as_uri())
     logged = client.get_run(run_id)
@@ -78,13 +87,13 @@ def test_mlflow_file_store_in_the_run_folder(tmp_path, ell_small_dir, tiny_bert,
                                                                        "plots/predicted_vs_true.png"}
 
 
-def test_wandb_offline_run_in_the_run_folder(tmp_path, ell_small_dir, tiny_bert, monkeypatch):
+def test_wandb_offline_run_in_the_run_folder(tmp_path, monkeypatch, tiny_config):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
     monkeypatch.setenv("WANDB_SILENT", "true")
     run = tmp_path / "wb"
-    result = train(tiny_config(ell_small_dir, tiny_bert, "wandb"), run)
+    result = train(tiny_config("wandb"), run)
     run_id = json.loads((run / "manifest.json").read_text())["tracker"]["run_id"]
     offline = list((run / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(offline) == 1, list((run / "wandb").iterdir())
@@ -97,25 +106,24 @@ def test_wandb_offline_run_in_the_run_folder(tmp_path, ell_small_dir, tiny_bert,
     assert not list(saved.rglob("*.safetensors"))
 
 
-def test_missing_extra_is_one_line_before_anything_is_written(tmp_path, ell_small_dir, tiny_bert, monkeypatch):
+def test_missing_extra_is_one_line_before_anything_is_written(tmp_path, monkeypatch, tiny_config):
     monkeypatch.setattr(tracker_mod, "installed", lambda module: module != "mlflow")
     missing = r"--tracker mlflow: mlflow is not installed: pip install 'kaggle-kit\[mlflow\]'"
     with pytest.raises(KitError, match=missing):
-        train(tiny_config(ell_small_dir, tiny_bert, "mlflow"), tmp_path / "r")
+        train(tiny_config("mlflow"), tmp_path / "r")
     with pytest.raises(KitError, match="--tracker 'neptune' is unknown"):
-        train(tiny_config(ell_small_dir, tiny_bert, "neptune"), tmp_path / "r")
+        train(tiny_config("neptune"), tmp_path / "r")
     assert not (tmp_path / "r").exists()
 
 
-def test_a_failing_tracker_is_switched_off_and_the_run_finishes(tmp_path, ell_small_dir, tiny_bert, monkeypatch,
-                                                                caplog):
+def test_a_failing_tracker_is_switched_off_and_the_run_finishes(tmp_path, monkeypatch, caplog, tiny_config):
     def broken(self, fold, step, values):
         raise ConnectionError("tracking server went away")
 
     monkeypatch.setattr(tracker_mod.TensorBoardTracker, "log_metrics", broken)
     run = tmp_path / "r"
     with caplog.at_level(logging.WARNING):
-        result = train(tiny_config(ell_small_dir, tiny_bert, "tensorboard", train_folds=[0]), run)
+        result = train(tiny_config("tensorboard", train_folds=[0]), run)
     assert result.cv["folds_trained"] == [0]
     assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
     warnings = [r.getMessage() for r in caplog.records if "tracker failed" in r.getMessage()]
