@@ -29,6 +29,7 @@ Scheduler = Literal["linear", "cosine", "constant"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Pooling = Literal["mean", "max", "min", "cls", "last-token", "attention", "gem", "lstm", "weighted-layer",
                   "concat-last4"]
+Tracker = Literal["mlflow", "wandb", "tensorboard"]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 
@@ -127,6 +128,10 @@ class TrainConfig(BaseModel):
                           pattern=DEVICE_PATTERN, resume_safe=True, metavar="auto|cpu|cuda|cuda:N")
     threads: int | None = setting(None, "CPU threads for torch [default: all cores]; on a machine other jobs "
                                         "share, use fewer than the free cores.", ge=1, resume_safe=True)
+    tracker: Tracker | None = setting(None, "Also log the run to an experiment tracker, offline by default: mlflow "
+                                            "(RUN/mlruns or MLFLOW_TRACKING_URI), wandb (RUN/wandb, offline unless "
+                                            "WANDB_MODE=online), tensorboard (RUN/tensorboard). Needs the extra of "
+                                            "the same name.", resume_safe=True)
     extra: dict[str, Any] = setting({}, "Plugin options (config file only), e.g. {cpc_titles: PATH}.", flag=False)
     # Recorded when the run starts, so an old run predicts the same way whatever its plugin says today.
     competition_version: str | None = setting(None, "The plugin's version when the run started.", flag=False)

@@ -125,10 +125,6 @@ class RunDir:
         return effective_status(self.load_manifest())
 
 
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
 def package_versions() -> dict[str, str]:
     versions = {"kaggle-kit": kaggle_kit.__version__, "python": platform.python_version()}
     for name in TRACKED_PACKAGES:

@@ -15,8 +15,9 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from kaggle_kit.config import Tracker
 from kaggle_kit.errors import KitError
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,13 @@ TRACKERS: dict[str, tuple[str, str]] = {
 NOT_ARTIFACTS = ("tokenizer", "backbone", "mlruns", "wandb", "tensorboard")
 
 
+if set(TRACKERS) != set(get_args(Tracker)):  # the --tracker choices are declared once, in config.Tracker
+    raise RuntimeError(f"tracker registry {sorted(TRACKERS)} differs from config.Tracker "
+                       f"{sorted(get_args(Tracker))}")
+
+
 def tracker_kind(cfg: Any) -> str | None:
-    kind = getattr(cfg, "tracker", None)
-    return None if kind in (None, "", "none") else str(kind)
+    return cfg.tracker
 
 
 def installed(module: str) -> bool:
@@ -41,12 +46,11 @@ def installed(module: str) -> bool:
 
 
 def check_tracker(cfg: Any) -> None:
-    """Called before anything is written: an unknown or uninstalled tracker is one line, not a failed run."""
+    """Called before anything is written: an uninstalled tracker is one line, not a failed run (an unknown one is
+    refused by the setting's declaration)."""
     kind = tracker_kind(cfg)
     if kind is None:
         return
-    if kind not in TRACKERS:
-        raise KitError(f"--tracker {kind!r} is unknown; choose one of: {', '.join(TRACKERS)}")
     module, extra = TRACKERS[kind]
     if not installed(module):
         raise KitError(f"--tracker {kind}: {module} is not installed: pip install 'kaggle-kit[{extra}]'")

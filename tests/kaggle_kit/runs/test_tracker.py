@@ -18,17 +18,12 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def tiny_config(ell_small_dir, tiny_bert, monkeypatch):
-    """A tiny 2-fold config with `tracker` set: the declared setting once TrainConfig has it; until then the
-    kit's one reader of it (tracker_kind) answers for it."""
+    """A tiny 2-fold config with `tracker` set."""
 
     def make(kind, **overrides):
         settings = dict(competition="ell", data=str(ell_small_dir), model=str(tiny_bert), folds=2,
                         train_folds=[0, 1], epochs=1, max_len=32, batch_size=8, eval_every=2, threads=1)
-        cfg = TrainConfig(**{**settings, **overrides})
-        if "tracker" in TrainConfig.model_fields:
-            return cfg.model_copy(update={"tracker": kind})
-        monkeypatch.setattr(tracker_mod, "tracker_kind", lambda _cfg: kind)
-        return cfg
+        return TrainConfig(**{**settings, **overrides, "tracker": kind})
 
     return make
 
@@ -111,9 +106,27 @@ def test_missing_extra_is_one_line_before_anything_is_written(tmp_path, monkeypa
     missing = r"--tracker mlflow: mlflow is not installed: pip install 'kaggle-kit\[mlflow\]'"
     with pytest.raises(KitError, match=missing):
         train(tiny_config("mlflow"), tmp_path / "r")
-    with pytest.raises(KitError, match="--tracker 'neptune' is unknown"):
-        train(tiny_config("neptune"), tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_tracker_is_refused_by_the_setting(tmp_path, capsys, ell_small_dir, tiny_bert):
+    from tests.helpers import assert_one_line_error, run_kit
+
+    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--tracker",
+                           "neptune", "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "--tracker: 'neptune' is unknown; choose one of: mlflow, wandb, tensorboard")
+    assert not (tmp_path / "r").exists()
+
+
+def test_tracker_from_the_command_line(tmp_path, capsys, ell_small_dir, tiny_bert):
+    from tests.helpers import run_kit
+
+    run = tmp_path / "run"
+    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2",
+                           "--train-folds", "0", "--epochs", "1", "--max-len", "32", "--tracker", "tensorboard",
+                           "--out", run)
+    assert code == 0, err
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 def test_a_failing_tracker_is_switched_off_and_the_run_finishes(tmp_path, monkeypatch, caplog, tiny_config):
