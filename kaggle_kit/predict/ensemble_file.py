@@ -119,8 +119,8 @@ def weight_matrix(weights: dict[str, list[float]], names: Sequence[str], n_runs:
     return matrix
 
 
-def load_ensemble(path: Path, comp: Competition) -> tuple[list[Path], np.ndarray, list[list[int]]]:
-    """Runs, (runs, targets) weights and each run's folds from an ensemble file, checked."""
+def read_ensemble_file(path: Path) -> dict[str, Any]:
+    """An ensemble file's content, checked for the shape `kit ensemble` writes (one line when it is not)."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"--ensemble {path}: file not found (make one with `kit ensemble`)")
@@ -128,14 +128,25 @@ def load_ensemble(path: Path, comp: Competition) -> tuple[list[Path], np.ndarray
         data = read_json(path)
     except ValueError as err:
         raise KitError(f"--ensemble {path}: not valid JSON ({err})") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if (not isinstance(runs, list) or not runs or not isinstance(data.get("weights"), dict)
+            or not all(isinstance(r, dict) and isinstance(r.get("path"), str) for r in runs)):
+        raise KitError(f"--ensemble {path}: not an ensemble file (expected \"runs\": [{{\"path\": ...}}, ...] and "
+                       f"\"weights\"; `kit ensemble` writes one)")
+    return data
+
+
+def load_ensemble(path: Path, comp: Competition) -> tuple[list[Path], np.ndarray, list[list[int]]]:
+    """Runs, (runs, targets) weights and each run's folds from an ensemble file, checked."""
+    data = read_ensemble_file(path)
     if data.get("competition") != comp.name:
         raise KitError(f"--ensemble {path}: an ensemble of {data.get('competition')!r}, not of {comp.name!r}")
     runs = [Path(r["path"]) for r in data["runs"]]
     for run in runs:
         if not (run / "run_config.json").is_file():
             raise KitError(f"--ensemble {path}: run {run} is not there (the file names runs by path)")
-    return runs, weight_matrix(data["weights"], comp.schema.target_names, len(runs)), [r["folds"] for r in
-                                                                                        data["runs"]]
+    folds = [r.get("folds") or RunDir(run).finished_folds() for r, run in zip(data["runs"], runs, strict=True)]
+    return runs, weight_matrix(data["weights"], comp.schema.target_names, len(runs)), folds
 
 
 def write_ensemble(fit: EnsembleFit, out: Path) -> None:

@@ -294,20 +294,10 @@ class EnsembleSpec:
 def load_ensemble_file(path: Path) -> EnsembleSpec:
     """The file `kit ensemble` writes (kaggle_kit.predict.ensemble_file), read with the same loader as
     `kit predict --ensemble`, so the report scores the blend that would be submitted."""
-    from kaggle_kit.predict.ensemble_file import ALL_TARGETS, load_ensemble
+    from kaggle_kit.predict.ensemble_file import ALL_TARGETS, load_ensemble, read_ensemble_file
     from kaggle_kit.registry import get_competition
 
-    if not path.is_file():
-        raise KitError(f"--ensemble {path}: file not found (make one with `kit ensemble`)")
-    try:
-        data = read_json(path)
-    except ValueError as err:
-        raise KitError(f"--ensemble {path}: not valid JSON ({err})") from None
-    runs = data.get("runs") if isinstance(data, dict) else None
-    if (not isinstance(runs, list) or not runs or not isinstance(data.get("weights"), dict)
-            or not all(isinstance(r, dict) and isinstance(r.get("path"), str) for r in runs)):
-        raise KitError(f"--ensemble {path}: not an ensemble file (expected \"runs\": [{{\"path\": ...}}, ...] and "
-                       f"\"weights\"; `kit ensemble` writes one)")
+    data = read_ensemble_file(path)
     comp = get_competition(str(data.get("competition")))
     paths, weights, _ = load_ensemble(path, comp)
     return EnsembleSpec(comp.name, paths, weights, ALL_TARGETS not in data["weights"], f"from {path}", data)

@@ -57,7 +57,15 @@ def test_ensemble_needs_two_runs_and_refuses_another_competitions_file(ell_tiny_
                                                                        capsys):
     code, _, err = run_kit(capsys, "ensemble", "ell", "--run", ell_tiny_run, "--out", tmp_path / "x.json")
     assert_one_line_error(code, err, "at least 2 finished runs")
-    (tmp_path / "u.json").write_text(json.dumps({"competition": "uspppm", "runs": [], "weights": {}}))
+    (tmp_path / "u.json").write_text(json.dumps({"competition": "uspppm", "runs": [{"path": str(ell_tiny_run)}],
+                                                 "weights": {"*": [1.0]}}))
     code, _, err = run_kit(capsys, "predict", "ell", "--ensemble", tmp_path / "u.json", "--input",
                            ell_small_dir / "test.csv", "--output", tmp_path / "s.csv")
     assert_one_line_error(code, err, "an ensemble of 'uspppm', not of 'ell'")
+
+
+def test_a_file_that_is_not_an_ensemble_is_one_line(ell_small_dir, tmp_path, capsys):
+    (tmp_path / "x.json").write_text('{"competition": "ell"}')
+    code, _, err = run_kit(capsys, "predict", "ell", "--ensemble", tmp_path / "x.json", "--input",
+                           ell_small_dir / "test.csv", "--output", tmp_path / "s.csv")
+    assert_one_line_error(code, err, "not an ensemble file")
