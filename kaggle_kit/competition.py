@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
+from kaggle_kit.errors import KitError
 from kaggle_kit.tasks.metrics import Metric
+from kaggle_kit.tasks.targets import Target, output_columns
 
-
-@dataclass(frozen=True)
-class Target:
-    """A label column and the values it may take (checked on every row of train.csv)."""
-
-    name: str
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    allowed: tuple[float, ...] | None = None
-
-    def problem(self, value: float) -> str | None:
-        """Why `value` is not a valid label, or None when it is."""
-        if self.allowed is not None:
-            if not any(abs(value - a) < 1e-9 for a in self.allowed):
-                return f"{value:g} is not one of {', '.join(f'{a:g}' for a in self.allowed)}"
-            return None
-        if self.low is not None and value < self.low - 1e-9:
-            return f"{value:g} is below the minimum {self.low:g}"
-        if self.high is not None and value > self.high + 1e-9:
-            return f"{value:g} is above the maximum {self.high:g}"
-        if self.step is not None:
-            base = self.low if self.low is not None else 0.0
-            ratio = (value - base) / self.step
-            if abs(ratio - round(ratio)) > 1e-6:
-                return f"{value:g} is not on the {self.step:g} grid"
-        return None
+__all__ = ["Competition", "ExtraFile", "InputContext", "PostProcessor", "RowFile", "Schema", "Target", "clip",
+           "identity"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +36,24 @@ class Schema:
     def test_columns(self) -> list[str]:
         return [self.id_column, *self.input_columns]
 
+    @property
+    def output_columns(self) -> list[str]:
+        """The prediction columns (oof.csv): a target's name, or one column per class of a multiclass target."""
+        return output_columns(self.targets)
+
+    @property
+    def n_outputs(self) -> int:
+        return sum(t.width for t in self.targets)
+
     def submission_columns(self) -> list[str]:
-        return [self.id_column, *self.target_names]
+        return [self.id_column, *(c for t in self.targets for c in t.submission_columns)]
+
+    def __post_init__(self) -> None:
+        columns = [self.id_column, *self.input_columns, *self.output_columns]
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise ValueError(f"schema: column name(s) {', '.join(map(repr, repeated))} used twice (inputs, targets "
+                             f"and class columns must differ)")
 
 
 @dataclass(frozen=True)
@@ -89,12 +82,29 @@ class ExtraFile:
 
 
 @dataclass(frozen=True)
+class RowFile:
+    """A file per row in the competition folder, named by one of the row's columns: Feedback Prize's essays,
+    `train/<essay_id>.txt` for train.csv's rows and `test/<essay_id>.txt` for test.csv's.
+
+    The kit checks every row has its file when it loads a CSV (one line naming the file, row and column), and
+    `kit simulate` lays them out as Kaggle does; the input builder reads them with `ctx.row_file(...)`.
+    """
+
+    column: str
+    pattern: str = "{split}/{value}.txt"
+
+    def path(self, data_dir: Path, split: str, value: str) -> Path:
+        return Path(data_dir) / self.pattern.format(split=split, value=value)
+
+
+@dataclass(frozen=True)
 class InputContext:
     """What an input builder may use besides the rows.
 
     `data_dir` is the competition's data folder of the rows being built (train.csv's at training, test.csv's at
-    inference: per-row files such as essay texts live there); `files` maps each of the plugin's `extra_files` to
-    the copy the run carries (found in the data folder only when the run starts).
+    inference, on Kaggle the competition's input folder); `split` says which rows they are ("train" or "test"),
+    so per-row files such as essay texts are found with `row_file`; `files` maps each of the plugin's
+    `extra_files` to the copy the run carries (found in the data folder only when the run starts).
     """
 
     sep_token: str
@@ -106,11 +116,34 @@ class InputContext:
     # Renders chat messages ([{"role": "user", "content": ...}]) with the tokenizer's own chat template, for
     # prompt-style input formats of decoder LLMs; a plain "role: content" layout where the tokenizer has none.
     chat: Callable[[list[dict[str, str]]], str] | None = None
+    split: str = "train"
+
+    def row_file(self, row_file: RowFile, value: str) -> Path:
+        """Where the row file named `value` of these rows is (`train/<value>.txt` at training)."""
+        if self.data_dir is None:
+            raise KitError(f"no data folder to find {row_file.pattern.format(split=self.split, value=value)} in")
+        return row_file.path(self.data_dir, self.split, value)
 
 
 InputBuilder = Callable[[pd.DataFrame, InputContext], list[str]]
 FoldStrategy = Callable[[pd.DataFrame, list[str], int, int], np.ndarray]
 PostProcess = Callable[[np.ndarray], np.ndarray]
+
+
+@runtime_checkable
+class PostProcessor(Protocol):
+    """Post-processing fitted on the out-of-fold predictions (QWK thresholds, temperature scaling, ...).
+
+    `kit train` calls `fit` once all folds are done, on oof.csv's predictions (n, n_outputs) and the encoded
+    labels (n, n_targets); the JSON-able state it returns is saved in the run folder (postprocess.json), and
+    `kit predict`, ensembles and the Kaggle notebook call `apply` with it. See kaggle_kit/tasks/postprocess.py.
+    """
+
+    name: str
+
+    def fit(self, pred: np.ndarray, truth: np.ndarray, targets: Sequence[Target]) -> dict[str, Any]: ...
+
+    def apply(self, pred: np.ndarray, state: dict[str, Any], targets: Sequence[Target]) -> np.ndarray: ...
 
 
 def identity(pred: np.ndarray) -> np.ndarray:
@@ -136,20 +169,55 @@ class Competition:
     build_inputs: InputBuilder
     input_formats: tuple[str, ...]
     metric: Metric
+    # A loss name: a built-in (kaggle_kit/tasks/losses.py) or one of `losses`.
     default_loss: str
     fold_strategy: FoldStrategy
+    # Stateless, applied to every prediction (validation, OOF, test): clipping to the label range.
     postprocess: PostProcess = identity
+    # Fitted on the OOF predictions once all folds are done; its state travels with the run (postprocess.json).
+    postprocessor: PostProcessor | None = None
+    # The plugin's own losses (name -> kaggle_kit.tasks.losses.LossSpec), accepted by --loss besides the built-ins.
+    losses: Mapping[str, Any] = field(default_factory=dict)
     hidden_test_size: int = 1000
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_hint: str = ""
     # Files besides train.csv/test.csv that build_inputs reads (through ctx.files), at training and at inference.
     extra_files: tuple[ExtraFile, ...] = ()
+    # Per-row files in the competition folder (essays by id), checked on load and laid out by `kit simulate`.
+    row_files: tuple[RowFile, ...] = ()
     # Recorded in each run: bump it when a change to the plugin changes what an old run would predict.
     version: str = "1"
 
+    def __post_init__(self) -> None:
+        for target in self.schema.targets:
+            if self.metric.kinds is not None and target.kind not in self.metric.kinds:
+                raise ValueError(f"{self.name}: metric {self.metric.name} does not score {target.kind} targets "
+                                 f"({target.name!r}); it scores {', '.join(self.metric.kinds)}")
+        for row_file in self.row_files:
+            if row_file.column not in self.schema.test_columns():
+                raise ValueError(f"{self.name}: row file column {row_file.column!r} is not a test.csv column")
+        if self.postprocessor is not None and not isinstance(self.postprocessor, PostProcessor):
+            raise ValueError(f"{self.name}: postprocessor needs a name, fit(pred, truth, targets) and "
+                             f"apply(pred, state, targets)")
+
     @property
     def n_outputs(self) -> int:
-        return len(self.schema.targets)
+        return self.schema.n_outputs
+
+    @property
+    def task(self) -> str:
+        """The task in a few words, for `kit list`: the target kinds, and what is fitted on the OOF predictions."""
+        kinds = []
+        for target in self.schema.targets:
+            kind = f"{target.width}-class" if target.kind == "multiclass" else target.kind
+            if kind not in kinds:
+                kinds.append(kind)
+        text = ", ".join(kinds)
+        if len(self.schema.targets) > 1:
+            text += f" x{len(self.schema.targets)}"
+        if self.postprocessor is not None:
+            text += f", fits {self.postprocessor.name}"
+        return text
 
     def download_command(self) -> str:
         return f"kit data {self.name}"

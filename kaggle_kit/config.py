@@ -45,6 +45,16 @@ def _comma_list(value: Any) -> Any:
 FoldList = Annotated[list[int], BeforeValidator(_comma_list)]
 
 
+def _target_records(value: Any) -> Any:
+    """Runs recorded bare target names before targets had kinds: each is a regression target."""
+    if isinstance(value, list):
+        return [{"name": v, "kind": "regression"} if isinstance(v, str) else v for v in value]
+    return value
+
+
+TargetRecords = Annotated[list[dict[str, Any]], BeforeValidator(_target_records)]
+
+
 def setting(default: Any, help: str, *, flag: bool = True, resume_safe: bool = False, metavar: str | None = None,
             why: str = "", **bounds: Any) -> Any:
     """One setting: default, help, numeric bounds (ge/gt/le/lt) and how the CLI shows it.
@@ -90,8 +100,8 @@ class TrainConfig(BaseModel):
     warmup: float = setting(0.1, "Warmup as a fraction of all optimizer steps.", ge=0, lt=1)
     pooling: Pooling = setting("mean", "How token states become one vector per input.")
     pooling_layers: int = setting(4, "Layers used by weighted-layer / concat-last4 pooling.", ge=1)
-    loss: str | None = setting(None, "Training loss: rmse, mse, smoothl1, bce, pearson [default: the "
-                                     "competition's].", metavar="NAME")
+    loss: str | None = setting(None, "Training loss: rmse, mse, smoothl1, bce, pearson, cross-entropy, or one "
+                                     "the competition declares [default: the competition's].", metavar="NAME")
     reinit_layers: int = setting(0, "Re-initialise the top N encoder layers before training (their pretraining "
                                     "task's specifics hurt regression heads).", ge=0)
     freeze_embeddings: bool = setting(False, "Keep the token embeddings fixed (less memory, less overfitting).")
@@ -135,9 +145,10 @@ class TrainConfig(BaseModel):
     extra: dict[str, Any] = setting({}, "Plugin options (config file only), e.g. {cpc_titles: PATH}.", flag=False)
     # Recorded when the run starts, so an old run predicts the same way whatever its plugin says today.
     competition_version: str | None = setting(None, "The plugin's version when the run started.", flag=False)
-    targets: list[str] | None = setting(None, "The plugin's target columns when the run started.", flag=False)
     base_model: dict[str, Any] | None = setting(None, "With --lora-r: the identity of the base model the adapters "
                                                       "belong to (config and weight-file hashes).", flag=False)
+    targets: TargetRecords | None = setting(None, "The plugin's targets when the run started: name, kind and the "
+                                                  "classes in output order.", flag=False)
 
     @model_validator(mode="after")
     def _check_together(self) -> TrainConfig:

@@ -19,10 +19,10 @@ def list_competitions() -> None:
     from kaggle_kit.registry import all_competitions
 
     table = Table(title="competitions")
-    for column in ("name", "title", "kaggle slug", "metric", "targets", "default loss"):
+    for column in ("name", "title", "kaggle slug", "task", "metric", "targets", "default loss"):
         table.add_column(column)
     for comp in all_competitions().values():
-        table.add_row(comp.name, comp.title, comp.kaggle_slug, comp.metric.name,
+        table.add_row(comp.name, comp.title, comp.kaggle_slug, comp.task, comp.metric.name,
                       ", ".join(comp.schema.target_names), comp.default_loss)
     Console().print(table)
 
@@ -112,9 +112,16 @@ def print_cv(cv: dict, targets: list[str]) -> None:
     table.add_column("OOF", justify="right", style="bold")
     table.add_column("mean baseline", justify="right", style="dim")
     base = cv["baseline_train_mean"]
-    for t in targets:
+    for t in targets if cv["per_target"] else []:
         table.add_row(t, *(f"{f['per_target'][t]:.4f}" for _, f in folds), f"{cv['per_target'][t]:.4f}",
                       f"{base['per_target'][t]:.4f}")
     table.add_row("overall", *(f"{f['score']:.4f}" for _, f in folds), f"{cv['score']:.4f}", f"{base['score']:.4f}",
                   style="bold")
     Console().print(table)
+    post = cv.get("postprocess")
+    if post:
+        crossfit = post["score_after_crossfit"]
+        say(f"{post['name']} fitted on the OOF predictions: {cv['metric']} {post['score_before']:.4f} -> "
+            f"{post['score_after']:.4f} on the rows it was fitted on"
+            + (f", {crossfit:.4f} cross-fitted (fitted on the other folds)" if crossfit is not None else "")
+            + f"; applied by kit predict and the bundle ({post['file']})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def _check_ids(df: pd.DataFrame, path: Path, id_column: str) -> None:
 
 
 def validate_train(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFrame:
-    """Check columns, ids and labels; return a copy with the target columns as floats.
+    """Check columns, ids and labels; return a copy with the target columns as floats (a classification label as
+    the index of its class, in the order the plugin declares).
 
     Unknown columns are rejected rather than ignored: an extra label column usually means the user expects
     it to be trained, and silently dropping it would hide that.
@@ -76,6 +78,9 @@ def validate_train(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFr
     out = df.copy()
     for target in schema.targets:
         raw = df[target.name]
+        if target.kind != "regression":
+            out[target.name] = _encode_classes(raw, target, path, df, schema.id_column)
+            continue
         values = pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(values))
         if len(bad):
@@ -89,7 +94,44 @@ def validate_train(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFr
                 raise KitError(f"{_where(path, df, row, schema.id_column, target.name)}: label {problem}")
         out[target.name] = values
     _check_inputs(df, path, comp)
+    _check_row_files(df, path, comp, "train")
     return out
+
+
+def _encode_classes(raw: pd.Series, target, path: Path, df: pd.DataFrame, id_column: str) -> np.ndarray:
+    """Class indices of a classification column; an unknown label is one line naming its row and the classes."""
+    index = {label: target.class_index(label) for label in raw.unique()}
+    unknown = [label for label, i in index.items() if i is None]
+    if unknown:
+        row = int(np.flatnonzero(raw.isin(unknown).to_numpy())[0])
+        shown = raw.iat[row]
+        what = "is empty" if not shown.strip() else f"{shown!r} is not one of the classes"
+        raise KitError(f"{_where(path, df, row, id_column, target.name)}: label {what} "
+                       f"({', '.join(map(str, target.classes))})")
+    return raw.map(index).to_numpy(dtype=np.float64)
+
+
+def _check_row_files(df: pd.DataFrame, path: Path, comp: Competition, split: str) -> None:
+    """Each row's own files (FBE's essays) must exist: a missing one is one line naming the file and the row."""
+    for row_file in comp.row_files:
+        values = df[row_file.column]
+        for value in values.unique():
+            file = row_file.path(path.parent, split, value)
+            if not file.is_file():
+                row = int(np.flatnonzero((values == value).to_numpy())[0])
+                raise KitError(f"{file}: file not found (the {row_file.column} of "
+                               f"{_where(path, df, row, comp.schema.id_column, row_file.column)})")
+
+
+def copy_row_files(comp: Competition, df: pd.DataFrame, source: Path, source_split: str, dest: Path,
+                   dest_split: str) -> None:
+    """Copy the row files of `df`'s rows from one data folder to another (`kit simulate` lays out the Kaggle
+    competition folder; its quick check poses training rows as test rows)."""
+    for row_file in comp.row_files:
+        for value in df[row_file.column].unique():
+            target = row_file.path(dest, dest_split, value)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(row_file.path(source, source_split, value), target)
 
 
 def _check_inputs(df: pd.DataFrame, path: Path, comp: Competition) -> None:
@@ -105,6 +147,7 @@ def validate_test(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFra
     _require_columns(df, path, schema.test_columns())
     _check_ids(df, path, schema.id_column)
     _check_inputs(df, path, comp)
+    _check_row_files(df, path, comp, "test")
     return df
 
 

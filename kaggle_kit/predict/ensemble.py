@@ -1,8 +1,13 @@
 """Ensemble weights for several runs, fitted on their out-of-fold predictions.
 
 The weights are non-negative and sum to 1, so a blend stays on the scale of its members (this matters for
-MCRMSE; Pearson would not care). The fit is a small constrained optimisation over the simplex; the equal blend
-and every single run are also tried, so the fitted blend never scores worse on the OOF rows than its best member.
+MCRMSE; Pearson would not care) and a blend of probabilities stays a probability. The fit is a small constrained
+optimisation over the simplex; the equal blend and every single run are also tried, so the fitted blend never
+scores worse on the OOF rows than its best member.
+
+A plugin's fitted post-processor (QWK thresholds, temperature) is not blended: the runs' predictions before it
+are blended, and it is fitted again on the blended OOF predictions (`blended_postprocess`), as top solutions
+do; each run's own state was fitted to that run's errors, not to the blend's.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from kaggle_kit.data.load import load_train, resolve_data_dir
 from kaggle_kit.errors import KitError
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.tasks.metrics import Metric
+from kaggle_kit.tasks.postprocess import fit_record
+from kaggle_kit.tasks.targets import output_weights
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,10 @@ class EnsembleReport:
     n_rows: int
     fitted: bool
     metric: str
+    # The plugin's post-processor fitted on the blended OOF predictions ({"name", "state", "n_rows"}), and the
+    # blend's score after it (on the same rows).
+    postprocess: dict | None = None
+    blend_score_after: float | None = None
 
     def table(self) -> str:
         width = max(len(r) for r in [*self.runs, "blend"])
@@ -83,6 +94,9 @@ class EnsembleReport:
         lines += [f"{r.ljust(width)}  {w:6.3f}  {s:.4f}" for r, w, s in zip(self.runs, self.weights, self.run_scores,
                                                                           strict=True)]
         lines.append(f"{'blend'.ljust(width)}  {'fitted' if self.fitted else 'given':>6}  {self.blend_score:.4f}")
+        if self.postprocess is not None:
+            lines.append(f"{'blend + ' + self.postprocess['name']}  (fitted on the blended OOF)  "
+                         f"{self.blend_score_after:.4f}")
         return "\n".join(lines) + f"\n({self.n_rows} OOF rows predicted by every run)"
 
 
@@ -95,6 +109,7 @@ def aligned_oof(comp: Competition, run_dirs: Sequence[Path], train_df: pd.DataFr
     """
     id_col = comp.schema.id_column
     targets = comp.schema.target_names
+    columns = comp.schema.output_columns
     train_ids = train_df[id_col].astype(str)
     common = set(train_ids)
     frames = []
@@ -103,7 +118,7 @@ def aligned_oof(comp: Competition, run_dirs: Sequence[Path], train_df: pd.DataFr
         if not run.oof.is_file():
             raise KitError(f"{run.path}: no {run.oof.name}; train the run to the end (or `kit train --resume`) first")
         oof = pd.read_csv(run.oof, dtype={id_col: str})
-        missing = [c for c in (id_col, *targets) if c not in oof.columns]
+        missing = [c for c in (id_col, *columns) if c not in oof.columns]
         if missing:
             raise KitError(f"{run.oof}: missing column(s) {', '.join(missing)}; is it a {comp.name} run?")
         unknown = set(oof[id_col]) - set(train_ids)
@@ -117,7 +132,7 @@ def aligned_oof(comp: Competition, run_dirs: Sequence[Path], train_df: pd.DataFr
                        f"different folds; train a common fold (e.g. --train-folds 0 with the same --folds and --seed)")
     rows = train_ids[train_ids.isin(common)]
     y_true = train_df.loc[rows.index, targets].to_numpy(dtype=np.float64)
-    preds = [f.loc[rows.to_numpy(), targets].to_numpy(dtype=np.float64) for f in frames]
+    preds = [f.loc[rows.to_numpy(), columns].to_numpy(dtype=np.float64) for f in frames]
     return y_true, preds
 
 
@@ -138,7 +153,7 @@ def ensemble_report(comp: Competition, run_dirs: Sequence[Path], weights: Sequen
         weights = weights / weights.sum()
     folder = resolve_data_dir(comp, data_dir or RunDir(Path(run_dirs[0])).data_dir())
     y_true, preds = aligned_oof(comp, run_dirs, load_train(comp, folder))
-    names = comp.schema.target_names
+    names = comp.schema.targets
     fitted = weights is None
     if fitted:
         weights = fit_weights(preds, y_true, comp.metric, names, comp.postprocess)
@@ -146,5 +161,26 @@ def ensemble_report(comp: Competition, run_dirs: Sequence[Path], weights: Sequen
     report = EnsembleReport(runs=[Path(p).name for p in run_dirs], weights=weights, run_scores=run_scores,
                             blend_score=_score(preds, weights, y_true, comp.metric, names, comp.postprocess),
                             n_rows=len(y_true), fitted=fitted, metric=comp.metric.name)
+    if comp.postprocessor is not None:
+        blended = comp.postprocess(blend(preds, weights))
+        report.postprocess = fit_record(comp.postprocessor, blended, y_true, names)
+        after = comp.postprocessor.apply(blended, report.postprocess["state"], names)
+        report.blend_score_after = comp.metric(y_true, after, names).score
     log.info("ensemble on %d OOF rows:\n%s", report.n_rows, report.table())
     return report
+
+
+def blended_postprocess(comp: Competition, run_dirs: Sequence[Path], weights: Sequence,
+                        data_dir: Path | None = None) -> dict:
+    """The plugin's post-processor fitted on the runs' OOF predictions blended with `weights` (one per run, or per
+    target: what predicting several runs applies); it needs the training labels, so the first run's train.csv by
+    default."""
+    try:
+        folder = resolve_data_dir(comp, data_dir or RunDir(Path(run_dirs[0])).load_config().data)
+        y_true, preds = aligned_oof(comp, run_dirs, load_train(comp, folder))
+    except KitError as err:
+        raise KitError(f"several runs: {comp.name}'s {comp.postprocessor.name} is fitted on their blended OOF "
+                       f"predictions, which needs their oof.csv and train.csv ({err})") from None
+    columns = np.array([output_weights(w, comp.schema.targets) for w in weights])
+    blended = comp.postprocess(blend(preds, list(columns / columns.sum(axis=0))))
+    return fit_record(comp.postprocessor, blended, y_true, comp.schema.targets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -19,10 +20,14 @@ from kaggle_kit.data.batching import collate, sorted_batches, tokenize
 from kaggle_kit.data.load import find_extra_files
 from kaggle_kit.device import autocast, inference_dtype, pick_device
 from kaggle_kit.errors import KitError
+from kaggle_kit.fileio import read_json
 from kaggle_kit.models.lora import AdapterSpec, trainable_state
 from kaggle_kit.models.model import KitModel, build_model, load_backbone_config
 from kaggle_kit.runs.folder import RunDir
-from kaggle_kit.tasks.losses import get_loss
+from kaggle_kit.tasks.losses import apply_link, get_loss
+from kaggle_kit.tasks.metrics import predicted_labels
+from kaggle_kit.tasks.postprocess import apply_record
+from kaggle_kit.tasks.targets import Target, output_slices, output_weights
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +103,12 @@ def lora_base(cfg: TrainConfig, base_model: Path | None) -> Path:
 
 
 def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: TrainConfig, data_dir: Path | None,
-                       files: dict[str, Path]) -> list[list[int]]:
-    """Token ids per row, built by the plugin with the run's own input format, seed and extra files."""
+                       files: dict[str, Path], split: str = "test") -> list[list[int]]:
+    """Token ids per row, built by the plugin with the run's own input format, seed and extra files; `split` says
+    whether the rows are train.csv's or test.csv's (per-row files live in data_dir/train/ or data_dir/test/)."""
     ctx = InputContext(sep_token=tokenizer.sep_token or "[SEP]",
                        input_format=cfg.input_format or comp.input_formats[0], seed=cfg.seed,
-                       data_dir=data_dir, options=cfg.extra, files=files, chat=chat_renderer(tokenizer))
+                       data_dir=data_dir, options=cfg.extra, files=files, chat=chat_renderer(tokenizer), split=split)
     return tokenize(tokenizer, comp.build_inputs(df, ctx), cfg.max_len)
 
 
@@ -116,6 +122,40 @@ def chat_renderer(tokenizer):
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
     return render
+
+
+def run_targets(comp: Competition, cfg: TrainConfig, where: Path) -> list[Target]:
+    """The targets as the run was trained (its recorded class order), checked against the plugin's: a run whose
+    outputs mean something else today is refused by name rather than mislabelled."""
+    if not cfg.targets:
+        return list(comp.schema.targets)
+    plugin = {t.name: t for t in comp.schema.targets}
+    recorded = []
+    for record in cfg.targets:
+        target = plugin.get(record["name"])
+        if target is None or target.kind != record.get("kind", "regression"):
+            now = f"is {target.kind}" if target is not None else "no longer exists"
+            raise KitError(f"{where}: trained for the {record.get('kind', 'regression')} target {record['name']!r}, "
+                           f"which {now} in the {comp.name} plugin; predict with the plugin version it was trained "
+                           f"with")
+        classes = tuple(record.get("classes") or target.classes)
+        if sorted(map(str, classes)) != sorted(map(str, target.classes)):
+            raise KitError(f"{where}: trained on the classes {', '.join(map(str, classes))} of {target.name!r}; the "
+                           f"plugin now has {', '.join(map(str, target.classes))}")
+        recorded.append(dataclasses.replace(target, classes=classes))
+    missing = sorted(set(plugin) - {t.name for t in recorded})
+    if missing:
+        raise KitError(f"{where}: has no output for the target(s) {', '.join(missing)} the {comp.name} plugin now has")
+    return recorded
+
+
+def in_plugin_order(pred: np.ndarray, trained: Sequence[Target], comp: Competition) -> np.ndarray:
+    """A run's prediction columns rearranged into the plugin's target and class order."""
+    keys = [(t.name, c) for t in trained for c in t.output_columns]
+    wanted = [(t.name, c) for t in comp.schema.targets for c in t.output_columns]
+    if keys == wanted:
+        return pred
+    return pred[:, [keys.index(k) for k in wanted]]
 
 
 def run_files(comp: Competition, run: RunDir, cfg: TrainConfig, data_dir: Path | None) -> dict[str, Path]:
@@ -159,8 +199,11 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                  device: str = "auto", batch_size: int | None = None, data_dir: Path | None = None,
                  should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
                  report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None,
-                 base_model: Path | None = None) -> np.ndarray:
-    """Post-processed predictions (n_rows, n_targets): folds averaged within a run, runs blended by weight.
+                 base_model: Path | None = None, postprocess_state: dict | None = None) -> np.ndarray:
+    """Post-processed predictions (n_rows, n_outputs): folds averaged within a run, runs blended by weight, then
+    the plugin's post-processing: its stateless `postprocess`, then its fitted `postprocessor` with the single
+    run's own state, or for several runs `postprocess_state` (a bundle's, fitted on the blended OOF predictions)
+    or a state fitted here on the runs' blended OOF predictions.
 
     After each fold `should_continue` may stop the remaining work; the folds done so far are still used,
     so a deadline never costs the submission (at least one fold always runs).
@@ -173,7 +216,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     if len(weights) != len(run_paths):
         raise KitError(f"{len(weights)} ensemble weights for {len(run_paths)} runs")
     # a weight is one number per run, or one per target (a `kit ensemble` file's per-target weights)
-    weights = [np.broadcast_to(np.asarray(w, dtype=np.float64), (comp.n_outputs,)) for w in weights]
+    weights = [output_weights(w, comp.schema.targets) for w in weights]
     torch_device = pick_device(device)
     plan = []
     if folds is not None and len(folds) != len(run_paths):
@@ -192,17 +235,18 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                 raise KitError(f"{run.weights(missing[0])}: file not found")
         if not run_folds:
             raise KitError(f"{run.path}: no finished fold weights (fold*.safetensors) to predict with")
-        plan.append((run, check_run_for(comp, run), run_folds))
-    total = sum(len(run_folds) for _, _, run_folds in plan)
+        cfg = check_run_for(comp, run)
+        plan.append((run, cfg, run_folds, run_targets(comp, cfg, run.path)))
+    total = sum(len(run_folds) for _, _, run_folds, _ in plan)
     start = clock()
     blended = np.zeros((len(df), comp.n_outputs), dtype=np.float64)
     used_weight = np.zeros(comp.n_outputs)
     done = 0
-    for (run, cfg, run_folds), weight in zip(plan, weights, strict=True):
+    for (run, cfg, run_folds, trained), weight in zip(plan, weights, strict=True):
         dtype = inference_dtype(cfg.precision, torch_device)
         tokenizer = load_tokenizer(run.tokenizer)
         ids = build_model_inputs(comp, df, tokenizer, cfg, data_dir, run_files(comp, run, cfg, data_dir))
-        link = get_loss(cfg.loss or comp.default_loss).link
+        loss_spec = get_loss(cfg.loss or comp.default_loss, comp.losses)
         fold_preds = []
         for fold in run_folds:
             if done and should_continue is not None and not should_continue(done, total, clock() - start):
@@ -213,7 +257,8 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
             report.load_seconds[f"{run.path.name}/fold{fold}"] = clock() - fold_start
             raw = infer(model, ids, tokenizer.pad_token_id or 0, batch_size or cfg.eval_batch_size, torch_device,
                         dtype, desc=f"{run.path.name} fold {fold}", max_tokens=cfg.eval_max_tokens)
-            fold_preds.append(link(torch.from_numpy(raw)).numpy())
+            fold_preds.append(in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw), trained).numpy(), trained,
+                                              comp))
             del model
             done += 1
             report.folds_used.append((run.path.name, fold))
@@ -224,15 +269,35 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
             used_weight += weight
         else:
             report.folds_skipped.extend((run.path.name, f) for f in run_folds)
-    return comp.postprocess(blended / used_weight)
+    preds = comp.postprocess(blended / used_weight)
+    if postprocess_state is None and len(plan) == 1 and plan[0][0].postprocess.is_file():
+        postprocess_state = read_json(plan[0][0].postprocess)
+    elif postprocess_state is None and len(plan) > 1 and comp.postprocessor is not None:
+        from kaggle_kit.predict.ensemble import blended_postprocess
+
+        postprocess_state = blended_postprocess(comp, run_paths, weights)
+    where = str(plan[0][0].path) if len(plan) == 1 else "the ensemble"
+    return apply_record(comp.postprocessor, postprocess_state, preds, comp.schema.targets, where)
 
 
 def submission_frame(comp: Competition, test_df: pd.DataFrame, preds: np.ndarray,
                      sample_submission: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Predictions in the sample submission's row and column order (or the test order without one)."""
+    """Predictions in the sample submission's row and column order (or the test order without one), each target
+    as it is submitted: a score, a whole number, a probability, one probability per class, or a class label."""
     id_col = comp.schema.id_column
-    sub = pd.DataFrame(preds, columns=comp.schema.target_names)
-    sub.insert(0, id_col, test_df[id_col].to_numpy())
+    columns: dict[str, np.ndarray] = {id_col: test_df[id_col].to_numpy()}
+    for target, block in zip(comp.schema.targets, output_slices(comp.schema.targets), strict=True):
+        pred = preds[:, block] if target.width > 1 else preds[:, block.start]
+        if target.submit_format in ("score", "probability"):
+            columns[target.name] = pred
+        elif target.submit_format == "probabilities":
+            columns.update(zip(target.output_columns, pred.T, strict=True))
+        elif target.submit_format == "integer":
+            columns[target.name] = np.round(predicted_labels(pred, target)).astype(np.int64)
+        else:
+            labels = predicted_labels(pred, target).astype(np.int64)
+            columns[target.name] = np.array(target.classes, dtype=object)[labels]
+    sub = pd.DataFrame(columns)
     if sample_submission is None:
         return sub
     missing = set(sample_submission[id_col]) - set(sub[id_col])
@@ -240,3 +305,15 @@ def submission_frame(comp: Competition, test_df: pd.DataFrame, preds: np.ndarray
         raise KitError(f"sample submission has {len(missing)} id(s) not in the test file, e.g. {sorted(missing)[0]!r}")
     columns = [c for c in sample_submission.columns if c in sub.columns]
     return sub.set_index(id_col).loc[sample_submission[id_col].to_numpy()].reset_index()[columns]
+
+
+def submission_difference(comp: Competition, first: pd.DataFrame, second: pd.DataFrame) -> float:
+    """The largest absolute difference between two submissions' predictions (inf where labels differ)."""
+    largest = 0.0
+    for column in comp.schema.submission_columns()[1:]:
+        a, b = first[column], second[column]
+        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+            largest = max(largest, float(np.max(np.abs(a.to_numpy(dtype=float) - b.to_numpy(dtype=float)))))
+        elif (a.astype(str).to_numpy() != b.astype(str).to_numpy()).any():
+            return float("inf")
+    return largest

@@ -55,6 +55,11 @@ class RunDir:
         return self.path / "cv.json"
 
     @property
+    def postprocess(self) -> Path:
+        """The plugin's post-processor state fitted on this run's OOF predictions (when it has one)."""
+        return self.path / "postprocess.json"
+
+    @property
     def metrics(self) -> Path:
         return self.path / "metrics.csv"
 

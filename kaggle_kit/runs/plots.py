@@ -35,8 +35,8 @@ def learning_curves(metrics: pd.DataFrame, metric_name: str, path: Path) -> None
     _save(learning_curves_figure(metrics, metric_name), path)
 
 
-def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], path: Path) -> None:
-    _save(predicted_vs_true_figure(y_true, y_pred, names), path)
+def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, targets, path: Path) -> None:
+    _save(predicted_vs_true_figure(y_true, y_pred, targets), path)
 
 
 def learning_curves_figure(metrics: pd.DataFrame, metric_name: str):
@@ -60,22 +60,31 @@ def learning_curves_figure(metrics: pd.DataFrame, metric_name: str):
     return fig
 
 
-def predicted_vs_true_figure(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]):
-    """One panel per target; a little jitter so discrete label levels stay readable."""
-    n = len(names)
+def predicted_vs_true_figure(y_true: np.ndarray, y_pred: np.ndarray, targets):
+    """One panel per target: predicted against true score, with a little jitter so discrete label levels stay
+    readable; for a classification target the confusion matrix of the most probable class."""
+    from kaggle_kit.tasks.metrics import predicted_labels
+    from kaggle_kit.tasks.targets import as_targets, output_slices
+
+    targets = as_targets(targets)
+    n = len(targets)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False, layout="constrained")
     rng = np.random.default_rng(0)
-    for k, name in enumerate(names):
+    for k, (target, columns) in enumerate(zip(targets, output_slices(targets), strict=True)):
         ax = axes[k // cols][k % cols]
+        pred = y_pred[:, columns] if target.width > 1 else y_pred[:, columns.start]
+        if target.kind != "regression":
+            _confusion(ax, y_true[:, k].astype(np.int64), predicted_labels(pred, target).astype(np.int64), target)
+            continue
         t = y_true[:, k] + rng.uniform(-0.06, 0.06, len(y_true)) * (np.ptp(y_true[:, k]) or 1) / 4
-        ax.scatter(t, y_pred[:, k], s=6, alpha=0.35)
-        low = min(y_true[:, k].min(), y_pred[:, k].min())
-        high = max(y_true[:, k].max(), y_pred[:, k].max())
+        ax.scatter(t, pred, s=6, alpha=0.35)
+        low = min(y_true[:, k].min(), pred.min())
+        high = max(y_true[:, k].max(), pred.max())
         ax.plot([low, high], [low, high], "k--", lw=1)
-        rmse = float(np.sqrt(np.mean((y_true[:, k] - y_pred[:, k]) ** 2)))
-        ax.set_title(f"{name} (RMSE {rmse:.3f})")
+        rmse = float(np.sqrt(np.mean((y_true[:, k] - pred) ** 2)))
+        ax.set_title(f"{target.name} (RMSE {rmse:.3f})")
         ax.set_xlabel("true")
         ax.set_ylabel("predicted")
     for k in range(n, rows * cols):
@@ -168,6 +177,23 @@ def ensemble_figure(members: list[str], weights: np.ndarray, member_scores: np.n
         right.set_ylim(low - pad, high + pad)
     right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
+
+
+def _confusion(ax, truth: np.ndarray, labels: np.ndarray, target) -> None:
+    """Rows: true class, columns: predicted class, each cell the share of its row."""
+    size = len(target.classes)
+    counts = np.bincount(truth * size + labels, minlength=size * size).reshape(size, size)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    names = [str(c) for c in target.classes]
+    ax.set_xticks(range(size), names, rotation=45, ha="right")
+    ax.set_yticks(range(size), names)
+    for i in range(size):
+        for j in range(size):
+            ax.text(j, i, f"{counts[i, j]}", ha="center", va="center", fontsize=8)
+    ax.set_title(f"{target.name} (accuracy {np.mean(truth == labels):.3f})")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
 
 
 def climb_plot(curves: dict, single_best: dict[str, float], metric_name: str, path: Path) -> None:

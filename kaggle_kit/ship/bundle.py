@@ -285,6 +285,8 @@ def model_files(r: BundleRun) -> list[tuple[Path, str]]:
              (r.run.backbone / "config.json", f"{base}/backbone/config.json")]
     if r.run.cv.is_file():
         files.append((r.run.cv, f"{base}/cv.json"))
+    if r.run.postprocess.is_file():  # the plugin's post-processor state fitted on the run's OOF (QWK thresholds)
+        files.append((r.run.postprocess, f"{base}/postprocess.json"))
     if r.run.manifest.is_file():  # data sha256, git commit, seed, versions: where these weights came from
         files.append((r.run.manifest, f"{base}/run_manifest.json"))
     files += [(p, f"{base}/tokenizer/{p.name}") for p in sorted(r.run.tokenizer.iterdir()) if p.is_file()]
@@ -353,14 +355,16 @@ def ensemble_weights(comp: Competition, run_paths: list[Path], weights: list[flo
     try:
         report = ensemble_report(comp, run_paths, weights)
     except KitError as err:
-        if weights is None:
-            raise KitError(f"cannot fit ensemble weights ({err}); pass --weights to give them") from None
+        if weights is None or comp.postprocessor is not None:
+            fit = "ensemble weights" if weights is None else f"{comp.postprocessor.name} on the blended OOF"
+            raise KitError(f"cannot fit {fit} ({err}){'; pass --weights to give them' * (weights is None)}") from None
         log(f"ensemble: using the given --weights; OOF scores not available ({err})")
         return weights, None
     log(f"ensemble ({'fitted on OOF' if report.fitted else 'given'}):\n{report.table()}")
     summary = {"fitted": report.fitted, "metric": report.metric, "n_oof_rows": report.n_rows,
                "blend_oof_score": report.blend_score,
-               "run_oof_scores": dict(zip(report.runs, report.run_scores, strict=True))}
+               "run_oof_scores": dict(zip(report.runs, report.run_scores, strict=True)),
+               "postprocess": report.postprocess, "blend_oof_score_after_postprocess": report.blend_score_after}
     return [float(w) for w in report.weights], summary
 
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -288,6 +287,9 @@ def kaggle_folders(root: Path, bundle_dir: Path, comp, data_dir: Path, layout: s
     dataset.symlink_to((bundle_dir / "dataset").resolve(), target_is_directory=True)
     for name in ("test.csv", "sample_submission.csv"):
         shutil.copyfile(data_dir / name, competition / name)
+    from kaggle_kit.data.load import copy_row_files, load_test  # per-row files (FBE's essays) go in test/
+
+    copy_row_files(comp, load_test(comp, data_dir / "test.csv"), data_dir, "test", competition, "test")
     return {"INPUT_ROOT": str(inputs), "OUTPUT_PATH": str(working / "submission.csv")}
 
 
@@ -318,15 +320,14 @@ def prepared_notebook(bundle_dir: Path, params: dict[str, str], path: Path) -> P
 def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path, data_dir: Path, test_df,
                                 sample, submission) -> float:
     """Largest absolute difference between the notebook's submission and `predict_runs` in this process."""
-    from kaggle_kit.predict.inference import predict_runs, submission_frame
+    from kaggle_kit.predict.inference import predict_runs, submission_difference, submission_frame
 
     dataset = bundle_dir / "dataset"
     runs = manifest["runs"]
     preds = predict_runs(comp, test_df, [dataset / r["path"] for r in runs], [r["weight"] for r in runs],
-                         device="cpu", folds=[r["folds"] for r in runs], data_dir=data_dir)
-    expected = submission_frame(comp, test_df, preds, sample)
-    targets = comp.schema.target_names
-    return float(np.max(np.abs(submission[targets].to_numpy(dtype=float) - expected[targets].to_numpy(dtype=float))))
+                         device="cpu", folds=[r["folds"] for r in runs], data_dir=data_dir,
+                         postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"))
+    return submission_difference(comp, submission, submission_frame(comp, test_df, preds, sample))
 
 
 def bundle_requirements(bundle_dir: Path) -> list[Requirement]:
@@ -428,7 +429,7 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
 def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8, log: Callable[[str], None] = print,
                 image: ImagePackages | None = None) -> Simulation | None:
     """`simulate` on the first rows of the run's train.csv posing as a test set: what `kit bundle` runs by default."""
-    from kaggle_kit.data.load import read_csv
+    from kaggle_kit.data.load import copy_row_files, read_csv
     from kaggle_kit.runs.folder import RunDir
 
     data = RunDir(run_path).data_dir()  # --data, data/<comp>/ or the embedded sample, as the manifest recorded
@@ -440,9 +441,10 @@ def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8, log: Call
     train = read_csv(train_csv).head(rows)
     with tempfile.TemporaryDirectory(prefix="kit-check-") as tmp:
         train[comp.schema.test_columns()].to_csv(Path(tmp) / "test.csv", index=False)
+        copy_row_files(comp, train, train_csv.parent, "train", Path(tmp), "test")
         sample = train[[comp.schema.id_column]].copy()
-        for target in comp.schema.target_names:
-            sample[target] = 0.0
+        for column in comp.schema.submission_columns()[1:]:
+            sample[column] = 0.0
         sample.to_csv(Path(tmp) / "sample_submission.csv", index=False)
         return simulate(bundle_dir, Path(tmp), log=log, image=image)
 

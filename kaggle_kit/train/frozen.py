@@ -18,6 +18,7 @@ from kaggle_kit.config import TrainConfig
 from kaggle_kit.errors import KitError
 from kaggle_kit.models.model import KitModel, build_model
 from kaggle_kit.predict.inference import infer
+from kaggle_kit.tasks.losses import LossSpec, apply_link
 from kaggle_kit.train.trainer import FoldData, FoldOutcome, FoldTrainer
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,22 @@ ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 PARAMETER_FREE_POOLINGS = ("mean", "max", "min", "cls", "last-token", "concat-last4")
 
 
-def ridge_targets(y: np.ndarray, loss_name: str) -> np.ndarray:
-    """The ridge fits the model's raw output: logits when predictions are a sigmoid."""
-    if loss_name == "bce":
+def ridge_targets(y: np.ndarray, targets, spec: LossSpec) -> np.ndarray:
+    """The ridge fits the model's raw output: logits when predictions are a sigmoid, and for a softmax over K
+    classes the log of the (softened) one-hot labels, whose softmax gives back the softened labels."""
+    if spec.bias == "logit":
         clipped = np.clip(y, 0.02, 0.98)
         return np.log(clipped / (1 - clipped))
-    return y
+    if all(t.kind != "multiclass" for t in targets):
+        return y
+    parts = []
+    for i, target in enumerate(targets):
+        if target.kind == "multiclass":
+            one_hot = np.eye(target.width)[y[:, i].astype(np.int64)]
+            parts.append(np.log(np.clip(one_hot, 0.02, 0.98)))
+        else:
+            parts.append(y[:, i:i + 1])
+    return np.concatenate(parts, axis=1)
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -79,12 +90,11 @@ class FrozenFoldTrainer(FoldTrainer):
 
     def fit(self, fold: int, train: FoldData, valid: FoldData) -> FoldOutcome:
         started = time.monotonic()
-        loss_name = self.cfg.loss or self.comp.default_loss
-        ridge = RidgeCV(alphas=ALPHAS).fit(self.embed(train), ridge_targets(train.y, loss_name))
+        ridge = RidgeCV(alphas=ALPHAS).fit(self.embed(train), ridge_targets(train.y, self.targets, self.loss_spec))
         log.info("fold %d: ridge alpha %g", fold, ridge.alpha_)
         raw = ridge.predict(self.embed(valid)).reshape(len(valid.ids), -1).astype(np.float32)
-        pred = self.comp.postprocess(self.loss_spec.link(torch.from_numpy(raw)).numpy())
-        result = self.comp.metric(valid.y, pred, self.target_names)
+        pred = self.comp.postprocess(apply_link(self.loss_spec, torch.from_numpy(raw), self.targets).numpy())
+        result = self.comp.metric(valid.y, pred, self.targets)
         model = self._extractor()
         with torch.no_grad():
             model.fc.weight.copy_(torch.as_tensor(np.atleast_2d(ridge.coef_), dtype=torch.float32))

@@ -27,6 +27,8 @@ from kaggle_kit.runs import plots
 from kaggle_kit.runs.folder import RunDir, check_not_running, new_manifest, now_iso
 from kaggle_kit.runs.monitor import RunMonitor
 from kaggle_kit.runs.tracker import check_tracker
+from kaggle_kit.tasks.postprocess import crossfit, fit_record
+from kaggle_kit.tasks.targets import prior_prediction
 from kaggle_kit.train.preflight import assign_folds, check_output_folder, resolved_config
 from kaggle_kit.train.trainer import FoldData, FoldTrainer, save_fold_outcome
 
@@ -107,7 +109,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
     if is_decoder(backbone_config):
         prepare_tokenizer(tokenizer, backbone_config)
     targets = comp.schema.target_names
-    ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir, files)
+    ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir, files, split="train")
     lengths = np.array([len(x) for x in ids])
     log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% truncated at %d", comp.name, len(train_df),
              cfg.folds, np.median(lengths), 100 * np.mean(lengths >= cfg.max_len), cfg.max_len)
@@ -202,8 +204,10 @@ def _check_resumable(run: RunDir, data_dir: Path) -> None:
 
 
 def finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> dict:
-    """Pool the finished folds into oof.csv, cv.json, metrics.csv and plots; mark the run complete."""
+    """Pool the finished folds into oof.csv, cv.json, metrics.csv and plots; fit the plugin's post-processor on
+    the pooled OOF predictions (postprocess.json); mark the run complete."""
     targets = comp.schema.target_names
+    columns = comp.schema.output_columns
     id_col = comp.schema.id_column
     done = run.finished_folds()
     parts = [pd.read_csv(run.fold_oof(f), dtype={id_col: str}) for f in done]
@@ -211,14 +215,16 @@ def finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> di
     order = {v: i for i, v in enumerate(train_df[id_col].astype(str))}
     oof = oof.iloc[np.argsort([order[v] for v in oof[id_col].astype(str)], kind="stable")].reset_index(drop=True)
     truth = train_df.set_index(train_df[id_col].astype(str)).loc[oof[id_col].astype(str), targets].to_numpy(float)
-    pred = oof[targets].to_numpy(float)
-    pooled = comp.metric(truth, pred, targets)
+    pred = oof[columns].to_numpy(float)
+    pooled = comp.metric(truth, pred, comp.schema.targets)
+    oof_folds = folds[[order[v] for v in oof[id_col].astype(str)]]
 
-    baseline_pred = np.zeros_like(truth)
+    baseline_pred = np.zeros_like(pred)
     for f in done:
-        mask_valid = (folds == f)[[order[v] for v in oof[id_col].astype(str)]]
-        baseline_pred[mask_valid] = train_df.loc[folds != f, targets].to_numpy(float).mean(axis=0)
-    baseline = comp.metric(truth, baseline_pred, targets)
+        mask_valid = oof_folds == f
+        baseline_pred[mask_valid] = prior_prediction(train_df.loc[folds != f, targets].to_numpy(float),
+                                                     comp.schema.targets)
+    baseline = comp.metric(truth, baseline_pred, comp.schema.targets)
 
     fold_results = {f"fold{f}": read_json(run.fold_result(f)) for f in done}
     cv = {
@@ -231,13 +237,15 @@ def finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> di
         "n_oof": len(oof),
         "baseline_train_mean": {"score": baseline.score, "per_target": baseline.per_target},
     }
+    if comp.postprocessor is not None:
+        cv["postprocess"] = fit_postprocessor(run, comp, pred, truth, oof_folds, pooled)
     with atomic_path(run.oof) as tmp:
         oof.to_csv(tmp, index=False)
     metrics = pd.concat([pd.read_csv(run.fold_log(f)) for f in done if run.fold_log(f).is_file()], ignore_index=True)
     with atomic_path(run.metrics) as tmp:
         metrics.to_csv(tmp, index=False)
     plots.learning_curves(metrics, comp.metric.name, run.plots / "learning_curves.png")
-    plots.predicted_vs_true(truth, pred, targets, run.plots / "predicted_vs_true.png")
+    plots.predicted_vs_true(truth, pred, comp.schema.targets, run.plots / "predicted_vs_true.png")
     write_json(run.cv, cv)
     manifest = run.load_manifest()
     cfg = run.load_config()
@@ -245,3 +253,21 @@ def finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> di
     manifest.update(status="complete" if complete else "partial", finished=now_iso(), folds_finished=done)
     write_json(run.manifest, manifest)
     return cv
+
+
+def fit_postprocessor(run: RunDir, comp: Competition, pred: np.ndarray, truth: np.ndarray, folds: np.ndarray,
+                      before) -> dict:
+    """Fit the plugin's post-processor on the pooled OOF predictions, save its state as postprocess.json and say
+    what it did: the score before, after (fitted and scored on the same rows: optimistic) and cross-fitted (each
+    fold's rows post-processed with a state fitted on the other folds: the honest estimate)."""
+    targets = comp.schema.targets
+    record = fit_record(comp.postprocessor, pred, truth, targets)
+    write_json(run.postprocess, record)
+    after = comp.metric(truth, comp.postprocessor.apply(pred, record["state"], targets), targets)
+    crossfitted = crossfit(comp.postprocessor, pred, truth, targets, folds)
+    honest = comp.metric(truth, crossfitted, targets).score if crossfitted is not None else None
+    log.info("%s fitted on %d OOF rows: %s %.4f -> %.4f%s", comp.postprocessor.name, len(pred), comp.metric.name,
+             before.score, after.score, f" (cross-fitted {honest:.4f})" if honest is not None else "")
+    return {"name": comp.postprocessor.name, "file": run.postprocess.name, "score_before": before.score,
+            "score_after": after.score, "per_target_after": after.per_target, "score_after_crossfit": honest,
+            "state": record["state"]}

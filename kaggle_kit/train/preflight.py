@@ -20,7 +20,7 @@ from kaggle_kit.config import TrainConfig
 from kaggle_kit.data.load import SAMPLE
 from kaggle_kit.device import resolved_precision
 from kaggle_kit.errors import KitError
-from kaggle_kit.tasks.losses import get_loss
+from kaggle_kit.tasks.losses import check_loss_trains, get_loss
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path | str, d
     updates = decoder_settings(cfg, backbone_config) | adapter_settings(cfg, model_path, device)
     cfg = cfg.model_copy(update=updates)
     loss = cfg.loss or comp.default_loss
-    get_loss(loss)
+    check_loss_trains(loss, get_loss(loss, comp.losses), comp.schema.targets, comp.name)
     input_format = cfg.input_format or comp.input_formats[0]
     if input_format not in comp.input_formats:
         raise KitError(f"--input-format {input_format!r} is unknown for {comp.name}; "
@@ -50,7 +50,7 @@ def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path | str, d
     return cfg.model_copy(update={
         "pooling_layers": min(cfg.pooling_layers, depth), "loss": loss, "input_format": input_format,
         "precision": resolved_precision(cfg.precision, device), "data": data,
-        "competition_version": comp.version, "targets": comp.schema.target_names,
+        "competition_version": comp.version, "targets": [t.record() for t in comp.schema.targets],
     })
 
 

@@ -24,7 +24,7 @@ from kaggle_kit.models.model import KitModel, build_model, freeze_bottom, llrd_p
 from kaggle_kit.predict.inference import infer
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.runs.monitor import NullMonitor
-from kaggle_kit.tasks.losses import get_loss
+from kaggle_kit.tasks.losses import TargetLoss, apply_link, get_loss, initial_bias
 from kaggle_kit.train.adversarial import AWP, FGM
 from kaggle_kit.train.ema import EMA
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FoldData:
-    """Tokenised inputs and float targets of one side of a fold."""
+    """Tokenised inputs and float targets (classes as their index) of one side of a fold."""
 
     ids: list[list[int]]
     y: np.ndarray
@@ -91,13 +91,6 @@ def eval_points(n_batches: int, per_epoch: int) -> set[int]:
     return {round(n_batches * (i + 1) / per_epoch) for i in range(per_epoch)}
 
 
-def initial_bias(y: np.ndarray, loss_name: str) -> torch.Tensor:
-    mean = torch.as_tensor(y.mean(axis=0), dtype=torch.float32)
-    if loss_name == "bce":
-        mean = torch.logit(mean.clamp(1e-4, 1 - 1e-4))
-    return mean
-
-
 class FoldTrainer:
     """Trains one fold and keeps the best-scoring weights in memory until the fold ends."""
 
@@ -112,8 +105,8 @@ class FoldTrainer:
         self.device = device
         self.run = run
         self.dtype = amp_dtype(cfg.precision, device)
-        self.loss_spec = get_loss(cfg.loss or comp.default_loss)
-        self.target_names = comp.schema.target_names
+        self.loss_spec = get_loss(cfg.loss or comp.default_loss, comp.losses)
+        self.targets = comp.schema.targets
         self.adapters = AdapterSpec.of(cfg)
         self.quantization = quantization_config(cfg.load_in_4bit, cfg.load_in_8bit, device, self.dtype)
 
@@ -124,7 +117,7 @@ class FoldTrainer:
         model = build_model(self.backbone_config, self.comp.n_outputs, cfg.pooling, cfg.pooling_layers,
                             cfg.head_dropout, weights_from=self.model_path, dtype=base_dtype,
                             quantization=self.quantization, adapters=self.adapters, device=self.device)
-        model.init_output_bias(initial_bias(y_train, cfg.loss or self.comp.default_loss))
+        model.init_output_bias(initial_bias(y_train, self.targets, self.loss_spec))
         reinit_top_layers(model, cfg.reinit_layers)
         freeze_bottom(model, cfg.freeze_embeddings, cfg.freeze_layers)
         if cfg.grad_checkpointing:
@@ -134,8 +127,8 @@ class FoldTrainer:
     def evaluate(self, model: KitModel, valid: FoldData) -> tuple[np.ndarray, float, dict[str, float]]:
         raw = infer(model, valid.ids, self.pad_id, self.cfg.eval_batch_size, self.device, self.dtype,
                     max_tokens=self.cfg.eval_max_tokens)
-        pred = self.comp.postprocess(self.loss_spec.link(torch.from_numpy(raw)).numpy())
-        result = self.comp.metric(valid.y, pred, self.target_names)
+        pred = self.comp.postprocess(apply_link(self.loss_spec, torch.from_numpy(raw), self.targets).numpy())
+        result = self.comp.metric(valid.y, pred, self.targets)
         return pred, result.score, result.per_target
 
     def fit(self, fold: int, train: FoldData, valid: FoldData) -> FoldOutcome:
@@ -149,7 +142,7 @@ class FoldTrainer:
         total_steps = max(1, math.ceil(n_batches / cfg.grad_accum) * cfg.epochs)
         scheduler = make_scheduler(optimizer, cfg.scheduler, int(cfg.warmup * total_steps), total_steps)
         scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
-        loss_fn = self.loss_spec.build().to(self.device)
+        loss_fn = TargetLoss(self.loss_spec, self.targets).to(self.device)
         fgm = FGM(model, model.backbone.get_input_embeddings(), cfg.fgm_eps) if cfg.fgm_eps > 0 else None
         awp = AWP(model, cfg.awp_lr, cfg.awp_eps) if cfg.awp_lr > 0 else None
         ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
@@ -243,7 +236,7 @@ class FoldTrainer:
 
 def save_fold_outcome(run: RunDir, outcome: FoldOutcome, valid: FoldData, comp: Competition) -> None:
     """Predictions first, the result file last: the result file is what marks a fold as finished."""
-    oof = pd.DataFrame(outcome.valid_pred, columns=comp.schema.target_names)
+    oof = pd.DataFrame(outcome.valid_pred, columns=comp.schema.output_columns)
     oof.insert(0, comp.schema.id_column, valid.row_ids)
     with atomic_path(run.fold_oof(outcome.fold)) as tmp:
         oof.to_csv(tmp, index=False)

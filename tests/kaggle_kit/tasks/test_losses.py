@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from kaggle_kit.errors import KitError
-from kaggle_kit.tasks.losses import LOSSES, PearsonLoss, RMSELoss, get_loss
+from kaggle_kit.tasks.losses import LOSSES, PearsonLoss, RMSELoss, TargetLoss, get_loss
+from kaggle_kit.tasks.targets import Target
 
 
 def test_rmse_loss_is_mean_of_column_rmse():
@@ -34,9 +35,14 @@ def test_bce_link_is_sigmoid_and_others_identity():
 
 
 def test_every_loss_builds_and_returns_a_scalar():
-    pred, target = torch.rand(8, 3), torch.rand(8, 3)
+    regression = [Target(name) for name in "abc"]
+    multiclass = [Target("label", kind="multiclass", classes=("x", "y", "z"))]
     for name, spec in LOSSES.items():
-        value = spec.build()(pred, target)
+        if "multiclass" in spec.kinds:
+            targets, target = multiclass, torch.randint(0, 3, (8, 1)).float()
+        else:
+            targets, target = regression, torch.rand(8, 3)
+        value = TargetLoss(spec, targets)(torch.rand(8, 3), target)
         assert value.ndim == 0 and torch.isfinite(value), name
 
 

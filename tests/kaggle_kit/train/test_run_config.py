@@ -18,7 +18,8 @@ def test_the_run_records_every_setting_resolved(ell_tiny_run):
     recorded = json.loads((ell_tiny_run / "run_config.json").read_text())
     assert recorded["loss"] == "rmse" and recorded["input_format"] == "essay"
     assert recorded["precision"] in ("fp32", "fp16", "bf16")
-    assert recorded["targets"] == ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
+    assert recorded["targets"] == [{"name": name, "kind": "regression"} for name in
+                                   ("cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions")]
     assert recorded["competition"] == "ell" and recorded["competition_version"] == "1"
     assert recorded["pooling"] == "attention" and recorded["max_len"] == 64
     assert recorded["pooling_layers"] == 2  # the default 4, capped at the tiny model's depth and recorded so
@@ -45,6 +46,17 @@ def test_editing_a_plugin_default_does_not_change_an_old_runs_predictions(ell_ti
     _edited_plugin(monkeypatch, "ell", default_loss="bce", input_formats=("essay-v2", "essay"))
     after = _predict(capsys, "ell", ell_tiny_run, ell_small_dir, tmp_path / "after.csv")
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_a_run_recorded_with_bare_target_names_still_predicts(ell_tiny_run, ell_small_dir, tmp_path, capsys):
+    """Runs made before targets had kinds recorded only their names: each is a regression target."""
+    before = _predict(capsys, "ell", ell_tiny_run, ell_small_dir, tmp_path / "before.csv")
+    old = tmp_path / "old-run"
+    shutil.copytree(ell_tiny_run, old)
+    config = json.loads((old / "run_config.json").read_text())
+    config["targets"] = [t["name"] for t in config["targets"]]
+    (old / "run_config.json").write_text(json.dumps(config))
+    pd.testing.assert_frame_equal(before, _predict(capsys, "ell", old, ell_small_dir, tmp_path / "old.csv"))
 
 
 def test_a_uspppm_run_carries_its_titles_and_predicts_a_test_file_anywhere(tmp_path, uspppm_small_dir, tiny_bert,
