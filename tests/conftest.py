@@ -38,6 +38,25 @@ def ell_small_dir(tmp_path_factory, ell_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def fbe_small_dir(tmp_path_factory, ell_dir) -> Path:
+    """Feedback Prize - Effective Arguments in its real file layout (train.csv, test.csv, sample_submission.csv,
+    train/<essay_id>.txt, test/<essay_id>.txt), 141 elements of 24 real ELL essays with DERIVED labels: see
+    tests/derived_data.py for how."""
+    from tests.derived_data import build_fbe
+
+    return build_fbe(ell_dir, tmp_path_factory.mktemp("fbe_small"))
+
+
+@pytest.fixture(scope="session")
+def aes2_small_dir(tmp_path_factory, ell_dir) -> Path:
+    """Automated Essay Scoring 2.0 in its real file format, 48 real ELL essays with a DERIVED holistic score 1-6
+    (tests/derived_data.py)."""
+    from tests.derived_data import build_aes2
+
+    return build_aes2(ell_dir, tmp_path_factory.mktemp("aes2_small"))
+
+
 def _tiny_model(folder: Path, arch: str) -> Path:
     """A random-weight encoder with a real WordPiece tokenizer (the embedded MiniLM's)."""
     from transformers import AutoModel, AutoTokenizer, BertConfig, DebertaV2Config

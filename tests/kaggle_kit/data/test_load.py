@@ -93,3 +93,37 @@ def test_real_data_loads(ell_dir):
     df = load_train(ELL, ell_dir)
     assert len(df) == len(read_csv(ell_dir / "train.csv")) and not df.isna().any().any()
     assert isinstance(df, pd.DataFrame)
+
+
+def _classification(tmp_path, labels: list[str], classes=("low", "mid", "high"), kind="multiclass"):
+    """A one-target plugin whose labels are classes, and a train.csv holding `labels`."""
+    from kaggle_kit.competition import Competition, Schema, Target
+    from kaggle_kit.data.folds import kfold
+    from kaggle_kit.tasks.metrics import ACCURACY
+
+    comp = Competition(name="cls", title="classes", kaggle_slug="cls",
+                       schema=Schema("id", ("text",), (Target("label", kind=kind, classes=classes),)),
+                       build_inputs=lambda df, ctx: df["text"].tolist(), input_formats=("text",), metric=ACCURACY,
+                       default_loss="cross-entropy", fold_strategy=kfold)
+    rows = "".join(f"r{i},some text,{label}\n" for i, label in enumerate(labels))
+    (tmp_path / "train.csv").write_text("id,text,label\n" + rows, encoding="utf-8")
+    return comp
+
+
+def test_string_labels_become_class_indices_in_declared_order(tmp_path):
+    comp = _classification(tmp_path, ["high", "low", " mid ", "high"])
+    assert load_train(comp, tmp_path)["label"].tolist() == [2.0, 0.0, 1.0, 2.0]
+
+
+def test_int_classes_match_their_written_forms(tmp_path):
+    comp = _classification(tmp_path, ["1", "0", "1.0", "0"], classes=(0, 1), kind="binary")
+    assert load_train(comp, tmp_path)["label"].tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("label, expected", [("great", "label 'great' is not one of the classes (low, mid, high)"),
+                                             ("", "label is empty (low, mid, high)")])
+def test_a_label_outside_the_classes_is_one_line_with_row_and_column(tmp_path, label, expected):
+    comp = _classification(tmp_path, ["low", "mid", label, "high"])
+    with pytest.raises(KitError) as info:
+        load_train(comp, tmp_path)
+    assert str(info.value) == f"{tmp_path / 'train.csv'} row 3 (id=r2), column 'label': {expected}"

@@ -1,0 +1,144 @@
+"""Feedback Prize - Predicting Effective Arguments on a derived fixture (real ELL essays, labels derived as
+tests/derived_data.py says): 3-class log loss, essays read from train/ and test/, folds grouped by essay,
+train -> predict -> bundle (with its offline check) -> simulate."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kaggle_kit.competition import InputContext
+from kaggle_kit.data.load import load_test, load_train
+from kaggle_kit.errors import KitError
+from kaggle_kit.registry import get_competition
+from kaggle_kit.tasks.metrics import LOG_LOSS
+from tests.helpers import assert_one_line_error, run_kit
+
+FBE = get_competition("fbe")
+CLASSES = ["Ineffective", "Adequate", "Effective"]
+
+
+def test_labels_are_encoded_in_the_declared_class_order(fbe_small_dir):
+    raw = pd.read_csv(fbe_small_dir / "train.csv")
+    df = load_train(FBE, fbe_small_dir)
+    expected = raw["discourse_effectiveness"].map({c: i for i, c in enumerate(CLASSES)})
+    assert np.array_equal(df["discourse_effectiveness"].to_numpy(), expected.to_numpy(dtype=float))
+
+
+def test_input_is_type_text_and_the_essay_of_the_rows_split(fbe_small_dir):
+    train = load_train(FBE, fbe_small_dir).head(2)
+    ctx = InputContext(sep_token="[SEP]", input_format="type-text-essay", seed=0, data_dir=fbe_small_dir)
+    essay = " ".join((fbe_small_dir / "train" / f"{train['essay_id'].iat[0]}.txt").read_text().split())
+    first = FBE.build_inputs(train, ctx)[0]
+    assert first == f"{train['discourse_type'].iat[0]} [SEP] {train['discourse_text'].iat[0]} [SEP] {essay}"
+    short = InputContext(sep_token="</s>", input_format="type-text", seed=0, data_dir=fbe_small_dir)
+    second = train.iloc[1]
+    assert FBE.build_inputs(train, short)[1] == f"{second['discourse_type']} </s> {second['discourse_text']}"
+    test = load_test(FBE, fbe_small_dir / "test.csv")
+    at_test = InputContext(sep_token="[SEP]", input_format="type-text-essay", seed=0, data_dir=fbe_small_dir,
+                           split="test")
+    essay = " ".join((fbe_small_dir / "test" / f"{test['essay_id'].iat[0]}.txt").read_text().split())
+    assert FBE.build_inputs(test, at_test)[0].endswith(essay)
+
+
+def test_an_unknown_label_names_the_row_and_the_classes(fbe_small_dir, tmp_path):
+    shutil.copytree(fbe_small_dir, tmp_path / "d")
+    df = pd.read_csv(tmp_path / "d" / "train.csv", dtype=str, keep_default_na=False)
+    df.loc[3, "discourse_effectiveness"] = "Excellent"
+    df.to_csv(tmp_path / "d" / "train.csv", index=False)
+    with pytest.raises(KitError, match=rf"row 4 \(discourse_id={df.loc[3, 'discourse_id']}\), column "
+                                       r"'discourse_effectiveness': label 'Excellent' is not one of the classes "
+                                       r"\(Ineffective, Adequate, Effective\)"):
+        load_train(FBE, tmp_path / "d")
+
+
+def test_a_missing_essay_is_one_line_before_anything_is_written(fbe_small_dir, tiny_bert, tmp_path, capsys):
+    shutil.copytree(fbe_small_dir, tmp_path / "d")
+    df = pd.read_csv(tmp_path / "d" / "train.csv", dtype=str)
+    (tmp_path / "d" / "train" / f"{df.loc[0, 'essay_id']}.txt").unlink()
+    code, _, err = run_kit(capsys, "train", "fbe", "--data", tmp_path / "d", "--model", tiny_bert, "--folds", "2",
+                           "--out", tmp_path / "run")
+    assert_one_line_error(code, err, f"train/{df.loc[0, 'essay_id']}.txt: file not found",
+                          f"row 1 (discourse_id={df.loc[0, 'discourse_id']}), column 'essay_id'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_regression_loss_is_refused_for_a_multiclass_target(fbe_small_dir, tiny_bert, tmp_path, capsys):
+    code, _, err = run_kit(capsys, "train", "fbe", "--data", fbe_small_dir, "--model", tiny_bert, "--loss", "rmse",
+                           "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "--loss rmse: trains regression, binary targets",
+                          "'discourse_effectiveness' is multiclass", "cross-entropy")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def fbe_run(tmp_path_factory, fbe_small_dir, tiny_bert):
+    from tests.helpers import invoke
+
+    out = tmp_path_factory.mktemp("runs") / "fbe-tiny"
+    code = invoke("train", "fbe", "--data", fbe_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
+                  "--max-len", "64", "--batch-size", "8", "--out", out)
+    assert code == 0
+    return out
+
+
+@pytest.mark.e2e
+def test_train_writes_class_probabilities_grouped_folds_and_calibration(fbe_run, fbe_small_dir):
+    train = pd.read_csv(fbe_small_dir / "train.csv")
+    folds = pd.read_csv(fbe_run / "folds.csv").merge(train, on="discourse_id")
+    assert (folds.groupby("essay_id")["fold"].nunique() == 1).all() and set(folds["fold"]) == {0, 1}
+    oof = pd.read_csv(fbe_run / "oof.csv")
+    assert list(oof.columns) == ["discourse_id", *CLASSES] and list(oof["discourse_id"]) == list(train["discourse_id"])
+    probs = oof[CLASSES].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5) and (probs > 0).all()
+    truth = train["discourse_effectiveness"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()[:, None]
+    cv = json.loads((fbe_run / "cv.json").read_text())
+    assert cv["metric"] == "log-loss"
+    assert cv["score"] == pytest.approx(LOG_LOSS(truth, probs, FBE.schema.targets).score, abs=1e-6)
+    # the train-prior baseline is the log loss of the training class frequencies: about ln 3 on balanced classes
+    assert 1.0 < cv["baseline_train_mean"]["score"] < 1.2
+    post = cv["postprocess"]
+    assert post["name"] == "temperature" and post["score_after"] <= post["score_before"] + 1e-12
+    assert post["score_after_crossfit"] is not None
+    recorded = json.loads((fbe_run / "run_config.json").read_text())
+    assert recorded["loss"] == "cross-entropy"
+    assert recorded["targets"] == [{"name": "discourse_effectiveness", "kind": "multiclass", "classes": CLASSES}]
+    state = json.loads((fbe_run / "postprocess.json").read_text())
+    assert state["name"] == "temperature" and state["state"] == post["state"]
+
+
+@pytest.mark.e2e
+def test_predict_writes_the_sample_submissions_probability_columns(fbe_run, fbe_small_dir, tmp_path, capsys):
+    out = tmp_path / "submission.csv"
+    code, _, err = run_kit(capsys, "predict", "fbe", "--run", fbe_run, "--input", fbe_small_dir / "test.csv",
+                           "--output", out)
+    assert code == 0, err
+    sub, sample = pd.read_csv(out), pd.read_csv(fbe_small_dir / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns) == ["discourse_id", *CLASSES]
+    assert list(sub["discourse_id"]) == list(sample["discourse_id"])
+    assert np.allclose(sub[CLASSES].sum(axis=1), 1, atol=1e-6)
+
+
+@pytest.mark.e2e
+def test_bundle_checks_offline_and_simulate_equals_predict(fbe_run, fbe_small_dir, image_packages_of_this_env,
+                                                           tmp_path, capsys):
+    """The bundle's own check poses training rows as test rows (their essays copied to test/); simulate lays
+    out the competition folder with test.csv's essays in test/, as Kaggle mounts it."""
+    code, _, err = run_kit(capsys, "bundle", "fbe", "--run", fbe_run, "--owner", "kit-tester", "--out",
+                           tmp_path / "bundles", "--image-packages", image_packages_of_this_env)
+    assert code == 0, err
+    assert "simulate: valid submission, 8 rows, equal to `kit predict`" in err
+    bundle = next((tmp_path / "bundles").iterdir())
+    assert (bundle / "dataset" / "models" / "fbe-tiny" / "postprocess.json").is_file()
+    simulated = tmp_path / "simulated.csv"
+    code, _, err = run_kit(capsys, "simulate", "--bundle", bundle, "--data", fbe_small_dir, "--output", simulated)
+    assert code == 0, err
+    predicted = tmp_path / "predicted.csv"
+    code, _, err = run_kit(capsys, "predict", "fbe", "--run", fbe_run, "--input", fbe_small_dir / "test.csv",
+                           "--output", predicted)
+    assert code == 0, err
+    sim, pred = pd.read_csv(simulated), pd.read_csv(predicted)
+    assert list(sim.columns) == list(pred.columns)
+    assert np.abs(sim[CLASSES].to_numpy() - pred[CLASSES].to_numpy()).max() <= 1e-6
