@@ -80,10 +80,13 @@ def test_bundle_and_simulate_offline(aes2_run, aes2_small_dir, image_packages_of
 
 @pytest.mark.e2e
 def test_an_ensemble_refits_the_thresholds_on_the_blended_oof(aes2_run, aes2_small_dir, tiny_bert, tmp_path,
-                                                               capsys, monkeypatch):
-    """Two runs: the blend's thresholds are fitted on the blended OOF predictions, not taken from either run."""
+                                                               capsys, monkeypatch, image_packages_of_this_env):
+    """Two runs: the blend's thresholds are fitted on the blended OOF predictions, not taken from either run;
+    a bundle ships that state and the notebook's code applies it."""
     from kaggle_kit.predict import ensemble
     from kaggle_kit.predict.ensemble import blended_postprocess, ensemble_report
+    from kaggle_kit.ship.bundle import build_bundle, load_image_packages
+    from kaggle_kit.ship.kaggle_runtime import run_submission
 
     other = tmp_path / "other"
     code, _, err = run_kit(capsys, "train", "aes2", "--data", aes2_small_dir, "--model", tiny_bert, "--folds", "2",
@@ -92,6 +95,16 @@ def test_an_ensemble_refits_the_thresholds_on_the_blended_oof(aes2_run, aes2_sma
     report = ensemble_report(AES2, [aes2_run, other], weights=[0.5, 0.5])
     assert report.postprocess["name"] == "thresholds" and report.blend_score_after >= report.blend_score
     assert report.postprocess == blended_postprocess(AES2, [aes2_run, other], [1.0, 1.0])
+
+    bundle = build_bundle(AES2, [aes2_run, other], tmp_path / "bundles", weights=[1.0, 1.0], owner="kit-tester",
+                          image=load_image_packages(image_packages_of_this_env), log=lambda _: None)
+    manifest = json.loads((bundle.dataset / "manifest.json").read_text())
+    assert manifest["ensemble"]["postprocess"] == report.postprocess
+    shipped = dict(report.postprocess, state={"thresholds": {"score": [9.0, 9.1, 9.2, 9.3, 9.4]}})  # all 1
+    manifest["ensemble"]["postprocess"] = shipped
+    (bundle.dataset / "manifest.json").write_text(json.dumps(manifest))
+    run_submission(bundle.dataset, aes2_small_dir, tmp_path / "notebook.csv", device="cpu")
+    assert (pd.read_csv(tmp_path / "notebook.csv")["score"] == 1).all()
     args = ("predict", "aes2", "--run", aes2_run, "--run", other, "--input", aes2_small_dir / "test.csv", "--output",
             tmp_path / "blend.csv")
     code, _, err = run_kit(capsys, *args)

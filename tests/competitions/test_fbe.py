@@ -122,6 +122,33 @@ def test_predict_writes_the_sample_submissions_probability_columns(fbe_run, fbe_
 
 
 @pytest.mark.e2e
+def test_a_plugin_that_reorders_its_classes_still_reads_an_old_runs_probabilities_right(fbe_run, fbe_small_dir,
+                                                                                        tmp_path, capsys,
+                                                                                        monkeypatch):
+    import dataclasses
+
+    from kaggle_kit import registry
+
+    args = ("predict", "fbe", "--run", fbe_run, "--input", fbe_small_dir / "test.csv", "--sample-submission",
+            fbe_small_dir / "sample_submission.csv")
+    code, _, err = run_kit(capsys, *args, "--output", tmp_path / "before.csv")
+    assert code == 0, err
+    target = dataclasses.replace(FBE.schema.targets[0], classes=("Effective", "Ineffective", "Adequate"))
+    edited = dataclasses.replace(FBE, schema=dataclasses.replace(FBE.schema, targets=(target,)))
+    comps = dict(registry.all_competitions(), fbe=edited)
+    monkeypatch.setattr(registry, "all_competitions", lambda: comps)
+    code, _, err = run_kit(capsys, *args, "--output", tmp_path / "after.csv")
+    assert code == 0, err
+    before, after = pd.read_csv(tmp_path / "before.csv"), pd.read_csv(tmp_path / "after.csv")
+    assert np.abs(before[CLASSES].to_numpy() - after[CLASSES].to_numpy()).max() <= 1e-9
+    renamed = dataclasses.replace(target, classes=("Effective", "Ineffective", "Okay"))
+    comps["fbe"] = dataclasses.replace(FBE, schema=dataclasses.replace(FBE.schema, targets=(renamed,)))
+    code, _, err = run_kit(capsys, *args, "--output", tmp_path / "renamed.csv")
+    assert_one_line_error(code, err, "trained on the classes Ineffective, Adequate, Effective",
+                          "the plugin now has Effective, Ineffective, Okay")
+
+
+@pytest.mark.e2e
 def test_bundle_checks_offline_and_simulate_equals_predict(fbe_run, fbe_small_dir, image_packages_of_this_env,
                                                            tmp_path, capsys):
     """The bundle's own check poses training rows as test rows (their essays copied to test/); simulate lays
