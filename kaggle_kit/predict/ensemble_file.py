@@ -24,6 +24,8 @@ from kaggle_kit.fileio import read_json, write_json
 from kaggle_kit.predict.ensemble import aligned_oof
 from kaggle_kit.predict.hill_climb import FittedBlend, fit_blend
 from kaggle_kit.runs.folder import RunDir
+from kaggle_kit.tasks.postprocess import fit_record
+from kaggle_kit.tasks.targets import Target, output_slices, output_weights
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +62,35 @@ class EnsembleFit:
 def fit_ensemble(comp: Competition, run_dirs: Sequence[Path], data_dir: Path | None = None, max_steps: int = 30,
                  chunks: int = 5, seed: int = 42) -> EnsembleFit:
     names = comp.schema.target_names
+    targets = comp.schema.targets
     folder = resolve_data_dir(comp, data_dir or RunDir(Path(run_dirs[0])).load_config().data)
     y, preds = aligned_oof(comp, run_dirs, load_train(comp, folder))
     chunk_of_row = np.random.default_rng(seed).permutation(len(y)) % chunks
     post = comp.postprocess
+    slices = output_slices(targets)
 
-    def scorer(columns: list[int]):
-        return lambda truth, pred: comp.metric(truth, post(pred), [names[c] for c in columns]).score
+    def outputs(indices: list[int]) -> list[int]:
+        """The prediction columns of these targets (K per multiclass target)."""
+        return [c for i in indices for c in range(slices[i].start, slices[i].stop)]
+
+    def scorer(indices: list[int]):
+        return lambda truth, pred: comp.metric(truth, post(pred), [targets[i] for i in indices]).score
 
     groups = {name: [i] for i, name in enumerate(names)} if per_target_metric(comp) else {ALL_TARGETS: list(
         range(len(names)))}
     weights, curves, single_best = {}, {}, {}
-    for key, columns in groups.items():
-        fitted = fit_blend([p[:, columns] for p in preds], y[:, columns], scorer(columns),
+    for key, indices in groups.items():
+        columns = outputs(indices)
+        fitted = fit_blend([p[:, columns] for p in preds], y[:, indices], scorer(indices),
                            comp.metric.greater_is_better, chunk_of_row, max_steps)
         weights[key] = [round(float(w), 6) for w in fitted.weights]
         curves[key] = fitted
-        single = [scorer(columns)(y[:, columns], p[:, columns]) for p in preds]
+        single = [scorer(indices)(y[:, indices], p[:, columns]) for p in preds]
         single_best[key] = max(single) if comp.metric.greater_is_better else min(single)
-    blend = blend_predictions(preds, weights, names)
-    run_scores = {RunDir(Path(r)).path.name: comp.metric(y, post(p), names) for r, p in zip(run_dirs, preds,
-                                                                                          strict=True)}
-    blend_result = comp.metric(y, post(blend), names)
+    blend = blend_predictions(preds, weights, names, targets)
+    run_scores = {RunDir(Path(r)).path.name: comp.metric(y, post(p), targets) for r, p in zip(run_dirs, preds,
+                                                                                            strict=True)}
+    blend_result = comp.metric(y, post(blend), targets)
     held_out = float(np.mean([c.held_out_score for c in curves.values()])) if per_target_metric(comp) else \
         curves[ALL_TARGETS].held_out_score
     data = {
@@ -99,13 +108,19 @@ def fit_ensemble(comp: Competition, run_dirs: Sequence[Path], data_dir: Path | N
                 "blend_held_out_estimate": held_out,
                 "runs": {name: {"score": r.score, "per_target": r.per_target} for name, r in run_scores.items()}},
     }
+    if comp.postprocessor is not None:  # refitted on the blend, as `kit predict --ensemble` does
+        record = fit_record(comp.postprocessor, post(blend), y, targets)
+        after = comp.metric(y, comp.postprocessor.apply(post(blend), record["state"], targets), targets)
+        data["postprocess"] = {**record, "blend_after": after.score}
     return EnsembleFit(data, curves, single_best)
 
 
-def blend_predictions(preds: Sequence[np.ndarray], weights: dict[str, list[float]], names: Sequence[str]
-                      ) -> np.ndarray:
+def blend_predictions(preds: Sequence[np.ndarray], weights: dict[str, list[float]], names: Sequence[str],
+                      targets: Sequence[Target] | None = None) -> np.ndarray:
+    """The runs' predictions blended with per-target weights (a K-class target's columns share its weight)."""
     matrix = weight_matrix(weights, names, len(preds))
-    return sum(matrix[i] * np.asarray(p, dtype=np.float64) for i, p in enumerate(preds))
+    targets = targets if targets is not None else [Target(n) for n in names]
+    return sum(output_weights(matrix[i], targets) * np.asarray(p, dtype=np.float64) for i, p in enumerate(preds))
 
 
 def weight_matrix(weights: dict[str, list[float]], names: Sequence[str], n_runs: int) -> np.ndarray:
