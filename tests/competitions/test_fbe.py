@@ -169,3 +169,32 @@ def test_bundle_checks_offline_and_simulate_equals_predict(fbe_run, fbe_small_di
     sim, pred = pd.read_csv(simulated), pd.read_csv(predicted)
     assert list(sim.columns) == list(pred.columns)
     assert np.abs(sim[CLASSES].to_numpy() - pred[CLASSES].to_numpy()).max() <= 1e-6
+
+
+def _fake_run(folder, fbe_small_dir, probs):
+    """A finished FBE run as `kit ensemble` reads it: its settings and its OOF class probabilities."""
+    folder.mkdir()
+    (folder / "run_config.json").write_text(json.dumps({"competition": "fbe", "data": str(fbe_small_dir)}))
+    ids = pd.read_csv(fbe_small_dir / "train.csv")["discourse_id"]
+    pd.DataFrame(probs, columns=CLASSES).assign(discourse_id=ids)[["discourse_id", *CLASSES]].to_csv(
+        folder / "oof.csv", index=False)
+    return folder
+
+
+def test_hill_climbing_blends_class_probabilities_and_recalibrates_the_blend(fbe_small_dir, tmp_path):
+    from kaggle_kit.predict.ensemble_file import blend_predictions, fit_ensemble
+
+    truth = load_train(FBE, fbe_small_dir)["discourse_effectiveness"].to_numpy(dtype=int)
+    rng = np.random.default_rng(0)
+    sharp = np.eye(3)[truth] * 0.6 + 0.1 + rng.uniform(0, 0.05, (len(truth), 3))  # informative
+    noise = rng.dirichlet(np.ones(3), size=len(truth))  # uninformative
+    runs = [_fake_run(tmp_path / "good", fbe_small_dir, sharp / sharp.sum(axis=1, keepdims=True)),
+            _fake_run(tmp_path / "noise", fbe_small_dir, noise)]
+    fit = fit_ensemble(FBE, runs, max_steps=6, chunks=3)
+    weights = fit.data["weights"]["*"]
+    assert weights[0] > weights[1]  # one weight list: log loss is one score over the 3 probability columns
+    blend = blend_predictions([pd.read_csv(r / "oof.csv")[CLASSES].to_numpy() for r in runs], fit.data["weights"],
+                              FBE.schema.target_names, FBE.schema.targets)
+    assert np.allclose(blend.sum(axis=1), 1.0)
+    post = fit.data["postprocess"]
+    assert post["name"] == "temperature" and post["blend_after"] <= fit.data["oof"]["blend"] + 1e-12
