@@ -67,9 +67,9 @@ def check_files(comp: Competition, folder: Path) -> dict[str, int]:
     sample = read_csv(sample_path)
     _require_columns(sample, sample_path, comp.schema.submission_columns())
     files = find_extra_files(comp, folder, {})
-    for frame in (train, test):
+    for frame, split in ((train, "train"), (test, "test")):  # per-row files: train/ for train.csv, test/ for test.csv
         comp.build_inputs(frame, InputContext(sep_token="[SEP]", input_format=comp.input_formats[0], seed=0,
-                                              data_dir=folder, files=files))
+                                              data_dir=folder, files=files, split=split))
     return {"train.csv": len(train), "test.csv": len(test), "sample_submission.csv": len(sample)}
 
 

@@ -198,3 +198,11 @@ def test_hill_climbing_blends_class_probabilities_and_recalibrates_the_blend(fbe
     assert np.allclose(blend.sum(axis=1), 1.0)
     post = fit.data["postprocess"]
     assert post["name"] == "temperature" and post["blend_after"] <= fit.data["oof"]["blend"] + 1e-12
+
+
+def test_kit_data_check_reads_each_csvs_essays_from_its_own_folder(fbe_small_dir):
+    """`kit data fbe` checks the unpacked folder by building inputs: test.csv's essays are only in test/."""
+    from kaggle_kit.data.download import check_files
+
+    counts = check_files(FBE, fbe_small_dir)
+    assert counts["test.csv"] == len(pd.read_csv(fbe_small_dir / "test.csv")) and counts["train.csv"] > 100
