@@ -216,7 +216,7 @@ def pretrain(texts: list[Path], model_dir: Path, out: Path, settings: PretrainSe
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         state["step"] = step + 1
-        state["losses"].append(round(float(loss), 5))
+        state["losses"].append(round(float(loss.detach()), 5))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(state['losses'][-50:]):.3f}")
         if state["step"] % settings.save_every == 0 or state["step"] == stop_after:
