@@ -39,19 +39,21 @@ def predict(
     test_df = load_test(comp, input)
     sample_path = sample_submission or input.parent / "sample_submission.csv"
     sample = read_csv(sample_path) if sample_path.is_file() else None
-    folds = None
+    folds, postprocess_state = None, None
     if ensemble is not None:
-        from kaggle_kit.predict.ensemble_file import load_ensemble
+        from kaggle_kit.predict.ensemble_file import load_ensemble, read_ensemble_file
 
         if run or weights:
             raise KitError("--ensemble names its runs and weights: drop --run/--weights")
         run, weight_list, folds = load_ensemble(ensemble, comp)
+        postprocess_state = read_ensemble_file(ensemble).get("postprocess")  # fitted on the blended OOF
     elif not run:
         raise KitError("give --run RUN_DIR (repeat to blend) or --ensemble FILE")
     else:
         weight_list = parse_weights(weights)
     preds = predict_runs(comp, test_df, run, weight_list, device=device, batch_size=batch_size,
-                         data_dir=input.parent, base_model=base_model, folds=folds)
+                         data_dir=input.parent, base_model=base_model, folds=folds,
+                         postprocess_state=postprocess_state)
     sub = submission_frame(comp, test_df, preds, sample)
     with atomic_path(output) as tmp:
         sub.to_csv(tmp, index=False)

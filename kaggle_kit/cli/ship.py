@@ -12,9 +12,12 @@ from kaggle_kit.cli.app import app, parse_weights, quiet_transformers, require_m
 @app.command()
 def bundle(
     competition: str = typer.Argument(..., help="Competition plugin name, e.g. ell."),
-    run: list[Path] = typer.Option(..., "--run", help="Run folder(s) from `kit train`; repeat to ensemble."),
+    run: list[Path] = typer.Option(None, "--run", help="Run folder(s) from `kit train`; repeat to ensemble."),
     weights: str = typer.Option(
         None, help="Comma-separated ensemble weights, one per --run [default: fitted on the runs' OOF]."),
+    ensemble: Path = typer.Option(None, "--ensemble", metavar="FILE",
+                                  help="A `kit ensemble` file: its runs, folds, per-target weights and fitted "
+                                       "post-processing, instead of --run/--weights."),
     slug: str = typer.Option(None, help="Dataset slug, 6-40 chars of a-z, 0-9, - [default: <comp>-kit-<hash>]."),
     owner: str = typer.Option(None, help="Kaggle username [default: KAGGLE_USERNAME or ~/.kaggle/kaggle.json]."),
     out: Path = typer.Option(Path("bundles"), help="Folder that receives <slug>/."),
@@ -47,20 +50,27 @@ def bundle(
                            f"--accelerator {accelerator}; give only --accelerator")
         accelerator = implied
     comp = get_competition(competition)
+    if ensemble is not None and (run or weights):
+        raise KitError("--ensemble names its runs and weights: drop --run/--weights")
+    if ensemble is None and not run:
+        raise KitError("give --run RUN_DIR (repeat to blend) or --ensemble FILE")
     weight_list = parse_weights(weights)
     image = load_image_packages(image_packages)
-    result = build_bundle(comp, run, out, weight_list, slug=slug, owner=owner, license_name=license,
-                          accelerator_name=accelerator or DEFAULT_ACCELERATOR, image=image, log=say)
+    result = build_bundle(comp, run or [], out, weight_list, slug=slug, owner=owner, license_name=license,
+                          accelerator_name=accelerator or DEFAULT_ACCELERATOR, image=image, log=say,
+                          ensemble_file=ensemble)
     say(f"bundle: {result.path} ({result.size_bytes() / 1e6:.1f} MB; wheels: "
         f"{', '.join(Path(w).name for w in result.wheels)})")
     say(f"next: kit simulate --bundle {result.path} --data DIR [--image], then kit submit {comp.name} "
         f"--bundle {result.path}")
     if check:
+        from kaggle_kit.predict.ensemble_file import read_ensemble_file
         from kaggle_kit.ship.simulate import print_simulation, quick_check
 
         setup_logging()
         quiet_transformers()
-        sim = quick_check(comp, result.path, run[0], log=say, image=image)
+        first_run = run[0] if run else Path(read_ensemble_file(ensemble)["runs"][0]["path"])
+        sim = quick_check(comp, result.path, first_run, log=say, image=image)
         if sim is not None:
             print_simulation(sim, log=say)
 

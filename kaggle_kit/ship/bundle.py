@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import numpy as np
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -210,7 +211,7 @@ class BundleRun:
     run: RunDir
     name: str
     folds: list[int]
-    weight: float
+    weight: float | list[float]  # one weight, or one per target (a `kit ensemble` file's)
     cv: dict[str, Any] | None
 
 
@@ -234,24 +235,32 @@ class Bundle:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
 
-def check_runs(comp: Competition, run_paths: list[Path], weights: list[float] | None) -> list[BundleRun]:
+def check_runs(comp: Competition, run_paths: list[Path], weights: list | None,
+               folds: list[list[int]] | None = None) -> list[BundleRun]:
+    """The runs, checked, with their weights normalised (each target's column, for a `kit ensemble` file's
+    per-target weights) and the folds they predict with (all finished ones, or an ensemble file's)."""
     if not run_paths:
         raise KitError("--run: give at least one run folder")
     if weights is not None and len(weights) != len(run_paths):
         raise KitError(f"--weights: {len(weights)} weight(s) for {len(run_paths)} --run folder(s)")
-    if weights is not None and (any(w < 0 for w in weights) or sum(weights) <= 0):
-        raise KitError(f"--weights {','.join(map(str, weights))}: weights must be >= 0 and not all 0")
-    weights = weights or [1.0] * len(run_paths)
-    total = sum(weights)
+    matrix = np.asarray(weights if weights is not None else [1.0] * len(run_paths), dtype=np.float64)
+    matrix = matrix.reshape(len(run_paths), -1)
+    if np.any(matrix < 0) or np.any(matrix.sum(axis=0) <= 0):
+        raise KitError(f"--weights {','.join(map(str, np.ravel(weights)))}: weights must be >= 0 and not all 0")
+    matrix = matrix / matrix.sum(axis=0)
+    normalised = [float(row[0]) if matrix.shape[1] == 1 else [float(w) for w in row] for row in matrix]
     runs, names = [], set()
-    for path, weight in zip(run_paths, weights, strict=True):
+    for index, (path, weight) in enumerate(zip(run_paths, normalised, strict=True)):
         run = RunDir(Path(path))
         cfg = run.load_config()
         if cfg.competition != comp.name:
             raise KitError(f"--run {path}: a run of {cfg.competition!r}, not of {comp.name!r}")
-        folds = run.finished_folds()
-        if not folds:
+        finished = run.finished_folds()
+        run_folds = list(folds[index]) if folds is not None else finished
+        if not run_folds:
             raise KitError(f"--run {path}: no finished folds (fold*.safetensors) to bundle")
+        if set(run_folds) - set(finished):
+            raise KitError(f"--run {path}: fold(s) {sorted(set(run_folds) - set(finished))} are not finished")
         for needed in (run.tokenizer, run.backbone / "config.json"):
             if not needed.exists():
                 raise KitError(f"--run {path}: {needed.relative_to(run.path)} not found")
@@ -260,7 +269,7 @@ def check_runs(comp: Competition, run_paths: list[Path], weights: list[float] | 
             name += "-2"
         names.add(name)
         cv = read_json(run.cv) if run.cv.is_file() else None
-        runs.append(BundleRun(run, name, folds, weight / total, cv))
+        runs.append(BundleRun(run, name, run_folds, weight, cv))
     return runs
 
 
@@ -308,7 +317,8 @@ def runs_digest(runs: list[BundleRun]) -> str:
 def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weights: list[float] | None = None,
                  slug: str | None = None, owner: str | None = None, license_name: str = "CC0-1.0",
                  accelerator_name: str = DEFAULT_ACCELERATOR, image: ImagePackages | None = None,
-                 downloader: Downloader = pip_download, log: Callable[[str], None] = print) -> Bundle:
+                 downloader: Downloader = pip_download, log: Callable[[str], None] = print,
+                 ensemble_file: Path | None = None) -> Bundle:
     """Write `out_root/<slug>/dataset/` and `out_root/<slug>/notebook/`, replacing an older bundle of that slug.
 
     Everything is written to a staging folder first, so a failure never leaves half a bundle under the slug.
@@ -318,8 +328,12 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
                        f"(the notebook's slug adds '-inference')")
     machine = accelerator(accelerator_name)
     image = image or load_image_packages()
-    weights, ensemble = ensemble_weights(comp, run_paths, weights, log)
-    runs = check_runs(comp, run_paths, weights)
+    folds = None
+    if ensemble_file is not None:
+        run_paths, weights, folds, ensemble = ensemble_from_file(comp, ensemble_file, log)
+    else:
+        weights, ensemble = ensemble_weights(comp, run_paths, weights, log)
+    runs = check_runs(comp, run_paths, weights, folds)
     slug = slug or f"{comp.name}-kit-{runs_digest(runs)[:10]}"
     owner = owner or kaggle_username()
     if not owner:
@@ -342,6 +356,26 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
         if staging.exists():
             shutil.rmtree(staging)
     return Bundle(final, slug, owner, manifest["wheels"], manifest["downloaded"])
+
+
+def ensemble_from_file(comp: Competition, path: Path, log: Callable[[str], None]
+                       ) -> tuple[list[Path], list, list[list[int]], dict[str, Any]]:
+    """A `kit ensemble` file's runs, per-target weights (one column per target, or one for all), folds, and the
+    summary the manifest keeps (its OOF scores and the post-processing fitted on the blended OOF)."""
+    from kaggle_kit.predict.ensemble_file import ALL_TARGETS, load_ensemble, read_ensemble_file
+
+    data = read_ensemble_file(path)
+    run_paths, matrix, folds = load_ensemble(path, comp)
+    weights = matrix[:, :1].tolist() if ALL_TARGETS in data["weights"] else matrix.tolist()
+    oof = data.get("oof", {})
+    summary = {"fitted": True, "source": f"kit ensemble file {Path(path).name}", "metric": data.get("metric"),
+               "n_oof_rows": data.get("fit", {}).get("n_oof_rows"), "blend_oof_score": oof.get("blend"),
+               "blend_held_out_estimate": oof.get("blend_held_out_estimate"),
+               "run_oof_scores": {name: r.get("score") for name, r in oof.get("runs", {}).items()},
+               "postprocess": data.get("postprocess")}
+    log(f"ensemble from {path}: {len(run_paths)} runs, OOF {summary['metric']} {summary['blend_oof_score']:.4f} "
+        f"(held out {summary['blend_held_out_estimate']:.4f})")
+    return run_paths, weights, folds, summary
 
 
 def ensemble_weights(comp: Competition, run_paths: list[Path], weights: list[float] | None,

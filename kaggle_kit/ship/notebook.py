@@ -41,7 +41,7 @@ def build_notebook(competition_title: str, competition_slug: str, dataset_slug: 
                    runs: list[dict[str, Any]]) -> nbformat.NotebookNode:
     """The notebook for one bundle. `wheels` are paths relative to the dataset folder."""
     run_lines = "\n".join(f"- `{r['name']}`: folds {', '.join(map(str, r['folds']))}, CV {r['metric']} "
-                          f"{_score(r['cv_score'])}, weight {r['weight']:.3f}" for r in runs)
+                          f"{_score(r['cv_score'])}, weight {_weight(r['weight'])}" for r in runs)
     wheel_args = " ".join(f"{{DATASET_DIR}}/{w}" for w in wheels)
     find_call = (f"\n\n\nCOMPETITION_SLUG = {competition_slug!r}\nTEST_COLUMNS = {test_columns!r}\n"
                  f"SUBMISSION_COLUMNS = {submission_columns!r}\n"
@@ -100,6 +100,13 @@ def build_notebook(competition_title: str, competition_slug: str, dataset_slug: 
         cell["id"] = cell_id
         nb.cells.append(cell)
     return nb
+
+
+def _weight(weight: float | list[float]) -> str:
+    """One weight, or a `kit ensemble` file's weights per target."""
+    if isinstance(weight, list):
+        return "per target " + "/".join(f"{w:.2f}" for w in weight)
+    return f"{weight:.3f}"
 
 
 def _score(score: float | None) -> str:

@@ -69,3 +69,32 @@ def test_a_file_that_is_not_an_ensemble_is_one_line(ell_small_dir, tmp_path, cap
     code, _, err = run_kit(capsys, "predict", "ell", "--ensemble", tmp_path / "x.json", "--input",
                            ell_small_dir / "test.csv", "--output", tmp_path / "s.csv")
     assert_one_line_error(code, err, "not an ensemble file")
+
+
+def test_a_bundle_of_an_ensemble_file_predicts_like_kit_predict_ensemble(ell_tiny_run, second_run, ell_small_dir,
+                                                                       image_packages_of_this_env, tmp_path, capsys):
+    from kaggle_kit.registry import get_competition
+    from kaggle_kit.ship.bundle import build_bundle
+    from kaggle_kit.ship.image import load_image_packages
+    from kaggle_kit.ship.simulate import simulate
+
+    out = tmp_path / "blend.json"
+    code, _, err = run_kit(capsys, "ensemble", "ell", "--run", ell_tiny_run, "--run", second_run, "--out", out,
+                           "--max-steps", "6")
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    bundle = build_bundle(get_competition("ell"), [], tmp_path / "bundles", owner="kit-tester",
+                          image=load_image_packages(image_packages_of_this_env), log=lambda _: None,
+                          ensemble_file=out)
+    manifest = json.loads((bundle.dataset / "manifest.json").read_text())
+    for i, run in enumerate(manifest["runs"]):
+        assert run["weight"] == pytest.approx([data["weights"][t][i] for t in TARGETS])
+    assert manifest["ensemble"]["blend_oof_score"] == pytest.approx(data["oof"]["blend"])
+    code, _, err = run_kit(capsys, "predict", "ell", "--ensemble", out, "--input", ell_small_dir / "test.csv",
+                           "--output", tmp_path / "kit.csv")
+    assert code == 0, err
+    sim = simulate(bundle.path, ell_small_dir, output=tmp_path / "nb.csv", log=lambda _: None,
+                   image=load_image_packages(image_packages_of_this_env))
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "nb.csv")[TARGETS].to_numpy(),
+                               pd.read_csv(tmp_path / "kit.csv")[TARGETS].to_numpy(), atol=1e-4)
+    assert sim.max_abs_diff <= 1e-4
