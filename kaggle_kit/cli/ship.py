@@ -34,6 +34,11 @@ def bundle(
                    "kaggle_image.txt]."),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="Run the notebook offline on a few training rows (a quick `kit simulate`)."),
+    base_model: str = typer.Option(
+        None, "--base-model", metavar="SOURCE",
+        help="LoRA runs: where the notebook gets their base model - kaggle-model:OWNER/MODEL/FRAMEWORK/VARIATION/"
+             "VERSION (a Kaggle Model), dataset:OWNER/SLUG, or copy (into this bundle). Found on Kaggle by its "
+             "recorded identity, whatever the folder names."),
 ) -> None:
     """A Kaggle dataset (wheels, models, manifest) and an offline inference notebook, in bundles/<slug>/."""
     from kaggle_kit.errors import KitError
@@ -58,7 +63,7 @@ def bundle(
     image = load_image_packages(image_packages)
     result = build_bundle(comp, run or [], out, weight_list, slug=slug, owner=owner, license_name=license,
                           accelerator_name=accelerator or DEFAULT_ACCELERATOR, image=image, log=say,
-                          ensemble_file=ensemble)
+                          ensemble_file=ensemble, base_model=base_model)
     say(f"bundle: {result.path} ({result.size_bytes() / 1e6:.1f} MB; wheels: "
         f"{', '.join(Path(w).name for w in result.wheels)})")
     say(f"next: kit simulate --bundle {result.path} --data DIR [--image], then kit submit {comp.name} "
@@ -112,6 +117,9 @@ def simulate(
     image_packages: Path = typer.Option(
         None, help="The image list to simulate, as given to kit bundle [default: the kit's kaggle_image.txt]."),
     timeout: int = typer.Option(1800, help="Seconds a notebook cell may run."),
+    base_model: Path = typer.Option(None, "--base-model", metavar="DIR",
+                                    help="A LoRA bundle's base model folder, mounted as a separate input the way "
+                                         "Kaggle attaches a Model (the notebook must find it by its identity)."),
 ) -> None:
     """Run the bundle's notebook offline, as Kaggle would, and check its submission against `kit predict`."""
     from kaggle_kit.ship.image import load_image_packages
@@ -122,7 +130,7 @@ def simulate(
     setup_logging()
     quiet_transformers()
     sim = run_simulation(bundle, data, output, timeout, log=say, layout=layout, use_image=image, python=python,
-                         image=load_image_packages(image_packages))
+                         image=load_image_packages(image_packages), base_model=base_model)
     print_simulation(sim, log=say)
     if output:
         say(f"wrote {output}")

@@ -318,7 +318,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
                  slug: str | None = None, owner: str | None = None, license_name: str = "CC0-1.0",
                  accelerator_name: str = DEFAULT_ACCELERATOR, image: ImagePackages | None = None,
                  downloader: Downloader = pip_download, log: Callable[[str], None] = print,
-                 ensemble_file: Path | None = None) -> Bundle:
+                 ensemble_file: Path | None = None, base_model: str | None = None) -> Bundle:
     """Write `out_root/<slug>/dataset/` and `out_root/<slug>/notebook/`, replacing an older bundle of that slug.
 
     Everything is written to a staging folder first, so a failure never leaves half a bundle under the slug.
@@ -334,6 +334,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     else:
         weights, ensemble = ensemble_weights(comp, run_paths, weights, log)
     runs = check_runs(comp, run_paths, weights, folds)
+    base = base_model_plan(runs, base_model)
     slug = slug or f"{comp.name}-kit-{runs_digest(runs)[:10]}"
     owner = owner or kaggle_username()
     if not owner:
@@ -345,7 +346,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     staging = Path(tempfile.mkdtemp(prefix=f".{slug}.", dir=out_root))
     staging.chmod(default_mode(directory=True))
     try:
-        manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble)
+        manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble, base)
         write_json(staging / "dataset" / DATASET_METADATA, dataset_meta)
         write_notebook_folder(staging / "notebook", comp, manifest, owner, slug, machine.name)
         final = out_root / slug
@@ -402,15 +403,52 @@ def ensemble_weights(comp: Competition, run_paths: list[Path], weights: list[flo
     return [float(w) for w in report.weights], summary
 
 
+def base_model_plan(runs: list[BundleRun], spec: str | None) -> dict[str, Any] | None:
+    """The LoRA runs' base model: its recorded identity and where the notebook gets it (`--base-model`)."""
+    from kaggle_kit.ship.base_model import COPY_FOLDER, parse_source
+
+    identities = {}
+    for r in runs:
+        cfg = r.run.load_config()
+        if cfg.lora_r:
+            identities[cfg.base_model["config_sha256"]] = (cfg.base_model, cfg.model)
+    if not identities:
+        if spec is not None:
+            raise KitError("--base-model: no run in this bundle holds LoRA adapters (their folds hold whole models)")
+        return None
+    if spec is None:
+        raise KitError("the runs hold LoRA adapters, not whole models: say where the notebook gets their base model "
+                       "with --base-model kaggle-model:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION, dataset:OWNER/SLUG "
+                       "or copy")
+    if len(identities) > 1:
+        raise KitError(f"the runs' LoRA adapters belong to {len(identities)} different base models: bundle each "
+                       f"base's runs separately")
+    (identity, recorded_path), = identities.values()
+    source = parse_source(spec)
+    plan = {"identity": identity, "source": source.record()}
+    if source.kind == "copy":
+        from kaggle_kit.models.identity import check_base_model
+
+        folder = Path(recorded_path or "")
+        if not folder.is_dir():
+            raise KitError(f"--base-model copy: the base model is not at {folder} any more (where training found it)")
+        check_base_model(folder, identity)
+        plan.update(path=f"{COPY_FOLDER}/{slugify(identity.get('name') or 'model')}", folder=str(folder))
+    return plan
+
+
 def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image: ImagePackages,
                   downloader: Downloader, log: Callable[[str], None],
-                  ensemble: dict[str, Any] | None = None) -> dict[str, Any]:
-    """models/, data/ (plugin extra files), wheels/ and manifest.json; returns the manifest."""
+                  ensemble: dict[str, Any] | None = None, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """models/, data/ (plugin extra files), wheels/, a copied base model, and manifest.json; returns the manifest."""
     epoch = bundle_epoch(runs)
     for r in runs:
         for src, dest in model_files(r):
             (dataset / dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dataset / dest)
+    if base is not None and base.get("folder"):
+        log(f"copying the base model {base['folder']} into the bundle ({base['path']})")
+        shutil.copytree(base.pop("folder"), dataset / base["path"])
     check_extra_files(comp, runs)
     wheels = dataset / "wheels"
     shipped = [build_kit_wheel(wheels, epoch)]
@@ -442,6 +480,7 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
                   "cv_score": r.cv.get("score") if r.cv else None,
                   "metric": r.cv.get("metric") if r.cv else comp.metric.name} for r in runs],
         "ensemble": ensemble,
+        "base_model": base,
         "wheels": sorted(f"wheels/{p.name}" for p in wheels.glob("*.whl")),
         "downloaded": [str(r) for r in missing],
         "files": {p.relative_to(dataset).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
@@ -478,6 +517,11 @@ def write_notebook_folder(folder: Path, comp: Competition, manifest: dict[str, A
     }
     if machine.machine_shape:
         kernel_meta["machine_shape"] = machine.machine_shape
+    source = (manifest.get("base_model") or {}).get("source") or {}
+    if source.get("kind") == "kaggle-model":
+        kernel_meta["model_sources"] = [source["ref"]]
+    elif source.get("kind") == "dataset":
+        kernel_meta["dataset_sources"].append(source["ref"])
     write_json(folder / KERNEL_METADATA, kernel_meta)
     validate_kernel_metadata(kernel_meta, folder)
 

@@ -221,7 +221,7 @@ def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
 def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_path: str | Path,
                    budget_hours: float = DEFAULT_BUDGET_HOURS, started_at: float | None = None,
                    clock: Callable[[], float] = time.time, device: str = "auto",
-                   batch_size: int | None = None) -> dict[str, Any]:
+                   batch_size: int | None = None, input_root: str | Path | None = None) -> dict[str, Any]:
     """Predict the competition's test.csv with the bundle's runs and write submission.csv.
 
     Also writes kit_run_report.json beside the submission: folds used and skipped, seconds per fold, and
@@ -241,12 +241,19 @@ def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_
     test_df = load_test(comp, competition_dir / "test.csv")
     sample = read_csv(competition_dir / "sample_submission.csv")
     runs = manifest["runs"]
+    base = manifest.get("base_model")
+    base_model = None
+    if base is not None:  # LoRA runs: their base model, copied into the bundle or attached and found by identity
+        from kaggle_kit.ship.base_model import find_base_model
+
+        base_model = (dataset_dir / base["path"] if base.get("path")
+                      else find_base_model(input_root or dataset_dir.parent, base["identity"]))
     guard = DeadlineGuard(budget_hours * 3600, started_at, clock)
     report = PredictionReport()
     predict_start = clock()
     preds = predict_runs(comp, test_df, [dataset_dir / r["path"] for r in runs], [r["weight"] for r in runs],
                          device=device, batch_size=batch_size, data_dir=competition_dir, should_continue=guard,
-                         clock=clock, report=report, folds=[r["folds"] for r in runs],
+                         clock=clock, report=report, folds=[r["folds"] for r in runs], base_model=base_model,
                          postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"))
     sub = submission_frame(comp, test_df, preds, sample)
     problems = submission_problems(sub, sample, comp.schema.id_column)

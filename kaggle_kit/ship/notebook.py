@@ -89,7 +89,7 @@ def build_notebook(competition_title: str, competition_slug: str, dataset_slug: 
         ("predict", new_code_cell(
             "from kaggle_kit.ship.kaggle_runtime import run_submission\n\n"
             "report = run_submission(DATASET_DIR, COMPETITION_DIR, OUTPUT_PATH, budget_hours=BUDGET_HOURS,\n"
-            "                        started_at=STARTED_AT)")),
+            "                        started_at=STARTED_AT, input_root=INPUT_ROOT)")),
         ("show", new_code_cell("import pandas as pd\n\npd.read_csv(OUTPUT_PATH).head()")),
     ]
     nb = new_notebook(metadata={

@@ -268,7 +268,8 @@ def _timestamp(text: str) -> dt.datetime:
 LAYOUTS = ("new", "old", "mixed")
 
 
-def kaggle_folders(root: Path, bundle_dir: Path, comp, data_dir: Path, layout: str = "new") -> dict[str, str]:
+def kaggle_folders(root: Path, bundle_dir: Path, comp, data_dir: Path, layout: str = "new",
+                   base_model: Path | None = None) -> dict[str, str]:
     """/kaggle/input in Kaggle's `layout` and /kaggle/working under `root`; returns the notebook's INPUT_ROOT and
     OUTPUT_PATH. The dataset is linked, not copied; the competition folder gets test.csv and the sample.
 
@@ -290,6 +291,11 @@ def kaggle_folders(root: Path, bundle_dir: Path, comp, data_dir: Path, layout: s
     from kaggle_kit.data.load import copy_row_files, load_test  # per-row files (FBE's essays) go in test/
 
     copy_row_files(comp, load_test(comp, data_dir / "test.csv"), data_dir, "test", competition, "test")
+    if base_model is not None:  # a LoRA bundle's base, attached as a Kaggle Model would be
+        name = Path(base_model).resolve().name.lower()
+        mount = (inputs / "models" / "owner" / name if layout == "new" else inputs / name) / "transformers/default/1"
+        mount.parent.mkdir(parents=True)
+        mount.symlink_to(Path(base_model).resolve(), target_is_directory=True)
     return {"INPUT_ROOT": str(inputs), "OUTPUT_PATH": str(working / "submission.csv")}
 
 
@@ -318,7 +324,7 @@ def prepared_notebook(bundle_dir: Path, params: dict[str, str], path: Path) -> P
 
 
 def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path, data_dir: Path, test_df,
-                                sample, submission) -> float:
+                                sample, submission, base_model: Path | None = None) -> float:
     """Largest absolute difference between the notebook's submission and `predict_runs` in this process."""
     from kaggle_kit.predict.inference import predict_runs, submission_difference, submission_frame
 
@@ -326,8 +332,14 @@ def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path
     runs = manifest["runs"]
     preds = predict_runs(comp, test_df, [dataset / r["path"] for r in runs], [r["weight"] for r in runs],
                          device="cpu", folds=[r["folds"] for r in runs], data_dir=data_dir,
-                         postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"))
+                         postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
+                         base_model=base_model or _copied_base(manifest, dataset))
     return submission_difference(comp, submission, submission_frame(comp, test_df, preds, sample))
+
+
+def _copied_base(manifest: dict[str, Any], dataset: Path) -> Path | None:
+    path = (manifest.get("base_model") or {}).get("path")
+    return dataset / path if path else None
 
 
 def bundle_requirements(bundle_dir: Path) -> list[Requirement]:
@@ -341,8 +353,12 @@ def bundle_requirements(bundle_dir: Path) -> list[Requirement]:
 
 def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeout: int = 1800,
              log: Callable[[str], None] = print, layout: str = "new", use_image: bool = False,
-             python: Path | None = None, image: ImagePackages | None = None) -> Simulation:
-    """Run the bundle's notebook offline on `data_dir`'s test.csv, check the submission against `kit predict`."""
+             python: Path | None = None, image: ImagePackages | None = None,
+             base_model: Path | None = None) -> Simulation:
+    """Run the bundle's notebook offline on `data_dir`'s test.csv, check the submission against `kit predict`.
+
+    A LoRA bundle whose base model is attached on Kaggle (not copied) needs `base_model`: the folder is mounted
+    as a separate input, as Kaggle mounts a Model, and the notebook has to find it there by its identity."""
     import pandas as pd
 
     from kaggle_kit.data.load import load_test, read_csv
@@ -363,6 +379,14 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
             f"simulation uses {image.path} ({image.date}); pass --image-packages to simulate the bundle's")
     if layout not in LAYOUTS:
         raise KitError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    attached = manifest.get("base_model") and not manifest["base_model"].get("path")
+    if attached and base_model is None:
+        raise KitError(f"simulate: the bundle's LoRA runs need their base model "
+                       f"({manifest['base_model']['identity'].get('name')}), attached on Kaggle as "
+                       f"{manifest['base_model']['source']['ref']}: pass --base-model DIR")
+    if base_model is not None and not attached:
+        raise KitError("--base-model: this bundle attaches no base model (its folds hold whole models, or it "
+                       "copied the base into the dataset)")
     use_unshare = unshare_works()
     network = "unshare --net (loopback only)" if use_unshare else "socket patch (loopback only)"
     if not use_unshare:
@@ -371,7 +395,7 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     with tempfile.TemporaryDirectory(prefix="kit-simulate-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        params = kaggle_folders(root, bundle_dir, comp, data_dir, layout)
+        params = kaggle_folders(root, bundle_dir, comp, data_dir, layout, base_model)
         if use_image:
             from kaggle_kit.ship.image_venv import ensure_image_venv, find_python
 
@@ -409,7 +433,8 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     if problems:
         raise KitError(f"simulate: submission.csv is not valid: {problems[0]}")
     log("simulate: predicting the same rows in this process with `kit predict`'s code, to compare")
-    diff = difference_from_kit_predict(comp, manifest, bundle_dir, data_dir, test_df, sample, submission)
+    diff = difference_from_kit_predict(comp, manifest, bundle_dir, data_dir, test_df, sample, submission,
+                                       base_model)
     if diff > 1e-4:
         raise KitError(f"simulate: the notebook's predictions differ from `kit predict` by up to {diff:.2e} (> 1e-4)")
     infer = {k: v - report["fold_load_seconds"].get(k, 0.0) for k, v in report["fold_seconds"].items()}
@@ -446,7 +471,10 @@ def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8, log: Call
         for column in comp.schema.submission_columns()[1:]:
             sample[column] = 0.0
         sample.to_csv(Path(tmp) / "sample_submission.csv", index=False)
-        return simulate(bundle_dir, Path(tmp), log=log, image=image)
+        manifest = read_json(Path(bundle_dir) / "dataset" / "manifest.json")
+        attached = manifest.get("base_model") and not manifest["base_model"].get("path")
+        base = RunDir(run_path).load_config().model if attached else None  # where training found it
+        return simulate(bundle_dir, Path(tmp), log=log, image=image, base_model=Path(base) if base else None)
 
 
 def print_simulation(sim: Simulation, log: Callable[[str], None] = print) -> None:
