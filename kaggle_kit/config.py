@@ -171,6 +171,12 @@ class TrainConfig(BaseModel):
         if self.lora_r > 0 and self.fgm_eps > 0:
             raise ValueError("--fgm-eps: FGM perturbs the word embeddings along their gradient, and with --lora-r "
                              "the embeddings are frozen (no gradient): FGM would do nothing; drop one of them")
+        if self.lora_r > 0 and self.reinit_layers > 0:
+            raise ValueError("--reinit-layers: with --lora-r the base weights are frozen, so re-initialised layers "
+                             "would stay random; drop one of them")
+        if self.lora_r > 0 and (self.freeze_embeddings or self.freeze_layers):
+            raise ValueError("--freeze-embeddings/--freeze-layers: with --lora-r every base weight is already frozen "
+                             "(only adapters and the head train); drop the freeze option")
         if self.awp_lr > 0 and self.awp_start_epoch >= self.epochs:
             raise ValueError(f"--awp-start-epoch {self.awp_start_epoch}: AWP would never run with --epochs "
                              f"{self.epochs} (epochs count from 0: use 0..{self.epochs - 1})")

@@ -26,6 +26,8 @@ def predict(
     base_model: Path = typer.Option(None, "--base-model", metavar="DIR",
                                     help="LoRA runs: the base model folder [default: where training found it]; "
                                          "refused unless it is the base the run recorded."),
+    merge: bool = typer.Option(False, "--merge", help="LoRA runs: fold the adapters into the base weights before "
+                                                      "predicting (no adapter matmuls; 16/32-bit bases only)."),
 ) -> None:
     """Fold-averaged, post-processed predictions in the sample submission's row and column order."""
     from kaggle_kit.data.load import load_test, read_csv
@@ -53,7 +55,7 @@ def predict(
         weight_list = parse_weights(weights)
     preds = predict_runs(comp, test_df, run, weight_list, device=device, batch_size=batch_size,
                          data_dir=input.parent, base_model=base_model, folds=folds,
-                         postprocess_state=postprocess_state)
+                         postprocess_state=postprocess_state, merge_lora=merge)
     sub = submission_frame(comp, test_df, preds, sample)
     with atomic_path(output) as tmp:
         sub.to_csv(tmp, index=False)

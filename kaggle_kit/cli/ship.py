@@ -39,6 +39,16 @@ def bundle(
         help="LoRA runs: where the notebook gets their base model - kaggle-model:OWNER/MODEL/FRAMEWORK/VARIATION/"
              "VERSION (a Kaggle Model), dataset:OWNER/SLUG, or copy (into this bundle). Found on Kaggle by its "
              "recorded identity, whatever the folder names."),
+    merge: bool = typer.Option(False, "--merge",
+                               help="LoRA runs: the notebook folds each fold's adapters into the base weights before "
+                                    "predicting (faster per token; 16-bit bases only, refused for 4/8-bit)."),
+    force: bool = typer.Option(False, "--force",
+                               help="Bundle even when the notebook is projected past the time limit or a model is "
+                                    "projected not to fit the accelerator's memory."),
+    assume_tflops: float = typer.Option(
+        None, "--assume-tflops", min=0.001,
+        help="Effective fp16 TFLOP/s per GPU for the time projection [default: the kit's stated assumption for "
+             "the accelerator, e.g. 20 for a T4]."),
 ) -> None:
     """A Kaggle dataset (wheels, models, manifest) and an offline inference notebook, in bundles/<slug>/."""
     from kaggle_kit.errors import KitError
@@ -63,7 +73,8 @@ def bundle(
     image = load_image_packages(image_packages)
     result = build_bundle(comp, run or [], out, weight_list, slug=slug, owner=owner, license_name=license,
                           accelerator_name=accelerator or DEFAULT_ACCELERATOR, image=image, log=say,
-                          ensemble_file=ensemble, base_model=base_model)
+                          ensemble_file=ensemble, base_model=base_model, force=force,
+                          assume_tflops=assume_tflops, merge=merge)
     say(f"bundle: {result.path} ({result.size_bytes() / 1e6:.1f} MB; wheels: "
         f"{', '.join(Path(w).name for w in result.wheels)})")
     say(f"next: kit simulate --bundle {result.path} --data DIR [--image], then kit submit {comp.name} "

@@ -70,13 +70,16 @@ def weights_dtype(dtype: torch.dtype = torch.float32) -> dict:
 
 
 def _build_backbone(config, model_path: Path | None, dtype: torch.dtype = torch.float32, quantization=None,
-                    device: torch.device | None = None):
+                    device: torch.device | None = None, device_map: str | dict | None = None):
     """Prefer SDPA attention (faster, less memory); fall back to eager for architectures without it.
 
-    Quantised (bitsandbytes) weights are placed on `device` while loading: they cannot be moved afterwards."""
+    Quantised (bitsandbytes) weights are placed on `device` while loading: they cannot be moved afterwards.
+    `device_map` ("balanced") splits a model too big for one GPU layer by layer over every visible GPU."""
     from transformers import AutoModel
 
     extra = {"quantization_config": quantization, "device_map": {"": device}} if quantization is not None else {}
+    if device_map is not None:
+        extra["device_map"] = device_map
     for attn in ("sdpa", "eager"):
         try:
             if model_path is None:
@@ -117,8 +120,11 @@ class KitModel(nn.Module):
             self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def place(self, device: torch.device) -> KitModel:
-        """Move to `device`; a quantised backbone was placed while loading and cannot move, so only the head does."""
-        if getattr(self.backbone, "is_loaded_in_4bit", False) or getattr(self.backbone, "is_loaded_in_8bit", False):
+        """Move to `device`; a quantised backbone, or one split over several GPUs, was placed while loading and
+        stays there (its hooks bring the output back to the input's device), so only the head moves."""
+        split = len(set((getattr(self.backbone, "hf_device_map", None) or {}).values())) > 1
+        if split or getattr(self.backbone, "is_loaded_in_4bit", False) or getattr(self.backbone, "is_loaded_in_8bit",
+                                                                                 False):
             for name, module in self.named_children():
                 if name != "backbone":
                     module.to(device)
@@ -139,12 +145,12 @@ class KitModel(nn.Module):
 
 def build_model(config, n_outputs: int, pooling: str, pooling_layers: int = 4, head_dropout: float = 0.0,
                 weights_from: Path | None = None, dtype: torch.dtype = torch.float32, quantization=None,
-                adapters=None, device: torch.device | None = None) -> KitModel:
+                adapters=None, device: torch.device | None = None, device_map: str | dict | None = None) -> KitModel:
     """`weights_from` loads pretrained backbone weights; without it the backbone is random (for inference).
 
     `adapters` (a models.lora.AdapterSpec) adds LoRA adapters and freezes the backbone's own weights; `dtype` and
     `quantization` say how those frozen weights are held."""
-    backbone = _build_backbone(config, weights_from, dtype, quantization, device)
+    backbone = _build_backbone(config, weights_from, dtype, quantization, device, device_map)
     if adapters is not None:
         from kaggle_kit.models.lora import add_adapters
 

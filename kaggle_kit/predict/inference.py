@@ -21,7 +21,7 @@ from kaggle_kit.data.load import find_extra_files
 from kaggle_kit.device import autocast, inference_dtype, pick_device
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
-from kaggle_kit.models.lora import AdapterSpec, trainable_state
+from kaggle_kit.models.lora import AdapterSpec, merge_adapters, trainable_state
 from kaggle_kit.models.model import KitModel, build_model, load_backbone_config
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.tasks.losses import apply_link, get_loss
@@ -55,9 +55,10 @@ def load_tokenizer(path: str | Path):
 
 
 def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, device: torch.device,
-                    base_model: Path | None = None) -> KitModel:
+                    base_model: Path | None = None, merge: bool = False) -> KitModel:
     """A fold's model ready for inference. A LoRA fold holds only adapters and the head: they go onto the run's
-    base model (checked against the identity the run recorded), held in the inference dtype."""
+    base model (checked against the identity the run recorded), held in the inference dtype, and with `merge`
+    are folded into the base weights (W + BA: no adapter matmuls per layer at inference)."""
     from safetensors.torch import load_file
 
     path = run.weights(fold)
@@ -66,8 +67,10 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
     if adapters is not None:
         base = lora_base(cfg, base_model)
         dtype = inference_dtype(cfg.precision, device) or torch.float32
+        quantization, device_map = lora_placement(cfg, base, device, dtype)
         model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout,
-                            weights_from=base, dtype=dtype, adapters=adapters)
+                            weights_from=base, dtype=dtype, adapters=adapters, quantization=quantization,
+                            device=device, device_map=device_map)
     else:
         model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout)
     try:
@@ -85,7 +88,42 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
         first = " ".join(str(err).split())[:200]
         raise KitError(f"{path}: cannot load these fold weights ({first}); the file is damaged or belongs to "
                        f"another model: retrain the fold (kit train --resume) or restore the file") from None
-    return model.to(device).eval()
+    if merge and adapters is not None:
+        model = merge_adapters(model)
+    return model.place(device).eval()
+
+
+HEADROOM_BYTES = 2 * 1024**3  # activations and the CUDA context, per GPU
+
+
+def split_over_gpus(model_bytes: int, gpu_bytes: Sequence[int]) -> bool:
+    """Whether a model must be split layer by layer over the GPUs: it does not fit the first with headroom, but
+    it fits all of them together."""
+    if len(gpu_bytes) < 2 or model_bytes + HEADROOM_BYTES <= gpu_bytes[0]:
+        return False
+    return model_bytes + HEADROOM_BYTES * len(gpu_bytes) <= sum(gpu_bytes)
+
+
+def lora_placement(cfg: TrainConfig, base: Path, device: torch.device, dtype: torch.dtype):
+    """How a LoRA fold's base is held at inference: in the 4/8 bits it was trained in on CUDA (the OOF
+    predictions were made that way), else in `dtype`; on one GPU when it fits, split over all of them when not."""
+    from kaggle_kit.models.lora import quantization_config
+
+    quantised = cfg.load_in_4bit or cfg.load_in_8bit
+    if device.type != "cuda":
+        if quantised:
+            log.warning("%s: trained on a %d-bit base, predicted on %s with a %s base (bitsandbytes needs CUDA): "
+                        "predictions differ slightly from the OOF ones", cfg.model, 4 if cfg.load_in_4bit else 8,
+                        device, str(dtype).removeprefix("torch."))
+        return None, None
+    quantization = quantization_config(cfg.load_in_4bit, cfg.load_in_8bit, device, dtype) if quantised else None
+    bytes_per = 0.56 if cfg.load_in_4bit else 1 if cfg.load_in_8bit else torch.finfo(dtype).bits // 8
+    model_bytes = int(sum(f["size"] for f in (cfg.base_model or {}).get("files", {}).values()) / 2 * bytes_per)
+    gpus = [torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())]
+    if quantization is None and split_over_gpus(model_bytes, gpus):
+        log.info("%s: %.1f GiB of weights split over %d GPUs", base.name, model_bytes / 1024**3, len(gpus))
+        return None, "balanced"
+    return quantization, None
 
 
 def lora_base(cfg: TrainConfig, base_model: Path | None) -> Path:
@@ -199,7 +237,8 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                  device: str = "auto", batch_size: int | None = None, data_dir: Path | None = None,
                  should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
                  report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None,
-                 base_model: Path | None = None, postprocess_state: dict | None = None) -> np.ndarray:
+                 base_model: Path | None = None, postprocess_state: dict | None = None,
+                 merge_lora: bool = False) -> np.ndarray:
     """Post-processed predictions (n_rows, n_outputs): folds averaged within a run, runs blended by weight, then
     the plugin's post-processing: its stateless `postprocess`, then its fitted `postprocessor` with the single
     run's own state, or for several runs `postprocess_state` (a bundle's, fitted on the blended OOF predictions)
@@ -209,7 +248,8 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     so a deadline never costs the submission (at least one fold always runs).
     `folds` names the folds of each run to use; a bundle passes them because its model folders hold only the
     weights, not the per-fold training records that `RunDir.finished_folds` looks for. `base_model` is where LoRA
-    runs find their base model when it is not where training found it.
+    runs find their base model when it is not where training found it; `merge_lora` folds their adapters into it
+    (refused for 4/8-bit bases, where merging re-quantises the weights and changes the outputs).
     """
     report = report if report is not None else PredictionReport()
     weights = list(weights) if weights is not None else [1.0 / len(run_paths)] * len(run_paths)
@@ -236,6 +276,9 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
         if not run_folds:
             raise KitError(f"{run.path}: no finished fold weights (fold*.safetensors) to predict with")
         cfg = check_run_for(comp, run)
+        if merge_lora and (cfg.load_in_4bit or cfg.load_in_8bit):
+            raise KitError(f"{run.path}: --merge: this run holds its base in {4 if cfg.load_in_4bit else 8} bits; "
+                           f"merging re-quantises the weights and changes the predictions: predict unmerged")
         plan.append((run, cfg, run_folds, run_targets(comp, cfg, run.path)))
     total = sum(len(run_folds) for _, _, run_folds, _ in plan)
     start = clock()
@@ -253,7 +296,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                 report.folds_skipped.extend((run.path.name, f) for f in run_folds[len(fold_preds):])
                 break
             fold_start = clock()
-            model = load_fold_model(run, cfg, comp.n_outputs, fold, torch_device, base_model)
+            model = load_fold_model(run, cfg, comp.n_outputs, fold, torch_device, base_model, merge_lora)
             report.load_seconds[f"{run.path.name}/fold{fold}"] = clock() - fold_start
             raw = infer(model, ids, tokenizer.pad_token_id or 0, batch_size or cfg.eval_batch_size, torch_device,
                         dtype, desc=f"{run.path.name} fold {fold}", max_tokens=cfg.eval_max_tokens)

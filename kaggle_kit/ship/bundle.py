@@ -318,10 +318,13 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
                  slug: str | None = None, owner: str | None = None, license_name: str = "CC0-1.0",
                  accelerator_name: str = DEFAULT_ACCELERATOR, image: ImagePackages | None = None,
                  downloader: Downloader = pip_download, log: Callable[[str], None] = print,
-                 ensemble_file: Path | None = None, base_model: str | None = None) -> Bundle:
+                 ensemble_file: Path | None = None, base_model: str | None = None, force: bool = False,
+                 assume_tflops: float | None = None, merge: bool = False) -> Bundle:
     """Write `out_root/<slug>/dataset/` and `out_root/<slug>/notebook/`, replacing an older bundle of that slug.
 
     Everything is written to a staging folder first, so a failure never leaves half a bundle under the slug.
+    A bundle whose notebook is projected past Kaggle's time limit is refused before anything is written, unless
+    `force`.
     """
     if slug is not None and not (SLUG_PATTERN.match(slug) and 6 <= len(slug) <= 40):
         raise KitError(f"--slug {slug!r}: use 6-40 lowercase letters, digits and single hyphens "
@@ -335,6 +338,15 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
         weights, ensemble = ensemble_weights(comp, run_paths, weights, log)
     runs = check_runs(comp, run_paths, weights, folds)
     base = base_model_plan(runs, base_model)
+    if merge:
+        if base is None:
+            raise KitError("--merge: no run in this bundle holds LoRA adapters")
+        quantised = [r.name for r in runs if r.run.load_config().load_in_4bit or r.run.load_config().load_in_8bit]
+        if quantised:
+            raise KitError(f"--merge: {', '.join(quantised)} hold their base in 4/8 bits; merging re-quantises the "
+                           f"weights and changes the predictions: bundle without --merge")
+        base["merge"] = True
+    projected = projected_time(comp, runs, machine.name, assume_tflops, force, log)
     slug = slug or f"{comp.name}-kit-{runs_digest(runs)[:10]}"
     owner = owner or kaggle_username()
     if not owner:
@@ -346,7 +358,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     staging = Path(tempfile.mkdtemp(prefix=f".{slug}.", dir=out_root))
     staging.chmod(default_mode(directory=True))
     try:
-        manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble, base)
+        manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble, base, projected)
         write_json(staging / "dataset" / DATASET_METADATA, dataset_meta)
         write_notebook_folder(staging / "notebook", comp, manifest, owner, slug, machine.name)
         final = out_root / slug
@@ -403,6 +415,36 @@ def ensemble_weights(comp: Competition, run_paths: list[Path], weights: list[flo
     return [float(w) for w in report.weights], summary
 
 
+def projected_time(comp: Competition, runs: list[BundleRun], accelerator_name: str, assume_tflops: float | None,
+                   force: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """The notebook's projected time on `accelerator_name` for the hidden test's rows (printed, recorded in the
+    manifest); past the notebook's deadline budget it is refused unless `force`."""
+    from kaggle_kit.ship.kaggle_runtime import DEFAULT_BUDGET_HOURS
+    from kaggle_kit.ship.projection import ACCELERATORS, bundle_run_cost, project
+
+    if accelerator_name not in ACCELERATORS:
+        return {"skipped": f"no throughput assumption for {accelerator_name}"}
+    costs = [bundle_run_cost(r.name, r.run, len(r.folds), accelerator_name) for r in runs]
+    result = project(costs, comp.hidden_test_size, accelerator_name, assume_tflops)
+    for cost in costs:
+        log(f"projection: {cost.name}: {cost.parameters / 1e6:,.0f}M parameters ({cost.weights_format}), "
+            f"{cost.folds} fold(s), {cost.tokens_per_row:.0f} tokens per row -> "
+            f"{result.per_run[cost.name] / 60:.1f} min; {result.layout[cost.name]}")
+    log(f"projection: {result.hours:.2f} h for {comp.hidden_test_size:,} hidden test rows on {accelerator_name} "
+        f"(budget {DEFAULT_BUDGET_HOURS} h of Kaggle's 9; {result.assumptions})")
+    too_long = result.hours > DEFAULT_BUDGET_HOURS
+    if too_long and not force:
+        raise KitError(f"the notebook is projected to run {result.hours:.1f} h on {accelerator_name}, past the "
+                       f"{DEFAULT_BUDGET_HOURS} h budget: drop folds or runs, hold weights in 4 bits, shorten max_len, "
+                       f"or pass --force (e.g. when --assume-tflops is too pessimistic for your model)")
+    if any("DOES NOT FIT" in layout for layout in result.layout.values()) and not force:
+        raise KitError(f"a model does not fit {accelerator_name}'s GPU memory: "
+                       f"{'; '.join(f'{k}: {v}' for k, v in result.layout.items())}; pass --force to bundle anyway")
+    return {"accelerator": accelerator_name, "hours": round(result.hours, 3), "rows": comp.hidden_test_size,
+            "per_run_seconds": {k: round(v, 1) for k, v in result.per_run.items()}, "layout": result.layout,
+            "assumptions": result.assumptions, "forced": bool(too_long and force)}
+
+
 def base_model_plan(runs: list[BundleRun], spec: str | None) -> dict[str, Any] | None:
     """The LoRA runs' base model: its recorded identity and where the notebook gets it (`--base-model`)."""
     from kaggle_kit.ship.base_model import COPY_FOLDER, parse_source
@@ -437,9 +479,22 @@ def base_model_plan(runs: list[BundleRun], spec: str | None) -> dict[str, Any] |
     return plan
 
 
+def llm_requirements(runs: list[BundleRun]) -> list[Requirement]:
+    """What the notebook needs beyond the kit's own requirements: peft for LoRA runs, bitsandbytes for runs trained
+    on a 4/8-bit base (the kaggle-kit[llm] extra; Kaggle's image has peft but not bitsandbytes)."""
+    configs = [r.run.load_config() for r in runs]
+    needed = []
+    if any(c.lora_r for c in configs):
+        needed.append(Requirement("peft>=0.13"))
+    if any(c.load_in_4bit or c.load_in_8bit for c in configs):
+        needed.append(Requirement("bitsandbytes>=0.45"))
+    return needed
+
+
 def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image: ImagePackages,
                   downloader: Downloader, log: Callable[[str], None],
-                  ensemble: dict[str, Any] | None = None, base: dict[str, Any] | None = None) -> dict[str, Any]:
+                  ensemble: dict[str, Any] | None = None, base: dict[str, Any] | None = None,
+                  projected: dict[str, Any] | None = None) -> dict[str, Any]:
     """models/, data/ (plugin extra files), wheels/, a copied base model, and manifest.json; returns the manifest."""
     epoch = bundle_epoch(runs)
     for r in runs:
@@ -456,6 +511,7 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
     if plugin is not None:
         shipped.append(build_plugin_wheel(comp, plugin, wheels, epoch, image, downloader, log))
     requirements = [r for w in shipped for r in wheel_requirements(w) if canonicalize_name(r.name) != KIT_DISTRIBUTION]
+    requirements += llm_requirements(runs)
     requirements = list({str(r): r for r in requirements}.values())
     missing = missing_from_image(requirements, image)
     if missing:
@@ -481,6 +537,7 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
                   "metric": r.cv.get("metric") if r.cv else comp.metric.name} for r in runs],
         "ensemble": ensemble,
         "base_model": base,
+        "projection": projected,
         "wheels": sorted(f"wheels/{p.name}" for p in wheels.glob("*.whl")),
         "downloaded": [str(r) for r in missing],
         "files": {p.relative_to(dataset).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}

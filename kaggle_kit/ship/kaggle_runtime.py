@@ -254,7 +254,8 @@ def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_
     preds = predict_runs(comp, test_df, [dataset_dir / r["path"] for r in runs], [r["weight"] for r in runs],
                          device=device, batch_size=batch_size, data_dir=competition_dir, should_continue=guard,
                          clock=clock, report=report, folds=[r["folds"] for r in runs], base_model=base_model,
-                         postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"))
+                         postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
+                         merge_lora=bool((base or {}).get("merge")))
     sub = submission_frame(comp, test_df, preds, sample)
     problems = submission_problems(sub, sample, comp.schema.id_column)
     if problems:

@@ -83,3 +83,34 @@ def project(runs: list[RunCost], rows: int, accelerator: str, assume_tflops: flo
                    f"per GPU for fp16 (half for 4/8-bit), 2 x parameters FLOPs per token, weights read at "
                    f"{DISK_GBPS:g} GB/s, {setup_seconds:.0f} s setup; not measured on Kaggle")
     return Projection(total, per_run, layout, assumptions)
+
+
+def safetensors_parameters(path) -> int:
+    """Parameters in a safetensors file, read from its header only (no tensor is loaded)."""
+    import json
+    import math
+    import struct
+
+    with open(path, "rb") as handle:
+        header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
+    return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+
+
+def bundle_run_cost(name: str, run, folds: int, accelerator: str) -> RunCost:
+    """One bundled run's cost: parameters from the weights' headers (a LoRA run's base from its folder, else from
+    the recorded file sizes at 2 bytes a weight), tokens per row as training measured them (else max_len)."""
+    from pathlib import Path
+
+    cfg = run.load_config()
+    if cfg.lora_r:
+        base = Path(cfg.model or "")
+        files = sorted(base.glob("*.safetensors")) if base.is_dir() else []
+        parameters = (sum(safetensors_parameters(f) for f in files) if files
+                      else sum(f["size"] for f in cfg.base_model["files"].values()) / 2)
+    else:
+        parameters = safetensors_parameters(run.weights(run.finished_folds()[0]))
+    manifest = run.load_manifest() if run.manifest.is_file() else {}
+    tokens = manifest.get("tokens_per_row") or cfg.max_len
+    weights_format = ("4bit" if cfg.load_in_4bit else "int8" if cfg.load_in_8bit
+                      else "fp32" if ACCELERATORS[accelerator][0] == 0 else "fp16")
+    return RunCost(name, float(parameters), folds, float(min(tokens, cfg.max_len)), weights_format)

@@ -333,7 +333,8 @@ def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path
     preds = predict_runs(comp, test_df, [dataset / r["path"] for r in runs], [r["weight"] for r in runs],
                          device="cpu", folds=[r["folds"] for r in runs], data_dir=data_dir,
                          postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
-                         base_model=base_model or _copied_base(manifest, dataset))
+                         base_model=base_model or _copied_base(manifest, dataset),
+                         merge_lora=bool((manifest.get("base_model") or {}).get("merge")))
     return submission_difference(comp, submission, submission_frame(comp, test_df, preds, sample))
 
 

@@ -147,8 +147,9 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> T
     if not resume:
         write_json(run.config, cfg.to_dict())
         data_files = {"train.csv": prep.data_dir / "train.csv", **prep.files}
-        write_json(run.manifest, new_manifest(cfg, data_files, describe(device), prep.model_path,
-                                              prep.data.record()))
+        manifest = new_manifest(cfg, data_files, describe(device), prep.model_path, prep.data.record())
+        manifest["tokens_per_row"] = round(float(np.mean([min(len(x), cfg.max_len) for x in prep.ids])), 1)
+        write_json(run.manifest, manifest)  # tokens_per_row: what kit bundle projects the notebook's time from
         for name, source in prep.files.items():
             with atomic_path(run.extra_file(name)) as tmp:
                 shutil.copyfile(source, tmp)
@@ -172,16 +173,28 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> T
             train_part = _fold_data(prep, prep.folds != fold)
             valid_part = _fold_data(prep, prep.folds == fold)
             log.info("fold %d: %d train / %d valid", fold, len(train_part.ids), len(valid_part.ids))
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             outcome = trainer.fit(fold, train_part, valid_part)
             save_fold_outcome(run, outcome, valid_part, comp)
             monitor.fold_done(fold, read_json(run.fold_result(fold)))
-            log.info("fold %d: best %s %.4f at step %d (%.0fs)", fold, comp.metric.name, outcome.score,
-                     outcome.best_step, outcome.seconds)
+            log.info("fold %d: best %s %.4f at step %d (%.0fs, %s)", fold, comp.metric.name, outcome.score,
+                     outcome.best_step, outcome.seconds, fold_throughput(cfg, train_part, outcome.seconds, device))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         cv = finalize(run, comp, prep.train_df, prep.folds)
         monitor.finished(cv)
     return TrainResult(run, cv)
+
+
+def fold_throughput(cfg: TrainConfig, train_part: FoldData, seconds: float, device: torch.device) -> str:
+    """Training tokens per second over the fold's wall time (validation included), and the peak GPU memory: the
+    two numbers that size a bigger model or a longer max_len on the same GPU."""
+    tokens = sum(min(len(x), cfg.max_len) for x in train_part.ids) * cfg.epochs
+    text = f"{tokens / max(seconds, 1e-9):,.0f} training tokens/s"
+    if device.type == "cuda":
+        text += f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 1024**3:.1f} GiB"
+    return text
 
 
 def _recorded_source(run: RunDir, cfg: TrainConfig) -> DataSource | None:

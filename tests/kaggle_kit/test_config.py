@@ -47,6 +47,10 @@ def test_config_roundtrips_through_json():
     ({"warmup": 1.0}, "--warmup: must be below 1"),
     ({"max_train_samples": 200, "folds": 500}, "--max-train-samples 200 with --folds 500"),
     ({"awp_lr": 0.1, "epochs": 2, "awp_start_epoch": 2}, "--awp-start-epoch 2: AWP would never run with --epochs 2"),
+    ({"lora_r": 8, "reinit_layers": 1}, "--reinit-layers: with --lora-r the base weights are frozen"),
+    ({"lora_r": 8, "freeze_layers": 2}, "--freeze-embeddings/--freeze-layers: with --lora-r every base weight"),
+    ({"lora_r": 8, "fgm_eps": 0.5}, "--fgm-eps: FGM perturbs the word embeddings"),
+    ({"load_in_4bit": True}, "--load-in-4bit: quantised weights cannot be trained directly"),
 ])
 def test_invalid_options(overrides, message):
     with pytest.raises(KitError, match=re.escape(message)):

@@ -86,3 +86,86 @@ def test_a_copied_base_ships_in_the_dataset_and_needs_no_attached_model(lora_run
     sim = simulate(bundle.path, ell_small_dir, log=lambda _: None,
                    image=load_image_packages(image_packages_of_this_env))
     assert sim.max_abs_diff <= 1e-4
+
+
+def test_the_projection_counts_the_base_and_refuses_a_notebook_past_the_limit(lora_run, tiny_llama, tmp_path,
+                                                                              image_packages_of_this_env):
+    from transformers import AutoModel
+
+    from kaggle_kit.errors import KitError
+    from kaggle_kit.runs.folder import RunDir
+    from kaggle_kit.ship.projection import bundle_run_cost
+
+    base_parameters = sum(p.numel() for p in AutoModel.from_pretrained(tiny_llama).parameters())
+    tokens = RunDir(lora_run).load_manifest()["tokens_per_row"]
+    assert 5 < tokens <= 32  # measured at training on the real essays, capped at max_len
+    cost = bundle_run_cost("r", RunDir(lora_run), 1, "t4x2")
+    assert cost.parameters == pytest.approx(base_parameters, rel=1e-9)
+    assert (cost.tokens_per_row, cost.weights_format) == (tokens, "fp16")
+    lines = []
+    with pytest.raises(KitError, match="projected to run .* past the 8.5 h budget"):
+        build_bundle(get_competition("ell"), [lora_run], tmp_path / "bundles", owner="kit-tester", log=lines.append,
+                     image=load_image_packages(image_packages_of_this_env), base_model=MODEL_SOURCE,
+                     assume_tflops=1e-9)
+    assert not list((tmp_path / "bundles").glob("*")) and any("projection:" in line for line in lines)
+    forced = build_bundle(get_competition("ell"), [lora_run], tmp_path / "bundles", owner="kit-tester",
+                          log=lambda _: None, image=load_image_packages(image_packages_of_this_env),
+                          base_model=MODEL_SOURCE, assume_tflops=1e-9, force=True)
+    projection = json.loads((forced.dataset / "manifest.json").read_text())["projection"]
+    assert projection["forced"] and projection["hours"] > 9 and projection["rows"] == 2700
+
+
+def test_a_merged_bundle_merges_every_fold_and_predicts_as_the_unmerged_run(lora_run, tiny_llama, ell_small_dir,
+                                                                           tmp_path, capsys, monkeypatch,
+                                                                           image_packages_of_this_env):
+    import kaggle_kit.predict.inference as inference
+    from kaggle_kit.ship.kaggle_runtime import run_submission
+
+    bundle = build_bundle(get_competition("ell"), [lora_run], tmp_path / "bundles", owner="kit-tester",
+                          image=load_image_packages(image_packages_of_this_env), log=lambda _: None,
+                          base_model=MODEL_SOURCE, merge=True)
+    merged_folds = []
+    real_merge = inference.merge_adapters
+    monkeypatch.setattr(inference, "merge_adapters", lambda model: merged_folds.append(model) or real_merge(model))
+    run_submission(bundle.dataset, ell_small_dir, tmp_path / "merged.csv", device="cpu",
+                   input_root=tiny_llama.parent)
+    assert len(merged_folds) == 1
+    assert not any("lora_" in name for name, _ in merged_folds[0].named_parameters())
+    code, _, err = run_kit(capsys, "predict", "ell", "--run", lora_run, "--input", ell_small_dir / "test.csv",
+                           "--output", tmp_path / "unmerged.csv", "--device", "cpu")
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "merged.csv"), pd.read_csv(tmp_path / "unmerged.csv"),
+                                  atol=1e-4, check_exact=False)
+
+
+def test_uspppm_lora_bundle_simulates_with_its_base_attached_as_a_dataset(tiny_qwen2, uspppm_small_dir, tmp_path,
+                                                                           image_packages_of_this_env):
+    from tests.helpers import invoke
+
+    run = tmp_path / "uspppm-qwen2-lora"
+    assert invoke("train", "uspppm", "--data", uspppm_small_dir, "--model", tiny_qwen2, "--lora-r", "4", "--folds",
+                  "2", "--train-folds", "0", "--epochs", "1", "--max-len", "32", "--threads", "1", "--out", run) == 0
+    bundle = build_bundle(get_competition("uspppm"), [run], tmp_path / "bundles", owner="kit-tester",
+                          image=load_image_packages(image_packages_of_this_env), log=lambda _: None,
+                          base_model="dataset:kit-tester/tiny-qwen2-base")
+    assert not (bundle.dataset / "base").exists()
+    sim = simulate(bundle.path, uspppm_small_dir, log=lambda _: None,
+                   image=load_image_packages(image_packages_of_this_env), base_model=tiny_qwen2)
+    assert sim.max_abs_diff <= 1e-4
+
+
+def test_lora_bundles_rely_on_the_images_peft_and_ship_bitsandbytes_for_a_quantised_run(lora_run, tmp_path,
+                                                                                         image_packages_of_this_env):
+    import shutil
+
+    bundle = _bundle(lora_run, tmp_path, image_packages_of_this_env, MODEL_SOURCE)
+    assert "peft" in json.loads((bundle.dataset / "manifest.json").read_text())["assumed_versions"]
+    quantised = tmp_path / "qlora-run"
+    shutil.copytree(lora_run, quantised)
+    config = json.loads((quantised / "run_config.json").read_text())
+    (quantised / "run_config.json").write_text(json.dumps({**config, "load_in_4bit": True}))
+    downloaded = []
+    build_bundle(get_competition("ell"), [quantised], tmp_path / "q", owner="kit-tester", log=lambda _: None,
+                 image=load_image_packages(image_packages_of_this_env), base_model=MODEL_SOURCE,
+                 downloader=lambda reqs, dest, image: downloaded.extend(r.name for r in reqs))
+    assert "bitsandbytes" in downloaded
