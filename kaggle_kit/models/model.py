@@ -145,16 +145,18 @@ class KitModel(nn.Module):
 
 def build_model(config, n_outputs: int, pooling: str, pooling_layers: int = 4, head_dropout: float = 0.0,
                 weights_from: Path | None = None, dtype: torch.dtype = torch.float32, quantization=None,
-                adapters=None, device: torch.device | None = None, device_map: str | dict | None = None) -> KitModel:
+                adapters=None, device: torch.device | None = None, device_map: str | dict | None = None,
+                trainable: bool = True) -> KitModel:
     """`weights_from` loads pretrained backbone weights; without it the backbone is random (for inference).
 
     `adapters` (a models.lora.AdapterSpec) adds LoRA adapters and freezes the backbone's own weights; `dtype` and
-    `quantization` say how those frozen weights are held."""
+    `quantization` say how those frozen weights are held; `trainable=False` (inference) skips peft's preparation of
+    a quantised base for training, which casts its embeddings and norms to fp32."""
     backbone = _build_backbone(config, weights_from, dtype, quantization, device, device_map)
     if adapters is not None:
         from kaggle_kit.models.lora import add_adapters
 
-        backbone = add_adapters(backbone, adapters, quantized=quantization is not None)
+        backbone = add_adapters(backbone, adapters, quantized=quantization is not None and trainable)
     return KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout)
 
 

@@ -70,7 +70,7 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
         quantization, device_map = lora_placement(cfg, base, device, dtype)
         model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout,
                             weights_from=base, dtype=dtype, adapters=adapters, quantization=quantization,
-                            device=device, device_map=device_map)
+                            device=device, device_map=device_map, trainable=False)
     else:
         model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout)
     try:
@@ -91,6 +91,16 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
     if merge and adapters is not None:
         model = merge_adapters(model)
     return model.place(device).eval()
+
+
+def release_memory(device: torch.device) -> None:
+    """Free a fold model before the next one loads: peft wrappers and device_map hooks hold reference cycles, so
+    `del` alone leaves the weights (a whole 16-bit base) in memory until the cyclic collector happens to run."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 HEADROOM_BYTES = 2 * 1024**3  # activations and the CUDA context, per GPU
@@ -120,15 +130,15 @@ def lora_placement(cfg: TrainConfig, base: Path, device: torch.device, dtype: to
     bytes_per = 0.56 if cfg.load_in_4bit else 1 if cfg.load_in_8bit else torch.finfo(dtype).bits // 8
     model_bytes = int(sum(f["size"] for f in (cfg.base_model or {}).get("files", {}).values()) / 2 * bytes_per)
     gpus = [torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())]
-    if quantization is None and split_over_gpus(model_bytes, gpus):
+    if split_over_gpus(model_bytes, gpus):
         log.info("%s: %.1f GiB of weights split over %d GPUs", base.name, model_bytes / 1024**3, len(gpus))
-        return None, "balanced"
+        return quantization, "balanced"
     return quantization, None
 
 
 def lora_base(cfg: TrainConfig, base_model: Path | None) -> Path:
     """The base model folder of a LoRA run: `--base-model DIR`, else where training found it; refused unless it is
-    the base the run recorded (config, sizes, and the first and last MiB of every weight file)."""
+    the base the run recorded (config, sizes, and chunks spread over every weight file)."""
     from kaggle_kit.models.identity import check_base_model
 
     folder = Path(base_model) if base_model else (Path(cfg.model) if cfg.model else None)
@@ -152,11 +162,17 @@ def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: Trai
 
 def chat_renderer(tokenizer):
     """Messages -> prompt text with the tokenizer's chat template (saved with the run's tokenizer, so a run keeps
-    the template it was trained with); "role: content" lines where the tokenizer has no template."""
+    the template it was trained with), without a leading BOS the tokenizer adds anyway; "role: content" lines where
+    the tokenizer has no template."""
+
+    bos = getattr(tokenizer, "bos_token", None)
+    adds_bos = bool(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
 
     def render(messages: list[dict[str, str]]) -> str:
         if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+            # Gemma's and Llama-3's templates start with <bos>, which tokenizing adds again: one is enough
+            return text[len(bos):] if adds_bos and text.startswith(bos) else text
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
     return render
@@ -303,6 +319,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
             fold_preds.append(in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw), trained).numpy(), trained,
                                               comp))
             del model
+            release_memory(torch_device)
             done += 1
             report.folds_used.append((run.path.name, fold))
             report.seconds[f"{run.path.name}/fold{fold}"] = clock() - fold_start

@@ -10,7 +10,7 @@ Model or a public dataset. `kit bundle --base-model` says which:
 
 The notebook does not trust folder names (models and datasets are mounted under layouts that changed in 2026):
 it walks /kaggle/input for a config.json whose sha256 is the one the run recorded, then checks that folder's
-weight files against the run's record (sizes and the first and last MiB of each), the same check `kit predict`
+weight files against the run's record (sizes and 256 chunks spread over each), the same check `kit predict`
 makes.
 """
 

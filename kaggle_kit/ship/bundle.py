@@ -46,7 +46,9 @@ from kaggle_kit.ship.kaggle_metadata import (
 )
 from kaggle_kit.ship.kaggle_runtime import MANIFEST_NAME
 
-WHEEL_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "linux_x86_64")
+# Every manylinux tag up to the image's glibc (Ubuntu 22.04: 2.35): pip does not widen an explicit `manylinux_2_X`
+# tag to older ones, and some wheels carry one tag only (bitsandbytes: manylinux_2_24).
+WHEEL_PLATFORMS = ("manylinux2014_x86_64", *(f"manylinux_2_{minor}_x86_64" for minor in range(17, 36)), "linux_x86_64")
 SOURCE_FILES = ("kaggle_kit", "competitions", "pyproject.toml", "README.md", "LICENSE")
 KIT_DISTRIBUTION = "kaggle-kit"
 # Left out when a plugin's source folder is copied to build its wheel.
@@ -453,7 +455,7 @@ def base_model_plan(runs: list[BundleRun], spec: str | None) -> dict[str, Any] |
     for r in runs:
         cfg = r.run.load_config()
         if cfg.lora_r:
-            identities[cfg.base_model["config_sha256"]] = (cfg.base_model, cfg.model)
+            identities[json.dumps(cfg.base_model, sort_keys=True)] = (cfg.base_model, cfg.model)
     if not identities:
         if spec is not None:
             raise KitError("--base-model: no run in this bundle holds LoRA adapters (their folds hold whole models)")

@@ -2,7 +2,8 @@
 
 A forward pass costs about 2 x parameters FLOPs per token. The projection multiplies that by the hidden test's
 tokens (rows x the run's mean tokens per row, capped at its max_len), divides by a stated effective throughput per
-GPU, adds reading the weights from the attached dataset once per fold, and spreads folds over the GPUs when one
+GPU, adds reading the weights as stored (a 4-bit base is read from its 16-bit checkpoint) once per fold, and
+spreads folds over the GPUs when one
 model fits on one GPU (else one model is split over both and folds run one after another).
 
 The throughputs are assumptions, not measurements on Kaggle's T4 (none was available to this project): a T4 peaks
@@ -40,6 +41,7 @@ class RunCost:
     folds: int
     tokens_per_row: float
     weights_format: str = "fp16"  # how the weights are held at inference (fp16, 4bit, int8, fp32)
+    stored_bytes_per_weight: float = 2.0  # as read from disk: a 4-bit base is quantised from its 16-bit checkpoint
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def project(runs: list[RunCost], rows: int, accelerator: str, assume_tflops: flo
             if model_gib + HEADROOM_GIB * gpus > memory * gpus:
                 layout[run.name] += " - DOES NOT FIT: hold the weights in 4 bits (--load-in-4bit)"
         flops = 2.0 * run.parameters * rows * run.tokens_per_row
-        fold_seconds = flops / (speed * 1e12) + run.parameters * bytes_per / (DISK_GBPS * 1e9)
+        fold_seconds = flops / (speed * 1e12) + run.parameters * run.stored_bytes_per_weight / (DISK_GBPS * 1e9)
         rounds = -(-run.folds // parallel)
         per_run[run.name] = rounds * fold_seconds
         total += per_run[run.name]
@@ -102,15 +104,19 @@ def bundle_run_cost(name: str, run, folds: int, accelerator: str) -> RunCost:
     from pathlib import Path
 
     cfg = run.load_config()
+    from kaggle_kit.models.identity import weight_files
+
+    stored = sum(f["size"] for f in cfg.base_model["files"].values()) if cfg.lora_r else None
     if cfg.lora_r:
         base = Path(cfg.model or "")
-        files = sorted(base.glob("*.safetensors")) if base.is_dir() else []
-        parameters = (sum(safetensors_parameters(f) for f in files) if files
-                      else sum(f["size"] for f in cfg.base_model["files"].values()) / 2)
+        files = [f for f in weight_files(base) if f.suffix == ".safetensors"] if base.is_dir() else []
+        parameters = sum(safetensors_parameters(f) for f in files) if files else stored / 2
     else:
-        parameters = safetensors_parameters(run.weights(run.finished_folds()[0]))
+        fold = run.weights(run.finished_folds()[0])
+        parameters, stored = safetensors_parameters(fold), fold.stat().st_size
     manifest = run.load_manifest() if run.manifest.is_file() else {}
     tokens = manifest.get("tokens_per_row") or cfg.max_len
     weights_format = ("4bit" if cfg.load_in_4bit else "int8" if cfg.load_in_8bit
                       else "fp32" if ACCELERATORS[accelerator][0] == 0 else "fp16")
-    return RunCost(name, float(parameters), folds, float(min(tokens, cfg.max_len)), weights_format)
+    return RunCost(name, float(parameters), folds, float(min(tokens, cfg.max_len)), weights_format,
+                   stored / max(parameters, 1))

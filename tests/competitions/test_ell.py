@@ -43,3 +43,19 @@ def test_instruct_format_renders_the_essay_with_the_tokenizers_chat_template():
     assert text.startswith("<|user|>Rate this essay") and text.endswith("My essay.<|end|>")
     plain = InputContext(sep_token="[SEP]", input_format="instruct", seed=0, chat=chat_renderer(object()))
     assert ELL.build_inputs(df, plain)[0].startswith("user: Rate this essay")
+
+
+def test_a_template_starting_with_bos_gives_one_bos_after_tokenizing():
+    from transformers import AutoTokenizer
+
+    from kaggle_kit.data.batching import tokenize
+    from kaggle_kit.models.model import default_model_path
+    from kaggle_kit.predict.inference import chat_renderer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    tokenizer.bos_token = tokenizer.cls_token  # MiniLM adds [CLS] first, as Gemma's tokenizer adds <bos>
+    tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    df = pd.DataFrame({"text_id": ["a"], "full_text": ["My essay."]})
+    ctx = InputContext(sep_token="[SEP]", input_format="instruct", seed=0, chat=chat_renderer(tokenizer))
+    (ids,) = tokenize(tokenizer, ELL.build_inputs(df, ctx), 64)
+    assert ids.count(tokenizer.cls_token_id) == 1 and ids[0] == tokenizer.cls_token_id

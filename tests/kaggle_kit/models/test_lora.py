@@ -96,3 +96,33 @@ def test_quantised_loading_needs_a_gpu(tmp_path, capsys, ell_small_dir, tiny_lla
     code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--lora-r", "8",
                            "--fgm-eps", "1", "--out", tmp_path / "r")
     assert_one_line_error(code, err, "--fgm-eps", "embeddings are frozen")
+
+
+def test_a_fine_tune_with_the_same_config_sizes_and_header_is_refused(tmp_path):
+    """Only the tensor bytes tell a fine-tune from its base: one of nine tensors changed in a file far bigger than
+    the 16 MiB the check reads must still be caught."""
+    from safetensors.torch import save_file
+
+    from kaggle_kit.models.identity import SPREAD_CHUNK_BYTES, SPREAD_CHUNKS
+
+    tensors = {f"layers.{i}.weight": torch.randn(1024, 1024, generator=torch.Generator().manual_seed(i))
+               for i in range(9)}
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    for folder in (base, tuned):
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "llama"}')
+    save_file(tensors, str(base / "model.safetensors"))
+    assert (base / "model.safetensors").stat().st_size > 2 * SPREAD_CHUNKS * SPREAD_CHUNK_BYTES
+    save_file({**tensors, "layers.4.weight": tensors["layers.4.weight"] + 1e-3}, str(tuned / "model.safetensors"))
+    assert (tuned / "model.safetensors").stat().st_size == (base / "model.safetensors").stat().st_size
+    with pytest.raises(KitError, match="model.safetensors differs from the run's base model"):
+        check_base_model(tuned, model_identity(base, full=False))
+
+
+def test_the_identity_covers_the_files_transformers_loads_not_extra_copies(tiny_llama, tmp_path):
+    with_copy = tmp_path / "with-copy"
+    shutil.copytree(tiny_llama, with_copy)
+    shutil.copyfile(with_copy / "model.safetensors", with_copy / "consolidated.safetensors")
+    identity = model_identity(with_copy)
+    assert list(identity["files"]) == ["model.safetensors"]
+    check_base_model(tiny_llama, identity)  # a Kaggle copy without the extra file is the same base

@@ -23,3 +23,19 @@ def test_on_cpu_a_quantised_run_is_predicted_in_full_precision_with_a_warning(ca
     with caplog.at_level(logging.WARNING):
         assert lora_placement(cfg, tmp_path, torch.device("cpu"), torch.float32) == (None, None)
     assert "trained on a 4-bit base" in caplog.text
+
+
+def test_a_4bit_base_too_big_for_one_t4_is_split_and_a_small_one_stays_on_one(monkeypatch, tmp_path):
+    import kaggle_kit.models.lora as lora
+
+    monkeypatch.setattr(lora, "quantization_config", lambda *args: "nf4")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=T4))
+
+    def placement(parameters):
+        cfg = SimpleNamespace(load_in_4bit=True, load_in_8bit=False, model="m",
+                              base_model={"files": {"model.safetensors": {"size": int(parameters * 2)}}})
+        return lora_placement(cfg, tmp_path, torch.device("cuda", 0), torch.float16)
+
+    assert placement(32.8e9) == ("nf4", "balanced")
+    assert placement(8.2e9) == ("nf4", None)

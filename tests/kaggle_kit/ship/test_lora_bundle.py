@@ -169,3 +169,12 @@ def test_lora_bundles_rely_on_the_images_peft_and_ship_bitsandbytes_for_a_quanti
                  image=load_image_packages(image_packages_of_this_env), base_model=MODEL_SOURCE,
                  downloader=lambda reqs, dest, image: downloaded.extend(r.name for r in reqs))
     assert "bitsandbytes" in downloaded
+
+
+def test_the_download_platforms_take_a_wheel_tagged_only_manylinux_2_24():
+    from packaging.utils import parse_wheel_filename
+
+    from kaggle_kit.ship.bundle import WHEEL_PLATFORMS
+
+    *_, tags = parse_wheel_filename("bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl")
+    assert {t.platform for t in tags} <= set(WHEEL_PLATFORMS)
