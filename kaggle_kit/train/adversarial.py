@@ -16,14 +16,14 @@ class FGM:
         self.backup: torch.Tensor | None = None
 
     def attack(self) -> None:
+        """No host sync: a zero or non-finite gradient norm gives a zero step instead of an early return."""
         grad = self.weight.grad
         if grad is None:
             return
         norm = torch.linalg.vector_norm(grad)
-        if norm == 0 or not torch.isfinite(norm):
-            return
         self.backup = self.weight.data.clone()
-        self.weight.data.add_(self.eps * grad / norm)
+        step = torch.where(_usable(norm), self.eps * grad / norm, 0.0)
+        self.weight.data.add_(step)
 
     def restore(self) -> None:
         if self.backup is not None:
@@ -43,23 +43,35 @@ class AWP:
         self.backup: dict[str, torch.Tensor] = {}
 
     def attack(self) -> None:
+        """All perturbed tensors in a few batched (foreach) kernels, without reading any norm back to the host:
+        a tensor whose gradient norm is zero or not finite is left where it is, as before."""
         eps = 1e-6
+        names, params, grads = [], [], []
         for name, param in self.model.named_parameters():
-            if not param.requires_grad or param.grad is None or self.param_filter not in name:
-                continue
-            self.backup[name] = param.data.clone()
-            grad_norm = torch.linalg.vector_norm(param.grad)
-            weight_norm = torch.linalg.vector_norm(param.data.detach())
-            if grad_norm == 0 or not torch.isfinite(grad_norm):
-                continue
-            step = self.adv_lr * param.grad / (grad_norm + eps) * (weight_norm + eps)
-            bound = self.adv_eps * param.data.abs()
-            original = self.backup[name]
-            param.data.add_(step)
-            param.data.copy_(torch.min(torch.max(param.data, original - bound), original + bound))
+            if param.requires_grad and param.grad is not None and self.param_filter in name:
+                names.append(name)
+                params.append(param.data)
+                grads.append(param.grad)
+        if not params:
+            return
+        originals = [p.clone() for p in params]
+        self.backup.update(zip(names, originals, strict=True))
+        grad_norms = torch._foreach_norm(grads)
+        weight_norms = torch._foreach_norm(params)
+        for param, grad, original, grad_norm, weight_norm in zip(params, grads, originals, grad_norms, weight_norms,
+                                                                 strict=True):
+            step = self.adv_lr * grad / (grad_norm + eps) * (weight_norm + eps)
+            param.add_(torch.where(_usable(grad_norm), step, 0.0))
+            bound = self.adv_eps * original.abs()
+            torch.minimum(torch.maximum(param, original - bound), original + bound, out=param)
 
     def restore(self) -> None:
         for name, param in self.model.named_parameters():
             if name in self.backup:
                 param.data.copy_(self.backup[name])
         self.backup = {}
+
+
+def _usable(norm: torch.Tensor) -> torch.Tensor:
+    """A device-side test (no host sync) that a gradient norm can be divided by."""
+    return torch.isfinite(norm) & (norm != 0)
