@@ -43,6 +43,7 @@ def _comma_list(value: Any) -> Any:
 
 
 FoldList = Annotated[list[int], BeforeValidator(_comma_list)]
+GpuList = Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_comma_list)]
 
 
 def _target_records(value: Any) -> Any:
@@ -137,11 +138,23 @@ class TrainConfig(BaseModel):
     device: str = setting("auto", "Where to train: auto (a GPU if there is one), cpu, cuda, cuda:1, ...",
                           pattern=DEVICE_PATTERN, resume_safe=True, metavar="auto|cpu|cuda|cuda:N")
     threads: int | None = setting(None, "CPU threads for torch [default: all cores]; on a machine other jobs "
-                                        "share, use fewer than the free cores.", ge=1, resume_safe=True)
+                                        "share, use fewer than the free cores. Split between --fold-workers.",
+                                  ge=1, resume_safe=True)
     tracker: Tracker | None = setting(None, "Also log the run to an experiment tracker, offline by default: mlflow "
                                             "(RUN/mlruns or MLFLOW_TRACKING_URI), wandb (RUN/wandb, offline unless "
                                             "WANDB_MODE=online), tensorboard (RUN/tensorboard). Needs the extra of "
                                             "the same name.", resume_safe=True)
+    fold_workers: int = setting(1, "Folds trained at once, each in its own process, into one run folder: one per "
+                                   "GPU of --devices, or on CPU sharing --threads. Same results as one at a time.",
+                                ge=1, resume_safe=True)
+    devices: GpuList | None = setting(None, "GPUs for --fold-workers or --nproc-per-node, e.g. 0,1 [default: every "
+                                            "visible GPU].", metavar="LIST", resume_safe=True)
+    nproc_per_node: int = setting(1, "Data-parallel processes per fold on this machine: relaunches the command "
+                                     "under torchrun (the same as `torchrun --nproc-per-node N -m kaggle_kit "
+                                     "train ...`). The effective batch is batch size x grad accum x processes.",
+                                  ge=1, resume_safe=True)
+    # Recorded from the launch (torchrun's WORLD_SIZE): it sets the effective batch, so --resume needs the same.
+    world_size: int = setting(1, "Data-parallel processes the run was trained with (recorded).", flag=False, ge=1)
     extra: dict[str, Any] = setting({}, "Plugin options (config file only), e.g. {cpc_titles: PATH}.", flag=False)
     # Recorded when the run starts, so an old run predicts the same way whatever its plugin says today.
     competition_version: str | None = setting(None, "The plugin's version when the run started.", flag=False)
@@ -177,6 +190,9 @@ class TrainConfig(BaseModel):
         if self.lora_r > 0 and (self.freeze_embeddings or self.freeze_layers):
             raise ValueError("--freeze-embeddings/--freeze-layers: with --lora-r every base weight is already frozen "
                              "(only adapters and the head train); drop the freeze option")
+        if self.fold_workers > 1 and self.nproc_per_node > 1:
+            raise ValueError(f"--fold-workers {self.fold_workers} with --nproc-per-node {self.nproc_per_node}: "
+                             f"choose one (whole folds in parallel, or one fold data-parallel)")
         if self.awp_lr > 0 and self.awp_start_epoch >= self.epochs:
             raise ValueError(f"--awp-start-epoch {self.awp_start_epoch}: AWP would never run with --epochs "
                              f"{self.epochs} (epochs count from 0: use 0..{self.epochs - 1})")
@@ -184,6 +200,11 @@ class TrainConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Rows per optimizer step over all data-parallel processes."""
+        return self.batch_size * self.grad_accum * self.world_size
 
     def fold_list(self) -> list[int]:
         return sorted(self.train_folds) if self.train_folds is not None else list(range(self.folds))
@@ -353,7 +374,7 @@ def resume_changes(recorded: TrainConfig, requested: dict[str, Any]) -> dict[str
     """The settings `--resume` may change, checked; any other setting that differs from the run is an error.
 
     Only settings that cannot change results pass: device, threads, eval batch size, the data folder (its
-    train.csv is hash-checked) and a subset of the run's folds.
+    train.csv is hash-checked), how the work is spread (fold workers, GPUs) and a subset of the run's folds.
     """
     allowed = {}
     for name, value in requested.items():

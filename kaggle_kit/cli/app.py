@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
@@ -55,6 +56,15 @@ def parse_weights(weights: str | None) -> list[float] | None:
         raise KitError(f"--weights {weights!r}: expected comma-separated numbers, e.g. 0.6,0.4") from None
 
 
+def parse_devices(devices: str | None) -> list[int] | None:
+    if not devices:
+        return None
+    try:
+        return [int(d) for d in devices.split(",")]
+    except ValueError:
+        raise KitError(f"--devices {devices!r}: expected comma-separated GPU numbers, e.g. 0,1") from None
+
+
 def require_module(module: str, extra: str) -> None:
     import importlib.util
 
@@ -78,11 +88,12 @@ def os_error_line(err: OSError) -> str:
     return f"{path}: {reason}{'; ' + hint if hint else ''}"
 
 
-def main() -> None:
-    """Run `kit`. Errors the user can act on end as one `error:` line with exit code 2; Ctrl-C as one line with
-    exit code 130. Click runs in non-standalone mode so no handler of its own swallows an interrupt first."""
+def main(command: Callable[[], object] | None = None) -> None:
+    """Run `kit` (or `command`, a worker process's job, with the same error handling). Errors the user can act on
+    end as one `error:` line with exit code 2; Ctrl-C as one line with exit code 130. Click runs in non-standalone
+    mode so no handler of its own swallows an interrupt first."""
     try:
-        code = app(standalone_mode=False)
+        code = command() if command is not None else app(standalone_mode=False)
     except KitError as err:
         _error(str(err))
         raise SystemExit(2) from None

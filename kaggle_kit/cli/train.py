@@ -56,22 +56,69 @@ def train(competition: str, config: Path | None, out: Path | None, resume: bool,
     else:
         cfg = config_mod.resolve(comp.name, comp.presets, None, config, flags)
     from kaggle_kit.models.model import check_model_dir, default_model_path
+    from kaggle_kit.train import distributed
 
     model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
     run_path = Path(run_path if resume else (out or default_run_path(runs_root, comp.name, model_path)))
+    if cfg.nproc_per_node > 1 and not distributed.launched_by_torchrun():
+        launch_torchrun(comp.name, cfg, config, run_path, resume, flags)
+        return
     setup_logging()
     quiet_transformers()
+    dist = distributed.setup(cfg.device)
+    distributed.quiet_other_ranks(dist)
     from kaggle_kit.train.pipeline import train as run_training
 
     try:
-        result = run_training(cfg, run_path, resume=resume)
+        run_path = dist.broadcast(run_path)  # the default folder name has the time in it: rank 0's counts
+        result = run_training(cfg, run_path, resume=resume, dist=dist)
     except KeyboardInterrupt:
         if (run_path / "run_config.json").is_file():
             raise Interrupted(f"interrupted: finished folds are saved in {run_path}; continue with "
                               f"`kit train {comp.name} --resume --out {run_path}`") from None
         raise Interrupted("interrupted before the run started; nothing was written") from None
-    print_cv(result.cv, comp.schema.target_names)
-    say(f"run folder: {result.run.path}")
+    finally:
+        distributed.teardown()
+    if result.cv is not None:
+        print_cv(result.cv, comp.schema.target_names)
+        say(f"run folder: {result.run.path}")
+
+
+def launch_torchrun(competition: str, cfg, config: Path | None, run_path: Path, resume: bool, flags: dict) -> None:
+    """`kit train ... --nproc-per-node N`: the same command under torchrun on this machine (one process per GPU of
+    --devices, or N CPU processes sharing --threads), into the run folder chosen here."""
+    import os
+    import subprocess
+
+    import torch
+
+    from kaggle_kit import config as config_mod
+    from kaggle_kit.train.distributed import torchrun_command
+
+    n = cfg.nproc_per_node
+    env = dict(os.environ)
+    flags = dict(flags)
+    if cfg.devices is not None:
+        if len(cfg.devices) < n:
+            raise KitError(f"--nproc-per-node {n} with --devices {','.join(map(str, cfg.devices))}: one GPU per "
+                           f"process is needed")
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, cfg.devices))
+    total_threads = cfg.threads or torch.get_num_threads()
+    flags["threads"] = max(1, total_threads // n)
+    env["OMP_NUM_THREADS"] = str(flags["threads"])
+    argv = ["train", competition, "--out", str(run_path), *(["--config", str(config)] if config else []),
+            *(["--resume"] if resume else [])]
+    for name, value in flags.items():
+        option = config_mod.option_name(name)
+        if isinstance(value, bool):
+            argv.append(option if value else f"--no-{option[2:]}")
+        else:
+            argv += [option, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    command = torchrun_command(n, argv)
+    say(f"launching {n} processes: torchrun --standalone --nproc-per-node {n} -m kaggle_kit {' '.join(argv)}")
+    code = subprocess.run(command, env=env).returncode
+    if code:
+        raise SystemExit(2 if code == 1 else code)  # each rank printed its own error line
 
 
 def _train_signature() -> inspect.Signature:

@@ -87,6 +87,16 @@ class RunDir:
     def fold_log(self, fold: int) -> Path:
         return self.path / "folds" / f"fold{fold}_metrics.csv"
 
+    def lock(self):
+        """The run-wide lock: held for the shared files (manifest.json, train.log, the final reports) while several
+        processes (fold workers) write into one run folder."""
+        return _file_lock(self.path / ".locks" / "run.lock")
+
+    def fold_lock(self, fold: int):
+        """Held while a process trains `fold`: a second process skips the fold instead of writing over it. The
+        operating system drops it when its process dies, so a killed worker's fold can be resumed."""
+        return _file_lock(self.path / ".locks" / f"fold{fold}.lock")
+
     def fold_done(self, fold: int) -> bool:
         return self.fold_result(fold).is_file() and self.weights(fold).is_file() and self.fold_oof(fold).is_file()
 
@@ -128,6 +138,20 @@ class RunDir:
     def status(self) -> str:
         """running, complete, partial, interrupted, failed, or dead (a `running` manifest whose process is gone)."""
         return effective_status(self.load_manifest())
+
+
+_LOCKS: dict[Path, Any] = {}
+
+
+def _file_lock(path: Path):
+    """One FileLock object per lock file and process: two objects for one file would block each other."""
+    from filelock import FileLock
+
+    path = path.resolve()
+    if path not in _LOCKS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _LOCKS[path] = FileLock(str(path))
+    return _LOCKS[path]
 
 
 def package_versions() -> dict[str, str]:

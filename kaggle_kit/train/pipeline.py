@@ -25,11 +25,13 @@ from kaggle_kit.predict.inference import build_model_inputs, load_tokenizer
 from kaggle_kit.registry import get_competition
 from kaggle_kit.runs import plots
 from kaggle_kit.runs.folder import RunDir, check_not_running, new_manifest, now_iso
-from kaggle_kit.runs.monitor import RunMonitor
+from kaggle_kit.runs.monitor import NullMonitor, RunMonitor
 from kaggle_kit.runs.tracker import check_tracker
 from kaggle_kit.tasks.postprocess import crossfit, fit_record
 from kaggle_kit.tasks.targets import prior_prediction
-from kaggle_kit.train.preflight import assign_folds, check_output_folder, resolved_config
+from kaggle_kit.train import distributed
+from kaggle_kit.train.distributed import SINGLE, Dist
+from kaggle_kit.train.preflight import assign_folds, check_devices, check_output_folder, resolved_config
 from kaggle_kit.train.trainer import FoldData, FoldTrainer, save_fold_outcome
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainResult:
     run: RunDir
-    cv: dict
+    cv: dict | None  # None in a process that does not finalize (ranks other than 0, fold workers)
 
 
 def _fold_data(prep: Prepared, mask: np.ndarray) -> FoldData:
@@ -66,41 +68,57 @@ class Prepared:
     files: dict[str, Path]
 
 
-def train(cfg: TrainConfig, run_path: Path, resume: bool = False) -> TrainResult:
-    """Validate inputs before anything is written; on resume, skip folds whose results are complete."""
+def train(cfg: TrainConfig, run_path: Path, resume: bool = False, dist: Dist = SINGLE,
+          finalize_run: bool = True) -> TrainResult:
+    """Validate inputs before anything is written; on resume, skip folds whose results are complete.
+
+    With `dist` (torchrun) every rank runs this and rank 0 alone writes. `finalize_run=False` is a fold worker's:
+    it trains its folds and leaves the run's reports to the process that started the workers.
+    """
     run = RunDir(run_path)
-    prep = prepare(cfg, run, resume)
-    run.path.mkdir(parents=True, exist_ok=True)
+    prep = dist.agree(lambda: prepare(cfg, run, resume, dist, fold_worker=not finalize_run))
+    if dist.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(prep.cfg.threads or threads)
-        with log_to_file(run.path / "train.log"):
-            return _run_folds(prep.cfg, run, prep, resume)
+        with log_to_file(run) if dist.is_main else contextlib.nullcontext():
+            if prep.cfg.fold_workers > 1:
+                return _train_in_workers(prep, run, resume)
+            return _run_folds(prep.cfg, run, prep, resume, dist, finalize_run)
     finally:
         torch.set_num_threads(threads)
 
 
-def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Prepared:
-    """Every check that can fail, and the tokenised data, before the run folder exists."""
+def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fold_worker: bool = False) -> Prepared:
+    """Every check that can fail, and the tokenised data, before the run folder exists.
+
+    Rank 0 alone checks the run folder: under torchrun the other ranks may be on machines that cannot see it. A
+    fold worker resumes a run its parent process is running (that parent's session is the run's).
+    """
     comp = get_competition(cfg.competition)
-    check_output_folder(run.path, resume)
+    if dist.is_main:
+        check_output_folder(run.path, resume)
     check_tracker(cfg)
-    data = _recorded_source(run, cfg) if resume else None
+    data = _recorded_source(run, cfg) if resume and run.manifest.is_file() else None
     data = data or resolve_data_source(comp, cfg.data)
     data_dir = data.path
     train_df = load_train(comp, data_dir)
-    if data.is_sample:
+    if data.is_sample and dist.is_main:
         from kaggle_kit.data.sample import sample_info
 
         log.info("training on the embedded %s sample, %s: no --data and no data/%s/; `kit data %s` downloads "
                  "the full data", comp.name, sample_info(data_dir).describe(len(train_df)), comp.name, comp.name)
-    if resume:
-        _check_resumable(run, data_dir)
+    if resume and dist.is_main:
+        _check_resumable(run, data_dir, fold_worker)
     model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
     backbone_config = load_backbone_config(model_path, cfg.backbone_dropout)
-    device = pick_device(cfg.device)
+    device = distributed.training_device(dist, pick_device(cfg.device))
     cfg = resolved_config(cfg, comp, SAMPLE if data.is_sample else data_dir, device, backbone_config, model_path)
-    files = _run_extra_files(comp, run) if resume else find_extra_files(comp, data_dir, cfg.extra)
+    cfg = check_launch(cfg, dist, resume)
+    check_devices(cfg, device)
+    carried = resume and (dist.is_main or run.config.is_file())
+    files = _run_extra_files(comp, run) if carried else find_extra_files(comp, data_dir, cfg.extra)
     seed_everything(cfg.seed)
     if cfg.max_train_samples and cfg.max_train_samples < len(train_df):
         train_df = train_df.sample(n=cfg.max_train_samples, random_state=cfg.seed).sort_index().reset_index(drop=True)
@@ -128,10 +146,22 @@ def _run_extra_files(comp: Competition, run: RunDir) -> dict[str, Path]:
     return files
 
 
+class _LockedFileHandler(logging.FileHandler):
+    """Appends under the run's lock: fold workers log into one train.log without tearing each other's lines."""
+
+    def __init__(self, path: Path, lock):
+        super().__init__(path, encoding="utf-8")
+        self.run_lock = lock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.run_lock:
+            super().emit(record)
+
+
 @contextlib.contextmanager
-def log_to_file(path: Path) -> Iterator[None]:
-    """Everything logged during the run also lands in the run folder (appended on --resume)."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+def log_to_file(run: RunDir) -> Iterator[None]:
+    """Everything logged during the run also lands in the run folder's train.log (appended on --resume)."""
+    handler = _LockedFileHandler(run.path / "train.log", run.lock())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
@@ -141,47 +171,108 @@ def log_to_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> TrainResult:
+def check_launch(cfg: TrainConfig, dist: Dist, resume: bool) -> TrainConfig:
+    """The launch must fit the run: a resumed run keeps its number of data-parallel processes (it sets the effective
+    batch), and fold workers and frozen mode run without torchrun. Records the launch's world size."""
+    launched = dist.world_size
+    recorded = cfg.world_size if resume or "world_size" in cfg.model_fields_set else launched
+    if recorded != launched:
+        how = (f"`kit train {cfg.competition} --nproc-per-node {recorded}` (or torchrun with {recorded} processes "
+               f"in all)" if recorded > 1 else "a launch without torchrun")
+        raise KitError(f"{'--resume: the run' if resume else 'world_size in the settings:'} was trained in "
+                       f"{recorded} data-parallel process(es), an effective batch of "
+                       f"{cfg.batch_size * cfg.grad_accum * recorded} rows; this launch has {launched}: use {how}")
+    if dist.active and cfg.fold_workers > 1:
+        raise KitError(f"--fold-workers {cfg.fold_workers} under torchrun: choose one (whole folds in parallel, or one "
+                       f"fold data-parallel)")
+    if dist.active and cfg.mode == "frozen":
+        raise KitError("--mode frozen under torchrun: frozen mode fits ridge heads, there is nothing to train "
+                       "data-parallel; use --fold-workers to run its folds in parallel")
+    return cfg.model_copy(update={"world_size": launched})
+
+
+def _write_run_setup(cfg: TrainConfig, run: RunDir, prep: Prepared) -> None:
+    """The files a new run starts with: its settings, manifest, tokenizer, backbone config and folds."""
+    comp = prep.comp
+    write_json(run.config, cfg.to_dict())
+    data_files = {"train.csv": prep.data_dir / "train.csv", **prep.files}
+    manifest = new_manifest(cfg, data_files, describe(prep.device), prep.model_path, prep.data.record())
+    manifest.update(world_size=cfg.world_size, effective_batch_size=cfg.effective_batch_size,
+                    fold_workers=cfg.fold_workers)
+    # tokens_per_row: what kit bundle projects the notebook's time from
+    manifest["tokens_per_row"] = round(float(np.mean([min(len(x), cfg.max_len) for x in prep.ids])), 1)
+    write_json(run.manifest, manifest)
+    for name, source in prep.files.items():
+        with atomic_path(run.extra_file(name)) as tmp:
+            shutil.copyfile(source, tmp)
+    prep.tokenizer.save_pretrained(str(run.tokenizer))
+    prep.backbone_config.save_pretrained(str(run.backbone))
+    with atomic_path(run.folds_csv) as tmp:
+        pd.DataFrame({comp.schema.id_column: prep.row_ids, "fold": prep.folds}).to_csv(tmp, index=False)
+
+
+def _train_in_workers(prep: Prepared, run: RunDir, resume: bool) -> TrainResult:
+    """Fold-parallel: the run folder is set up here, each fold trains in a worker process, and this process pools
+    the folds once the last one is in."""
+    from kaggle_kit.train.fold_workers import train_in_workers
+
+    if not resume:
+        _write_run_setup(prep.cfg, run, prep)
+    log.info("run folder: %s (%d fold workers)", run.path, prep.cfg.fold_workers)
+    monitor = RunMonitor(run)  # the workers' parent holds the run's session: heartbeat, tracker, fold results
+    with monitor.session(prep.cfg):
+        train_in_workers(prep.cfg, run, [f for f in prep.cfg.fold_list() if not run.fold_done(f)], prep.device,
+                         monitor)
+        cv = finalize(run, prep.comp, prep.train_df, prep.folds)
+        monitor.finished(cv)
+    return TrainResult(run, cv)
+
+
+def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist: Dist = SINGLE,
+               finalize_run: bool = True) -> TrainResult:
     comp = prep.comp
     device = prep.device
-    if not resume:
-        write_json(run.config, cfg.to_dict())
-        data_files = {"train.csv": prep.data_dir / "train.csv", **prep.files}
-        manifest = new_manifest(cfg, data_files, describe(device), prep.model_path, prep.data.record())
-        manifest["tokens_per_row"] = round(float(np.mean([min(len(x), cfg.max_len) for x in prep.ids])), 1)
-        write_json(run.manifest, manifest)  # tokens_per_row: what kit bundle projects the notebook's time from
-        for name, source in prep.files.items():
-            with atomic_path(run.extra_file(name)) as tmp:
-                shutil.copyfile(source, tmp)
-        prep.tokenizer.save_pretrained(str(run.tokenizer))
-        prep.backbone_config.save_pretrained(str(run.backbone))
-        with atomic_path(run.folds_csv) as tmp:
-            pd.DataFrame({comp.schema.id_column: prep.row_ids, "fold": prep.folds}).to_csv(tmp, index=False)
-    log.info("run folder: %s (device %s)", run.path, describe(device))
+    if not resume and dist.is_main:
+        _write_run_setup(cfg, run, prep)
+    distributed.check_same_data(dist, prep.folds, prep.y, [len(x) for x in prep.ids])
+    log.info("run folder: %s (device %s%s)", run.path, describe(device),
+             f", {dist.world_size} data-parallel processes" if dist.active else "")
+    log.info("effective batch: %d rows per optimizer step (batch size %d x grad accum %d x %d process%s)",
+             cfg.effective_batch_size, cfg.batch_size, cfg.grad_accum, cfg.world_size,
+             "es" if cfg.world_size > 1 else "")
 
     trainer_class = FoldTrainer
     if cfg.mode == "frozen":
         from kaggle_kit.train.frozen import FrozenFoldTrainer as trainer_class
-    monitor = RunMonitor(run)
-    with monitor.session(cfg):
+    # rank 0 of the process that owns the run reports its heartbeat and tracker; a fold worker's parent does that
+    monitor = RunMonitor(run) if dist.is_main and finalize_run else NullMonitor()
+    with monitor.session(cfg) if isinstance(monitor, RunMonitor) else contextlib.nullcontext():
         trainer = trainer_class(cfg, comp, prep.backbone_config, prep.model_path, prep.tokenizer.pad_token_id or 0,
-                                device, run, monitor=monitor)
+                                device, run, monitor=monitor, dist=dist)
         for fold in cfg.fold_list():
-            if run.fold_done(fold):
-                log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
-                continue
-            train_part = _fold_data(prep, prep.folds != fold)
-            valid_part = _fold_data(prep, prep.folds == fold)
-            log.info("fold %d: %d train / %d valid", fold, len(train_part.ids), len(valid_part.ids))
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            outcome = trainer.fit(fold, train_part, valid_part)
-            save_fold_outcome(run, outcome, valid_part, comp)
-            monitor.fold_done(fold, read_json(run.fold_result(fold)))
-            log.info("fold %d: best %s %.4f at step %d (%.0fs, %s)", fold, comp.metric.name, outcome.score,
-                     outcome.best_step, outcome.seconds, fold_throughput(cfg, train_part, outcome.seconds, device))
+            with claim_fold(run, fold, dist) as claim:
+                if claim == "done":
+                    log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
+                    continue
+                if claim == "busy":
+                    log.warning("fold %d: another process is training it (its lock is held), skipping", fold)
+                    continue
+                train_part = _fold_data(prep, prep.folds != fold)
+                valid_part = _fold_data(prep, prep.folds == fold)
+                log.info("fold %d: %d train / %d valid", fold, len(train_part.ids), len(valid_part.ids))
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                outcome = trainer.fit(fold, train_part, valid_part)
+                if dist.is_main:
+                    save_fold_outcome(run, outcome, valid_part, comp)
+                    if isinstance(monitor, RunMonitor):
+                        monitor.fold_done(fold, read_json(run.fold_result(fold)))
+                log.info("fold %d: best %s %.4f at step %d (%.0fs, %s)", fold, comp.metric.name, outcome.score,
+                         outcome.best_step, outcome.seconds, fold_throughput(cfg, train_part, outcome.seconds, device))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+        if not finalize_run or not dist.is_main:
+            return TrainResult(run, None)
         cv = finalize(run, comp, prep.train_df, prep.folds)
         monitor.finished(cv)
     return TrainResult(run, cv)
@@ -207,8 +298,32 @@ def _recorded_source(run: RunDir, cfg: TrainConfig) -> DataSource | None:
     return DataSource(folder, source["kind"]) if folder is not None else None
 
 
-def _check_resumable(run: RunDir, data_dir: Path) -> None:
-    check_not_running(run)
+@contextlib.contextmanager
+def claim_fold(run: RunDir, fold: int, dist: Dist = SINGLE) -> Iterator[str]:
+    """"train" while this process holds the fold's lock, "done" when the fold is finished, "busy" while another
+    process holds the lock. Rank 0 decides (the other ranks may not see the run folder) and tells them."""
+    from filelock import Timeout
+
+    lock = run.fold_lock(fold) if dist.is_main else None
+    claim = "train"
+    if lock is not None:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            claim = "busy"
+        else:
+            claim = "done" if run.fold_done(fold) else "train"
+    claim = dist.broadcast(claim)
+    try:
+        yield claim
+    finally:
+        if lock is not None and lock.is_locked:
+            lock.release()
+
+
+def _check_resumable(run: RunDir, data_dir: Path, fold_worker: bool = False) -> None:
+    if not fold_worker:
+        check_not_running(run)
     recorded = run.load_manifest().get("data", {}).get("train.csv", {}).get("sha256")
     actual = sha256_file(data_dir / "train.csv")
     if recorded and recorded != actual:
@@ -218,7 +333,16 @@ def _check_resumable(run: RunDir, data_dir: Path) -> None:
 
 def finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> dict:
     """Pool the finished folds into oof.csv, cv.json, metrics.csv and plots; fit the plugin's post-processor on
-    the pooled OOF predictions (postprocess.json); mark the run complete."""
+    the pooled OOF predictions (postprocess.json); mark the run complete.
+
+    Under the run's lock, so that no other process (a fold worker, a second --resume) sees a half-pooled run."""
+    with run.lock():
+        cv = _finalize(run, comp, train_df, folds)
+    log.info("finalized: oof.csv and cv.json over folds %s, %s %.4f", cv["folds_trained"], cv["metric"], cv["score"])
+    return cv
+
+
+def _finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> dict:
     targets = comp.schema.target_names
     columns = comp.schema.output_columns
     id_col = comp.schema.id_column

@@ -88,6 +88,20 @@ def adapter_settings(cfg: TrainConfig, model_path: Path, device: torch.device) -
     log.info("recording the base model's identity (sha256 of %s's weight files)", model_path)
     return {"base_model": model_identity(model_path, full=True),
             "lora_alpha": cfg.lora_alpha or 2.0 * cfg.lora_r}
+def check_devices(cfg: TrainConfig, device: torch.device) -> None:
+    """--devices names GPUs of this machine, and only when training runs on GPUs."""
+    if cfg.devices is None:
+        return
+    shown = ",".join(map(str, cfg.devices))
+    if device.type != "cuda":
+        raise KitError(f"--devices {shown}: names GPUs, but this run trains on {device.type}; on a CPU use "
+                       f"--fold-workers N alone (they share --threads)")
+    count = torch.cuda.device_count()
+    missing = [d for d in cfg.devices if d >= count]
+    if missing:
+        raise KitError(f"--devices {shown}: GPU {missing[0]} does not exist; this machine has {count} (0..{count - 1})")
+    if len(set(cfg.devices)) != len(cfg.devices):
+        raise KitError(f"--devices {shown}: a GPU is named twice")
 
 
 def check_model_fits(cfg: TrainConfig, backbone_config) -> None:

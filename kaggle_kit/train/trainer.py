@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from kaggle_kit.competition import Competition
 from kaggle_kit.config import TrainConfig
-from kaggle_kit.data.batching import bucketed_batches, collate
+from kaggle_kit.data.batching import collate
+from kaggle_kit.data.loader import to_device, train_loader
 from kaggle_kit.device import amp_dtype, autocast
 from kaggle_kit.fileio import atomic_path, write_json
 from kaggle_kit.models.lora import AdapterSpec, quantization_config, trainable_state
@@ -25,10 +26,15 @@ from kaggle_kit.predict.inference import infer
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.runs.monitor import NullMonitor
 from kaggle_kit.tasks.losses import TargetLoss, apply_link, get_loss, initial_bias
+from kaggle_kit.train import distributed
 from kaggle_kit.train.adversarial import AWP, FGM
+from kaggle_kit.train.distributed import SINGLE, Dist, gradient_sync
 from kaggle_kit.train.ema import EMA
 
 log = logging.getLogger(__name__)
+# Optimizer steps between reading losses and gradient norms back from the device: each read waits for the
+# device to finish, so they are collected as tensors and read in one go.
+LOG_EVERY = 25
 
 
 @dataclass
@@ -91,13 +97,50 @@ def eval_points(n_batches: int, per_epoch: int) -> set[int]:
     return {round(n_batches * (i + 1) / per_epoch) for i in range(per_epoch)}
 
 
+class StepLog:
+    """Per-step training loss, learning rate and gradient norm, kept on the device until `flush` reads them all at
+    once (one host sync per LOG_EVERY steps instead of two per step). Under DDP the logged loss is the global
+    batch's: the ranks' weighted losses averaged."""
+
+    def __init__(self, fold: int, dist: Dist):
+        self.fold = fold
+        self.dist = dist
+        self.pending: list[tuple[int, int, torch.Tensor, float, torch.Tensor]] = []
+        self.running: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def add(self, epoch: int, step: int, loss: torch.Tensor, lr: float, grad_norm: torch.Tensor) -> None:
+        self.pending.append((epoch, step, loss, lr, grad_norm))
+
+    def flush(self, bar=None) -> list[dict]:
+        if not self.pending:
+            return []
+        losses = torch.stack([p[2] for p in self.pending])
+        if self.dist.active:
+            losses = self.dist.all_reduce_sum(losses) / self.dist.world_size
+        values, norms = torch.stack([losses.float(), torch.stack([p[4] for p in self.pending]).float()]).tolist()
+        rows = []
+        for (epoch, step, _, lr, _), value, norm in zip(self.pending, values, norms, strict=True):
+            self.running = value if self.running is None else 0.95 * self.running + 0.05 * value
+            rows.append({"fold": self.fold, "epoch": epoch, "step": step, "train_loss": value, "lr": lr,
+                         "grad_norm": norm, "val_score": np.nan})
+        if bar is not None:
+            bar.set_postfix(loss=f"{self.running:.4f}", lr=f"{self.pending[-1][3]:.2e}")
+        self.pending = []
+        return rows
+
+
 class FoldTrainer:
     """Trains one fold and keeps the best-scoring weights in memory until the fold ends."""
 
     def __init__(self, cfg: TrainConfig, comp: Competition, backbone_config, model_path: Path, pad_id: int,
-                 device: torch.device, run: RunDir, monitor: NullMonitor | None = None):
+                 device: torch.device, run: RunDir, monitor: NullMonitor | None = None, dist: Dist = SINGLE):
         self.cfg = cfg
-        self.monitor = monitor or NullMonitor()  # heartbeat and tracker: every metrics row goes there too
+        self.dist = dist
+        # heartbeat and tracker: every metrics row goes there too (rank 0's; the others log nothing)
+        self.monitor = monitor if monitor is not None and dist.is_main else NullMonitor()
         self.comp = comp
         self.backbone_config = backbone_config
         self.model_path = model_path
@@ -125,64 +168,76 @@ class FoldTrainer:
         return model.place(self.device)
 
     def evaluate(self, model: KitModel, valid: FoldData) -> tuple[np.ndarray, float, dict[str, float]]:
-        raw = infer(model, valid.ids, self.pad_id, self.cfg.eval_batch_size, self.device, self.dtype,
-                    max_tokens=self.cfg.eval_max_tokens)
+        """Every rank predicts its share of the rows; the gathered predictions are scored the same on all."""
+        cfg = self.cfg
+        if self.dist.active:
+            rows = distributed.shard_for_rank(np.argsort(-np.array([len(x) for x in valid.ids]), kind="stable"),
+                                              self.dist)
+            raw = infer(model, [valid.ids[i] for i in rows], self.pad_id, cfg.eval_batch_size, self.device,
+                        self.dtype, max_tokens=cfg.eval_max_tokens)
+            raw = distributed.gather_rows(self.dist, rows, raw, len(valid.ids))
+        else:
+            raw = infer(model, valid.ids, self.pad_id, cfg.eval_batch_size, self.device, self.dtype,
+                        max_tokens=cfg.eval_max_tokens)
         pred = self.comp.postprocess(apply_link(self.loss_spec, torch.from_numpy(raw), self.targets).numpy())
         result = self.comp.metric(valid.y, pred, self.targets)
         return pred, result.score, result.per_target
 
     def fit(self, fold: int, train: FoldData, valid: FoldData) -> FoldOutcome:
-        cfg = self.cfg
+        cfg, dist = self.cfg, self.dist
         started = time.monotonic()
         torch.manual_seed(cfg.seed + fold)
         rng = np.random.default_rng(cfg.seed + fold)
-        model = self.build(train.y)
-        optimizer = make_optimizer(model, cfg)
-        n_batches = math.ceil(len(train.ids) / cfg.batch_size)
+        core = self.build(train.y)
+        model = distributed.wrap(core, dist, self.device, self._probe_batch(train)) if dist.active else core
+        optimizer = make_optimizer(core, cfg)
+        loader = train_loader(train.ids, train.y, self.pad_id, cfg.batch_size, rng, self.device, dist.rank,
+                              dist.world_size)
+        n_batches = len(loader)
         total_steps = max(1, math.ceil(n_batches / cfg.grad_accum) * cfg.epochs)
         scheduler = make_scheduler(optimizer, cfg.scheduler, int(cfg.warmup * total_steps), total_steps)
         scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         loss_fn = TargetLoss(self.loss_spec, self.targets).to(self.device)
-        fgm = FGM(model, model.backbone.get_input_embeddings(), cfg.fgm_eps) if cfg.fgm_eps > 0 else None
-        awp = AWP(model, cfg.awp_lr, cfg.awp_eps) if cfg.awp_lr > 0 else None
-        ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
-        lengths = [len(x) for x in train.ids]
-        y_train = torch.as_tensor(train.y, dtype=torch.float32)
+        fgm = FGM(core, core.backbone.get_input_embeddings(), cfg.fgm_eps) if cfg.fgm_eps > 0 else None
+        awp = AWP(core, cfg.awp_lr, cfg.awp_eps) if cfg.awp_lr > 0 else None
+        ema = EMA(core, cfg.ema) if cfg.ema > 0 else None
         checkpoints = eval_points(n_batches, cfg.eval_every)
         best = Best(self.comp.metric.worst)
+        steps = StepLog(fold, dist)
         log_rows: list[dict] = []
         step = 0
-        running = None
 
-        def forward_loss(batch, target):
+        def forward_loss(batch):
+            """The loss of this rank's rows, weighted so that the ranks' average is the global batch's loss."""
             with autocast(self.device, self.dtype):
-                out = model(**batch)
-            return loss_fn(out.float(), target) / cfg.grad_accum
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            loss = loss_fn(out.float(), batch["target"])
+            return loss if batch["weight"] == 1.0 else loss * batch["weight"]
 
         def backward(loss):
-            scaler.scale(loss).backward()
+            scaler.scale(loss / cfg.grad_accum).backward()
 
         for epoch in range(cfg.epochs):
             model.train()
-            batches = bucketed_batches(lengths, cfg.batch_size, rng)
-            bar = tqdm(batches, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True)
-            for i, batch_idx in enumerate(bar, start=1):
-                padded = collate([train.ids[j] for j in batch_idx], self.pad_id)
-                batch = {k: v.to(self.device) for k, v in padded.items()}
-                target = y_train[batch_idx].to(self.device)
-                loss = forward_loss(batch, target)
-                backward(loss)
-                if fgm is not None:
-                    fgm.attack()
-                    backward(forward_loss(batch, target))
-                    fgm.restore()
-                if awp is not None and epoch >= cfg.awp_start_epoch:
-                    awp.attack()
-                    backward(forward_loss(batch, target))
-                    awp.restore()
-                if i % cfg.grad_accum == 0 or i == len(batches):
+            attacks = [a for a in (fgm, awp if epoch >= cfg.awp_start_epoch else None) if a is not None]
+            bar = tqdm(loader, total=n_batches, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       dynamic_ncols=True, disable=not dist.is_main)
+            for i, host_batch in enumerate(bar, start=1):
+                batch = to_device(host_batch, self.device)
+                last_micro_step = i % cfg.grad_accum == 0 or i == n_batches
+                # Gradients are all-reduced only in the optimizer step's last micro-step, in each of its passes,
+                # so FGM and AWP perturb along the whole global batch's gradient as one process would.
+                with gradient_sync(model, last_micro_step):
+                    loss = forward_loss(batch)
+                    backward(loss)
+                for attack in attacks:
+                    attack.attack()
+                    with gradient_sync(model, last_micro_step):
+                        backward(forward_loss(batch))
+                    attack.restore()
+                if last_micro_step:
                     scaler.unscale_(optimizer)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.max_grad_norm)
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
@@ -190,20 +245,19 @@ class FoldTrainer:
                     step += 1
                     if ema is not None:
                         ema.update()
-                    value = loss.item() * cfg.grad_accum
-                    running = value if running is None else 0.95 * running + 0.05 * value
                     lr = max(g["lr"] for g in optimizer.param_groups if not g["name"].startswith("head"))
-                    log_rows.append({"fold": fold, "epoch": epoch + 1, "step": step, "train_loss": value,
-                                     "lr": lr, "grad_norm": float(grad_norm), "val_score": np.nan})
-                    self.monitor.log(log_rows[-1])
-                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
+                    steps.add(epoch + 1, step, loss.detach(), lr, grad_norm)
+                    if len(steps) >= LOG_EVERY:
+                        log_rows += self._monitored(steps.flush(bar))
                 if i in checkpoints:
+                    log_rows += self._monitored(steps.flush(bar))
                     with ema.applied() if ema is not None else contextlib.nullcontext():
-                        pred, score, per_target = self.evaluate(model, valid)
+                        pred, score, per_target = self.evaluate(core, valid)
                         improved = self.comp.metric.better(score, best.score)
                         if improved:
-                            best = Best(score, step, self._state(model, self.adapters is not None), pred,
-                                        per_target)
+                            best = Best(score, step,
+                                        self._state(core, self.adapters is not None) if dist.is_main else None,
+                                        pred, per_target)
                     model.train()
                     log_rows.append({"fold": fold, "epoch": epoch + 1, "step": step, "train_loss": np.nan,
                                      "lr": np.nan, "grad_norm": np.nan, "val_score": score})
@@ -211,10 +265,20 @@ class FoldTrainer:
                     bar.write(f"fold {fold} step {step}: val {self.comp.metric.name} {score:.4f}"
                               f"{' (best)' if improved else f' (best {best.score:.4f})'}")
                     self._write_log(fold, log_rows)
+            log_rows += self._monitored(steps.flush(bar))
             bar.close()
         self._write_log(fold, log_rows)
         self._save_weights(fold, best.state)
         return FoldOutcome(fold, best.score, best.per_target, best.step, time.monotonic() - started, best.pred)
+
+    def _monitored(self, rows: list[dict]) -> list[dict]:
+        for row in rows:
+            self.monitor.log(row)
+        return rows
+
+    def _probe_batch(self, train: FoldData) -> dict[str, torch.Tensor]:
+        """Two short real rows: enough to see which parameters get gradients."""
+        return to_device(collate([list(x[:16]) for x in train.ids[:2]], self.pad_id), self.device)
 
     @staticmethod
     def _state(model: torch.nn.Module, adapters_only: bool = False) -> dict[str, torch.Tensor]:
@@ -224,10 +288,14 @@ class FoldTrainer:
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
     def _write_log(self, fold: int, rows: list[dict]) -> None:
+        if not self.dist.is_main:
+            return
         with atomic_path(self.run.fold_log(fold)) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
 
-    def _save_weights(self, fold: int, state: dict[str, torch.Tensor]) -> None:
+    def _save_weights(self, fold: int, state: dict[str, torch.Tensor] | None) -> None:
+        if not self.dist.is_main:
+            return
         from safetensors.torch import save_file
 
         with atomic_path(self.run.weights(fold)) as tmp:

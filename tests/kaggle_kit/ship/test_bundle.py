@@ -120,7 +120,7 @@ def test_requirements_the_image_lacks_are_downloaded(ell_tiny_run, tmp_path):
         "# date: 2026-01-01\n# python: 3.12\n"
         + "\n".join(f"{n}=={version(n)}" for n in ("torch", "transformers", "tokenizers", "pandas", "scikit-learn",
                                                    "iterative-stratification", "typer", "rich", "tqdm", "matplotlib",
-                                                   "pyyaml", "packaging"))
+                                                   "pyyaml", "packaging", "filelock"))
         + "\nnumpy==1.20.0\n")
     calls = []
 
