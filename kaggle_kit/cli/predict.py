@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from kaggle_kit.cli.app import app, parse_weights, quiet_transformers, say, setup_logging
+from kaggle_kit.cli.app import app, parse_devices, parse_weights, quiet_transformers, say, setup_logging
 from kaggle_kit.errors import KitError
 
 
@@ -28,6 +28,13 @@ def predict(
                                          "refused unless it is the base the run recorded."),
     merge: bool = typer.Option(False, "--merge", help="LoRA runs: fold the adapters into the base weights before "
                                                       "predicting (no adapter matmuls; 16/32-bit bases only)."),
+    devices: str = typer.Option(None, metavar="LIST", help="GPUs to spread the folds over, e.g. 0,1 [default: every "
+                                                         "visible GPU when predicting on cuda]."),
+    workers: int = typer.Option(None, min=1, help="Folds predicted at once: on a CPU, processes sharing the cores "
+                                                  "[default: 1]; on GPUs, at most this many of --devices."),
+    quantize: str = typer.Option(None, "--quantize", metavar="int8",
+                                 help="On a CPU: int8 dynamic quantisation of the backbone's linear layers (faster, "
+                                      "slightly different predictions; see `kit bundle --quantize`)."),
 ) -> None:
     """Fold-averaged, post-processed predictions in the sample submission's row and column order."""
     from kaggle_kit.data.load import load_test, read_csv
@@ -55,7 +62,8 @@ def predict(
         weight_list = parse_weights(weights)
     preds = predict_runs(comp, test_df, run, weight_list, device=device, batch_size=batch_size,
                          data_dir=input.parent, base_model=base_model, folds=folds,
-                         postprocess_state=postprocess_state, merge_lora=merge)
+                         postprocess_state=postprocess_state, merge_lora=merge, devices=parse_devices(devices),
+                         workers=workers, quantize=quantize)
     sub = submission_frame(comp, test_df, preds, sample)
     with atomic_path(output) as tmp:
         sub.to_csv(tmp, index=False)

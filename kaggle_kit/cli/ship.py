@@ -49,6 +49,9 @@ def bundle(
         None, "--assume-tflops", min=0.001,
         help="Effective fp16 TFLOP/s per GPU for the time projection [default: the kit's stated assumption for "
              "the accelerator, e.g. 20 for a T4]."),
+    quantize: str = typer.Option(None, "--quantize", metavar="int8",
+                                 help="CPU-only sessions predict with int8 linear layers (faster); each run's OOF "
+                                      "rows are predicted with and without it here and both scores recorded."),
 ) -> None:
     """A Kaggle dataset (wheels, models, manifest) and an offline inference notebook, in bundles/<slug>/."""
     from kaggle_kit.errors import KitError
@@ -71,10 +74,13 @@ def bundle(
         raise KitError("give --run RUN_DIR (repeat to blend) or --ensemble FILE")
     weight_list = parse_weights(weights)
     image = load_image_packages(image_packages)
+    if quantize:
+        setup_logging()
+        quiet_transformers()
     result = build_bundle(comp, run or [], out, weight_list, slug=slug, owner=owner, license_name=license,
                           accelerator_name=accelerator or DEFAULT_ACCELERATOR, image=image, log=say,
                           ensemble_file=ensemble, base_model=base_model, force=force,
-                          assume_tflops=assume_tflops, merge=merge)
+                          assume_tflops=assume_tflops, merge=merge, quantize=quantize)
     say(f"bundle: {result.path} ({result.size_bytes() / 1e6:.1f} MB; wheels: "
         f"{', '.join(Path(w).name for w in result.wheels)})")
     say(f"next: kit simulate --bundle {result.path} --data DIR [--image], then kit submit {comp.name} "

@@ -117,15 +117,16 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def inference_plans(lengths: Sequence[int], batch_size: int) -> list[BatchPlan]:
-    """Longest first (an out-of-memory error shows at once, not at the end)."""
-    return [BatchPlan(tuple(int(i) for i in rows)) for rows in sorted_batches(lengths, batch_size)]
+def inference_plans(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[BatchPlan]:
+    """Longest first (an out-of-memory error shows at once, not at the end), at most `max_tokens` padded tokens
+    per batch when given."""
+    return [BatchPlan(tuple(int(i) for i in rows)) for rows in sorted_batches(lengths, batch_size, max_tokens)]
 
 
-def inference_batches(ids: Sequence[Sequence[int]], pad_id: int, batch_size: int,
-                      device: torch.device) -> Iterator[tuple[BatchPlan, dict[str, torch.Tensor]]]:
+def inference_batches(ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device: torch.device,
+                      max_tokens: int | None = None) -> Iterator[tuple[BatchPlan, dict[str, torch.Tensor]]]:
     """(plan, batch on `device`) in length-sorted order; padded by loader workers on CUDA, inline on a CPU."""
-    plans = inference_plans([len(x) for x in ids], batch_size)
+    plans = inference_plans([len(x) for x in ids], batch_size, max_tokens)
     dataset = TokenBatches(ids, pad_id)
     if device.type != "cuda":
         for plan in plans:

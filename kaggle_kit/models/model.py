@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -146,18 +148,43 @@ class KitModel(nn.Module):
 def build_model(config, n_outputs: int, pooling: str, pooling_layers: int = 4, head_dropout: float = 0.0,
                 weights_from: Path | None = None, dtype: torch.dtype = torch.float32, quantization=None,
                 adapters=None, device: torch.device | None = None, device_map: str | dict | None = None,
-                trainable: bool = True) -> KitModel:
-    """`weights_from` loads pretrained backbone weights; without it the backbone is random (for inference).
+                trainable: bool = True, empty: bool = False) -> KitModel:
+    """`weights_from` loads pretrained backbone weights; without it the backbone is random. `empty=True` puts every
+    parameter on the meta device instead (no memory, no random initialisation): for a model whose weights are
+    loaded next with `load_state_dict(..., assign=True)`.
 
     `adapters` (a models.lora.AdapterSpec) adds LoRA adapters and freezes the backbone's own weights; `dtype` and
     `quantization` say how those frozen weights are held; `trainable=False` (inference) skips peft's preparation of
     a quantised base for training, which casts its embeddings and norms to fp32."""
-    backbone = _build_backbone(config, weights_from, dtype, quantization, device, device_map)
-    if adapters is not None:
-        from kaggle_kit.models.lora import add_adapters
+    with empty_parameters() if empty else contextlib.nullcontext():
+        backbone = _build_backbone(config, None if empty else weights_from, dtype, quantization, device, device_map)
+        if adapters is not None:
+            from kaggle_kit.models.lora import add_adapters
 
-        backbone = add_adapters(backbone, adapters, quantized=quantization is not None and trainable)
-    return KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout)
+            backbone = add_adapters(backbone, adapters, quantized=quantization is not None and trainable)
+        return KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout)
+
+
+@contextlib.contextmanager
+def empty_parameters() -> Iterator[None]:
+    """Parameters registered inside the block live on the meta device: initialising them costs nothing.
+
+    Buffers stay real, because the non-persistent ones (position ids) are not in a checkpoint and must keep the
+    values the model computed for them. The same idea as accelerate's `init_empty_weights(include_buffers=False)`,
+    without the dependency.
+    """
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None and param.device.type != "meta":
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
 
 
 def find_encoder_layers(backbone: nn.Module) -> tuple[nn.Module | None, list[nn.Module]]:

@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from kaggle_kit.competition import Competition, InputContext
 from kaggle_kit.config import TrainConfig
-from kaggle_kit.data.batching import collate, sorted_batches, tokenize
+from kaggle_kit.data.batching import sorted_batches, tokenize
 from kaggle_kit.data.load import find_extra_files
+from kaggle_kit.data.loader import inference_batches
 from kaggle_kit.device import autocast, inference_dtype, pick_device
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
@@ -36,15 +37,21 @@ log = logging.getLogger(__name__)
 def infer(model: KitModel, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device: torch.device,
           dtype: torch.dtype | None, desc: str | None = None, max_tokens: int | None = None) -> np.ndarray:
     """Raw model outputs (before the loss's link), in the order of `ids`, computed in length-sorted batches (of at
-    most `max_tokens` padded tokens each, when given)."""
+    most `max_tokens` padded tokens each, when given).
+
+    Outputs stay on the device until the end: one copy back instead of a wait for the device after every batch.
+    """
     model.eval()
-    out = np.zeros((len(ids), model.fc.out_features), dtype=np.float32)
-    batches = sorted_batches([len(x) for x in ids], batch_size, max_tokens)
-    for batch_idx in tqdm(batches, desc=desc, disable=desc is None, leave=False, unit="batch"):
-        batch = {k: v.to(device, non_blocking=True) for k, v in collate([ids[i] for i in batch_idx], pad_id).items()}
+    rows, outputs = [], []
+    plans = inference_batches(ids, pad_id, batch_size, device, max_tokens)
+    n_batches = len(sorted_batches([len(x) for x in ids], batch_size, max_tokens))
+    for plan, batch in tqdm(plans, total=n_batches, desc=desc, disable=desc is None, leave=False, unit="batch"):
         with autocast(device, dtype):
-            pred = model(**batch)
-        out[batch_idx] = pred.float().cpu().numpy()
+            outputs.append(model(**batch).float())
+        rows.extend(plan.rows)
+    out = np.zeros((len(ids), model.fc.out_features), dtype=np.float32)
+    if outputs:
+        out[rows] = torch.cat(outputs).cpu().numpy()
     return out
 
 
@@ -55,10 +62,13 @@ def load_tokenizer(path: str | Path):
 
 
 def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, device: torch.device,
-                    base_model: Path | None = None, merge: bool = False) -> KitModel:
-    """A fold's model ready for inference. A LoRA fold holds only adapters and the head: they go onto the run's
-    base model (checked against the identity the run recorded), held in the inference dtype, and with `merge`
-    are folded into the base weights (W + BA: no adapter matmuls per layer at inference)."""
+                    base_model: Path | None = None, merge: bool = False, quantize: str | None = None) -> KitModel:
+    """A fold's model on `device`, built with its parameters on the meta device and the weights assigned straight
+    from the file (on a GPU, read straight onto it): no random initialisation of a backbone that is overwritten
+    next, no second copy of the weights. A LoRA fold holds only adapters and the head: they go onto the run's base
+    model (checked against the identity the run recorded), held in the inference dtype, and with `merge` are folded
+    into the base weights (W + BA: no adapter matmuls per layer at inference). `quantize` ("int8", CPU only)
+    quantises the backbone's linear layers."""
     from safetensors.torch import load_file
 
     path = run.weights(fold)
@@ -72,12 +82,13 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
                             weights_from=base, dtype=dtype, adapters=adapters, quantization=quantization,
                             device=device, device_map=device_map, trainable=False)
     else:
-        model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout)
+        model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout,
+                            empty=True)
     try:
-        state = load_file(str(path))
         if adapters is None:
-            model.load_state_dict(state)
+            model.load_state_dict(load_file(str(path), device=str(device)), assign=True)
         else:
+            state = load_file(str(path))
             missing = set(trainable_state(model)) - set(state)
             unexpected = set(state) - set(model.state_dict())
             if missing or unexpected:
@@ -90,7 +101,12 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
                        f"another model: retrain the fold (kit train --resume) or restore the file") from None
     if merge and adapters is not None:
         model = merge_adapters(model)
-    return model.place(device).eval()
+    model = model.place(device).eval()
+    if quantize is not None and device.type == "cpu":
+        from kaggle_kit.predict.quantize import quantize_model
+
+        model = quantize_model(model, quantize)
+    return model
 
 
 def release_memory(device: torch.device) -> None:
@@ -244,8 +260,43 @@ class PredictionReport:
     load_seconds: dict[str, float] = field(default_factory=dict)
 
 
-# Called after each fold with (folds done, folds total, seconds so far); False stops further folds.
-ContinueCheck = Callable[[int, int, float], bool]
+# Called before each fold after the first with (folds done, folds total, seconds so far, fold_seconds=mean seconds
+# of one fold, parallel=folds running at once); False stops the folds not yet started.
+ContinueCheck = Callable[..., bool]
+
+
+@dataclass
+class RunInputs:
+    """What predicting one run's folds needs, tokenised once (and sent as is to device workers)."""
+
+    run: RunDir
+    cfg: TrainConfig
+    folds: list[int]
+    ids: list[list[int]]
+    pad_id: int
+    batch_size: int
+    n_outputs: int
+    base_model: Path | None = None
+    merge: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.run.path.name
+
+
+def predict_fold(inputs: RunInputs, fold: int, device: torch.device, quantize: str | None = None,
+                 desc: bool = True) -> tuple[np.ndarray, float, float]:
+    """Raw outputs of one fold model on `device`, with (load seconds, total seconds)."""
+    started = time.monotonic()
+    model = load_fold_model(inputs.run, inputs.cfg, inputs.n_outputs, fold, device, inputs.base_model, inputs.merge,
+                            quantize)
+    loaded = time.monotonic() - started
+    raw = infer(model, inputs.ids, inputs.pad_id, inputs.batch_size, device,
+                inference_dtype(inputs.cfg.precision, device), desc=f"{inputs.name} fold {fold}" if desc else None,
+                max_tokens=inputs.cfg.eval_max_tokens)
+    del model
+    release_memory(device)
+    return raw, loaded, time.monotonic() - started
 
 
 def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
@@ -254,19 +305,27 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                  should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
                  report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None,
                  base_model: Path | None = None, postprocess_state: dict | None = None,
-                 merge_lora: bool = False) -> np.ndarray:
+                 merge_lora: bool = False, devices: Sequence[int] | None = None, workers: int | None = None,
+                 quantize: str | None = None) -> np.ndarray:
     """Post-processed predictions (n_rows, n_outputs): folds averaged within a run, runs blended by weight, then
     the plugin's post-processing: its stateless `postprocess`, then its fitted `postprocessor` with the single
     run's own state, or for several runs `postprocess_state` (a bundle's, fitted on the blended OOF predictions)
     or a state fitted here on the runs' blended OOF predictions.
 
-    After each fold `should_continue` may stop the remaining work; the folds done so far are still used,
-    so a deadline never costs the submission (at least one fold always runs).
-    `folds` names the folds of each run to use; a bundle passes them because its model folders hold only the
-    weights, not the per-fold training records that `RunDir.finished_folds` looks for. `base_model` is where LoRA
-    runs find their base model when it is not where training found it; `merge_lora` folds their adapters into it
-    (refused for 4/8-bit bases, where merging re-quantises the weights and changes the outputs).
+    Folds (of every run) are spread over the devices: every visible GPU (or `devices`) when predicting on CUDA, or
+    `workers` CPU processes sharing the cores; one device predicts in this process. Results do not depend on how
+    the folds were spread: each fold is predicted whole on one device, and folds are averaged in their order. LoRA
+    runs predict in this process (their base may be split over every GPU).
+    Before each fold after the first `should_continue` may stop the remaining work; the folds done so far are still
+    used, so a deadline never costs the submission (at least one fold always runs). `folds` names the folds of each
+    run to use; a bundle passes them because its model folders hold only the weights, not the per-fold training
+    records that `RunDir.finished_folds` looks for. `base_model` is where LoRA runs find their base model when it
+    is not where training found it; `merge_lora` folds their adapters into it (refused for 4/8-bit bases, where
+    merging re-quantises the weights and changes the outputs). `quantize` ("int8") applies to CPU inference only.
     """
+    from kaggle_kit.predict import parallel
+    from kaggle_kit.predict.quantize import applies, check_mode
+
     report = report if report is not None else PredictionReport()
     weights = list(weights) if weights is not None else [1.0 / len(run_paths)] * len(run_paths)
     if len(weights) != len(run_paths):
@@ -274,6 +333,8 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     # a weight is one number per run, or one per target (a `kit ensemble` file's per-target weights)
     weights = [output_weights(w, comp.schema.targets) for w in weights]
     torch_device = pick_device(device)
+    slots = parallel.inference_slots(torch_device, devices, workers)
+    quantize = check_mode(quantize) if applies(check_mode(quantize), torch_device) else None
     plan = []
     if folds is not None and len(folds) != len(run_paths):
         raise KitError(f"{len(folds)} fold lists for {len(run_paths)} runs")
@@ -297,38 +358,54 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                            f"merging re-quantises the weights and changes the predictions: predict unmerged")
         plan.append((run, cfg, run_folds, run_targets(comp, cfg, run.path)))
     total = sum(len(run_folds) for _, _, run_folds, _ in plan)
+    if len(slots) > 1 and any(AdapterSpec.of(cfg) is not None for _, cfg, _, _ in plan):
+        log.info("LoRA runs: predicting in this process on %s (a large base is split over every GPU instead)",
+                 torch_device)
+        slots = [parallel.Slot(torch_device, torch.get_num_threads())]
     start = clock()
-    blended = np.zeros((len(df), comp.n_outputs), dtype=np.float64)
-    used_weight = np.zeros(comp.n_outputs)
-    done = 0
-    for (run, cfg, run_folds, trained), weight in zip(plan, weights, strict=True):
-        dtype = inference_dtype(cfg.precision, torch_device)
+    inputs = []
+    for run, cfg, run_folds, _ in plan:
         tokenizer = load_tokenizer(run.tokenizer)
         ids = build_model_inputs(comp, df, tokenizer, cfg, data_dir, run_files(comp, run, cfg, data_dir))
-        loss_spec = get_loss(cfg.loss or comp.default_loss, comp.losses)
-        fold_preds = []
-        for fold in run_folds:
-            if done and should_continue is not None and not should_continue(done, total, clock() - start):
-                report.folds_skipped.extend((run.path.name, f) for f in run_folds[len(fold_preds):])
+        inputs.append(RunInputs(run, cfg, run_folds, ids, tokenizer.pad_token_id or 0,
+                                batch_size or cfg.eval_batch_size, comp.n_outputs, base_model, merge_lora))
+    jobs = [(i, fold) for i, item in enumerate(inputs) for fold in item.folds]
+    raw_outputs: dict[tuple[int, int], np.ndarray] = {}
+
+    def may_start(done: int) -> bool:
+        if not done or should_continue is None:
+            return True
+        fold_seconds = float(np.mean(list(report.seconds.values())))
+        return should_continue(done, total, clock() - start, fold_seconds=fold_seconds, parallel=len(slots))
+
+    def finished(job: tuple[int, int], raw: np.ndarray, load_seconds: float, seconds: float) -> None:
+        name = f"{inputs[job[0]].name}/fold{job[1]}"
+        raw_outputs[job] = raw
+        report.folds_used.append((inputs[job[0]].name, job[1]))
+        report.load_seconds[name] = load_seconds
+        report.seconds[name] = seconds
+        log.info("%s predicted in %.1fs", name.replace("/", " "), seconds)
+
+    if len(slots) == 1:
+        for job in jobs:
+            if not may_start(len(raw_outputs)):
                 break
             fold_start = clock()
-            model = load_fold_model(run, cfg, comp.n_outputs, fold, torch_device, base_model, merge_lora)
-            report.load_seconds[f"{run.path.name}/fold{fold}"] = clock() - fold_start
-            raw = infer(model, ids, tokenizer.pad_token_id or 0, batch_size or cfg.eval_batch_size, torch_device,
-                        dtype, desc=f"{run.path.name} fold {fold}", max_tokens=cfg.eval_max_tokens)
-            fold_preds.append(in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw), trained).numpy(), trained,
-                                              comp))
-            del model
-            release_memory(torch_device)
-            done += 1
-            report.folds_used.append((run.path.name, fold))
-            report.seconds[f"{run.path.name}/fold{fold}"] = clock() - fold_start
-            log.info("%s fold %d predicted in %.1fs", run.path.name, fold, clock() - fold_start)
+            raw, load_seconds, _ = predict_fold(inputs[job[0]], job[1], slots[0].device, quantize)
+            finished(job, raw, load_seconds, clock() - fold_start)
+    else:
+        parallel.predict_folds(slots, inputs, jobs, quantize, may_start, finished)
+    report.folds_skipped.extend((inputs[i].name, fold) for i, fold in jobs if (i, fold) not in raw_outputs)
+
+    blended = np.zeros((len(df), comp.n_outputs), dtype=np.float64)
+    used_weight = np.zeros(comp.n_outputs)
+    for i, ((_, cfg, _, trained), item, weight) in enumerate(zip(plan, inputs, weights, strict=True)):
+        loss_spec = get_loss(cfg.loss or comp.default_loss, comp.losses)
+        fold_preds = [in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw_outputs[i, fold]), trained).numpy(),
+                                      trained, comp) for fold in item.folds if (i, fold) in raw_outputs]
         if fold_preds:
             blended += weight * np.mean(fold_preds, axis=0)
             used_weight += weight
-        else:
-            report.folds_skipped.extend((run.path.name, f) for f in run_folds)
     preds = comp.postprocess(blended / used_weight)
     if postprocess_state is None and len(plan) == 1 and plan[0][0].postprocess.is_file():
         postprocess_state = read_json(plan[0][0].postprocess)

@@ -321,7 +321,8 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
                  accelerator_name: str = DEFAULT_ACCELERATOR, image: ImagePackages | None = None,
                  downloader: Downloader = pip_download, log: Callable[[str], None] = print,
                  ensemble_file: Path | None = None, base_model: str | None = None, force: bool = False,
-                 assume_tflops: float | None = None, merge: bool = False) -> Bundle:
+                 assume_tflops: float | None = None, merge: bool = False,
+                 quantize: str | None = None) -> Bundle:
     """Write `out_root/<slug>/dataset/` and `out_root/<slug>/notebook/`, replacing an older bundle of that slug.
 
     Everything is written to a staging folder first, so a failure never leaves half a bundle under the slug.
@@ -349,6 +350,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
                            f"weights and changes the predictions: bundle without --merge")
         base["merge"] = True
     projected = projected_time(comp, runs, machine.name, assume_tflops, force, log)
+    quantized = quantize_report(comp, runs, quantize, log) if quantize else None
     slug = slug or f"{comp.name}-kit-{runs_digest(runs)[:10]}"
     owner = owner or kaggle_username()
     if not owner:
@@ -360,7 +362,8 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     staging = Path(tempfile.mkdtemp(prefix=f".{slug}.", dir=out_root))
     staging.chmod(default_mode(directory=True))
     try:
-        manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble, base, projected)
+        manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble, base, projected,
+                                 quantized)
         write_json(staging / "dataset" / DATASET_METADATA, dataset_meta)
         write_notebook_folder(staging / "notebook", comp, manifest, owner, slug, machine.name)
         final = out_root / slug
@@ -415,6 +418,16 @@ def ensemble_weights(comp: Competition, run_paths: list[Path], weights: list[flo
                "run_oof_scores": dict(zip(report.runs, report.run_scores, strict=True)),
                "postprocess": report.postprocess, "blend_oof_score_after_postprocess": report.blend_score_after}
     return [float(w) for w in report.weights], summary
+
+
+def quantize_report(comp: Competition, runs: list[BundleRun], mode: str, log: Callable[[str], None]) -> dict:
+    """`--quantize int8`: what the notebook does on a CPU-only session, with each run's OOF score in fp32 and in
+    int8 measured here, so the cost of the speed is known before submitting."""
+    from kaggle_kit.predict.quantize import check_mode, oof_effect
+
+    check_mode(mode)
+    effects = {r.name: oof_effect(comp, r.run.path, mode, log_line=log).to_dict() for r in runs}
+    return {"mode": mode, "applies_to": "cpu", "runs": effects}
 
 
 def projected_time(comp: Competition, runs: list[BundleRun], accelerator_name: str, assume_tflops: float | None,
@@ -496,7 +509,7 @@ def llm_requirements(runs: list[BundleRun]) -> list[Requirement]:
 def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image: ImagePackages,
                   downloader: Downloader, log: Callable[[str], None],
                   ensemble: dict[str, Any] | None = None, base: dict[str, Any] | None = None,
-                  projected: dict[str, Any] | None = None) -> dict[str, Any]:
+                  projected: dict[str, Any] | None = None, quantize: dict[str, Any] | None = None) -> dict[str, Any]:
     """models/, data/ (plugin extra files), wheels/, a copied base model, and manifest.json; returns the manifest."""
     epoch = bundle_epoch(runs)
     for r in runs:
@@ -540,6 +553,7 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
         "ensemble": ensemble,
         "base_model": base,
         "projection": projected,
+        "quantize": quantize,
         "wheels": sorted(f"wheels/{p.name}" for p in wheels.glob("*.whl")),
         "downloaded": [str(r) for r in missing],
         "files": {p.relative_to(dataset).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}

@@ -9,6 +9,7 @@ inside their bodies, and the notebook carries a copy of their source.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -175,11 +176,14 @@ class DeadlineGuard:
     log: Callable[[str], None] = print
     stopped: bool = False
 
-    def __call__(self, done: int, total: int, seconds: float) -> bool:
+    def __call__(self, done: int, total: int, seconds: float, fold_seconds: float | None = None,
+                 parallel: int = 1) -> bool:
+        """`fold_seconds`: one fold's mean duration; `parallel`: folds that run at once (one per GPU). With parallel
+        folds `seconds / done` is the throughput, not how long the next fold takes."""
         elapsed = self.clock() - self.started_at
-        per_fold = seconds / max(done, 1)
+        per_fold = fold_seconds if fold_seconds is not None else seconds / max(done, 1)
         remaining = total - done
-        projected = elapsed + per_fold * remaining
+        projected = elapsed + per_fold * math.ceil(remaining / max(parallel, 1))
         self.log(f"deadline guard: {done}/{total} folds done, {elapsed / 3600:.2f} h elapsed, all folds projected "
                  f"to end at {projected / 3600:.2f} h (budget {self.budget_seconds / 3600:.2f} h)")
         if elapsed + per_fold > self.budget_seconds:
@@ -232,6 +236,7 @@ def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_
     from kaggle_kit.errors import KitError
     from kaggle_kit.fileio import atomic_path, read_json, write_json
     from kaggle_kit.predict.inference import PredictionReport, predict_runs, submission_frame
+    from kaggle_kit.predict.quantize import manifest_mode
     from kaggle_kit.registry import get_competition
 
     dataset_dir, competition_dir, output_path = Path(dataset_dir), Path(competition_dir), Path(output_path)
@@ -255,7 +260,7 @@ def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_
                          device=device, batch_size=batch_size, data_dir=competition_dir, should_continue=guard,
                          clock=clock, report=report, folds=[r["folds"] for r in runs], base_model=base_model,
                          postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
-                         merge_lora=bool((base or {}).get("merge")))
+                         merge_lora=bool((base or {}).get("merge")), quantize=manifest_mode(manifest))
     sub = submission_frame(comp, test_df, preds, sample)
     problems = submission_problems(sub, sample, comp.schema.id_column)
     if problems:

@@ -327,6 +327,7 @@ def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path
                                 sample, submission, base_model: Path | None = None) -> float:
     """Largest absolute difference between the notebook's submission and `predict_runs` in this process."""
     from kaggle_kit.predict.inference import predict_runs, submission_difference, submission_frame
+    from kaggle_kit.predict.quantize import manifest_mode
 
     dataset = bundle_dir / "dataset"
     runs = manifest["runs"]
@@ -334,7 +335,8 @@ def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path
                          device="cpu", folds=[r["folds"] for r in runs], data_dir=data_dir,
                          postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
                          base_model=base_model or _copied_base(manifest, dataset),
-                         merge_lora=bool((manifest.get("base_model") or {}).get("merge")))
+                         merge_lora=bool((manifest.get("base_model") or {}).get("merge")),
+                         quantize=manifest_mode(manifest))
     return submission_difference(comp, submission, submission_frame(comp, test_df, preds, sample))
 
 
