@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 
 import typer
@@ -86,26 +87,30 @@ def train(competition: str, config: Path | None, out: Path | None, resume: bool,
 
 def launch_torchrun(competition: str, cfg, config: Path | None, run_path: Path, resume: bool, flags: dict) -> None:
     """`kit train ... --nproc-per-node N`: the same command under torchrun on this machine (one process per GPU of
-    --devices, or N CPU processes sharing --threads), into the run folder chosen here."""
+    --devices, or N CPU processes sharing --threads), into the run folder chosen here.
+
+    torchrun's launcher runs in this process (its agent starts and watches the ranks): a failed rank has printed
+    its own `error:` line, so only a rank that died without one (killed, crashed) is reported here.
+    """
     import os
-    import subprocess
 
     import torch
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
 
     from kaggle_kit import config as config_mod
     from kaggle_kit.train.distributed import torchrun_command
 
     n = cfg.nproc_per_node
-    env = dict(os.environ)
     flags = dict(flags)
     if cfg.devices is not None:
         if len(cfg.devices) < n:
             raise KitError(f"--nproc-per-node {n} with --devices {','.join(map(str, cfg.devices))}: one GPU per "
                            f"process is needed")
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, cfg.devices))
-    total_threads = cfg.threads or torch.get_num_threads()
-    flags["threads"] = max(1, total_threads // n)
-    env["OMP_NUM_THREADS"] = str(flags["threads"])
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, cfg.devices))
+    flags["threads"] = max(1, (cfg.threads or torch.get_num_threads()) // n)
+    os.environ["OMP_NUM_THREADS"] = str(flags["threads"])
     argv = ["train", competition, "--out", str(run_path), *(["--config", str(config)] if config else []),
             *(["--resume"] if resume else [])]
     for name, value in flags.items():
@@ -115,10 +120,17 @@ def launch_torchrun(competition: str, cfg, config: Path | None, run_path: Path, 
         else:
             argv += [option, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
     command = torchrun_command(n, argv)
-    say(f"launching {n} processes: torchrun --standalone --nproc-per-node {n} -m kaggle_kit {' '.join(argv)}")
-    code = subprocess.run(command, env=env).returncode
-    if code:
-        raise SystemExit(2 if code == 1 else code)  # each rank printed its own error line
+    say(f"launching {n} processes: torchrun {' '.join(command[3:])}")
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        torchrun(get_args_parser().parse_args(command[3:]))
+    except ChildFailedError as err:
+        codes = {failure.local_rank: failure.exitcode for failure in err.failures.values()}
+        if 2 in codes.values() or 130 in codes.values():
+            raise SystemExit(max(codes.values())) from None
+        raise KitError("data-parallel training failed: " + ", ".join(
+            f"rank {rank} {'was killed by signal ' + str(-code) if code < 0 else f'exited with code {code}'}"
+            for rank, code in sorted(codes.items())) + f"; finished folds are kept in {run_path}") from None
 
 
 def _train_signature() -> inspect.Signature:

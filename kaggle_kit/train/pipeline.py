@@ -83,7 +83,7 @@ def train(cfg: TrainConfig, run_path: Path, resume: bool = False, dist: Dist = S
     try:
         torch.set_num_threads(prep.cfg.threads or threads)
         with log_to_file(run) if dist.is_main else contextlib.nullcontext():
-            if prep.cfg.fold_workers > 1:
+            if prep.cfg.fold_workers > 1 and len([f for f in prep.cfg.fold_list() if not run.fold_done(f)]) > 1:
                 return _train_in_workers(prep, run, resume)
             return _run_folds(prep.cfg, run, prep, resume, dist, finalize_run)
     finally:
@@ -219,6 +219,8 @@ def _train_in_workers(prep: Prepared, run: RunDir, resume: bool) -> TrainResult:
     if not resume:
         _write_run_setup(prep.cfg, run, prep)
     log.info("run folder: %s (%d fold workers)", run.path, prep.cfg.fold_workers)
+    for fold in filter(run.fold_done, prep.cfg.fold_list()):
+        log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
     monitor = RunMonitor(run)  # the workers' parent holds the run's session: heartbeat, tracker, fold results
     with monitor.session(prep.cfg):
         train_in_workers(prep.cfg, run, [f for f in prep.cfg.fold_list() if not run.fold_done(f)], prep.device,
