@@ -196,3 +196,13 @@ def test_versions_report_warns_on_a_major_difference(tmp_path, capsys):
     assert "WARNING: major version differs: pandas" in out
     freeze = (tmp_path / "kaggle_image_freeze.txt").read_text()
     assert freeze.startswith("# python: 3.") and f"numpy=={np.__version__}" in freeze
+def test_guard_counts_folds_running_in_parallel():
+    """Two GPUs, two folds at a time, 2 h each: 3.5 h in, with 2 of 4 done, the next fold ends at 5.5 h. The wall
+    time per fold done (1 h) would say 4.5 h and start a fold that overruns a 5 h budget."""
+    elapsed = {"now": 3.5 * 3600}
+    lines = []
+    guard = DeadlineGuard(budget_seconds=5 * 3600, started_at=0.0, clock=lambda: elapsed["now"], log=lines.append)
+    assert not guard(2, 4, 2 * 3600, fold_seconds=2 * 3600, parallel=2)
+    assert "projected to end at 5.50 h" in lines[0]
+    elapsed["now"] = 2.5 * 3600
+    assert guard(2, 4, 2 * 3600, fold_seconds=2 * 3600, parallel=2)
