@@ -7,6 +7,7 @@ model, data, batch size and max_len; each variant runs in a fresh process so its
 Prints samples/s and the kit/plain ratios.
 
     python benchmarks/throughput.py --data ../shared/data/ell [--model DIR] [--max-len 512]
+    python benchmarks/throughput.py --phases infer --quantize int8     # the kit's CPU inference in int8
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ def measure(args, queue) -> None:
     elif train:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     model.train(train)
+    if not train and args.variant == "kit" and args.quantize:
+        from kaggle_kit.predict.quantize import quantize_model
+
+        model = quantize_model(model, args.quantize)
     batches = _batches(args, ids, train=train)
     with torch.inference_mode(not train):
         run_batch(batches[0], train)
@@ -138,11 +143,14 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", help="fp32, or fp16/bf16 on CUDA (both variants)")
     parser.add_argument("--plain-precision", default=None, help="precision of the plain loop [default: --precision]")
+    parser.add_argument("--quantize", default=None, help="int8: the kit's inference with int8 dynamic quantisation "
+                                                         "(CPU; the plain loop stays fp32)")
+    parser.add_argument("--phases", default="train,infer", help="comma list: train, infer")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
     rows = []
-    for phase in ("train", "infer"):
+    for phase in args.phases.split(","):
         kit = run_variant(args, phase, "kit")
         plain_args = argparse.Namespace(**{**vars(args), "precision": args.plain_precision or args.precision})
         plain = run_variant(plain_args, phase, "plain")
@@ -150,7 +158,7 @@ def main() -> None:
 
     print(f"\nmodel={args.model or 'all-MiniLM-L6-v2 (embedded)'} device={args.device} max_len={args.max_len} "
           f"batch={args.batch_size}/{args.eval_batch_size} samples={args.train_samples}/{args.infer_samples} "
-          f"precision kit={args.precision} "
+          f"precision kit={args.precision}{' + ' + args.quantize if args.quantize else ''} "
           f"plain={args.plain_precision or args.precision} threads={torch.get_num_threads()}")
     print(f"{'phase':<7}{'plain samples/s':>17}{'kit samples/s':>15}{'ratio':>8}{'padded tokens kit/plain':>26}"
           f"{'peak RSS MB plain/kit':>24}")

@@ -160,6 +160,8 @@ def check_same_data(dist: Dist, *arrays: Sequence | np.ndarray) -> None:
         digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
     digests = dist.all_gather(digest.hexdigest())
     different = [rank for rank, d in enumerate(digests) if d != digests[0]]
+    if different and not dist.is_main:
+        raise SystemExit(2)  # rank 0 says why
     if different:
         raise KitError(f"rank {different[0]} sees other training data than rank 0 (rows, targets or folds differ); "
                        f"every node needs the same train.csv, model and settings")

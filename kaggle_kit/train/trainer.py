@@ -102,9 +102,10 @@ class StepLog:
     once (one host sync per LOG_EVERY steps instead of two per step). Under DDP the logged loss is the global
     batch's: the ranks' weighted losses averaged."""
 
-    def __init__(self, fold: int, dist: Dist):
+    def __init__(self, fold: int, dist: Dist, total_steps: int):
         self.fold = fold
         self.dist = dist
+        self.total_steps = total_steps
         self.pending: list[tuple[int, int, torch.Tensor, float, torch.Tensor]] = []
         self.running: float | None = None
 
@@ -126,8 +127,12 @@ class StepLog:
             self.running = value if self.running is None else 0.95 * self.running + 0.05 * value
             rows.append({"fold": self.fold, "epoch": epoch, "step": step, "train_loss": value, "lr": lr,
                          "grad_norm": norm, "val_score": np.nan})
-        if bar is not None:
-            bar.set_postfix(loss=f"{self.running:.4f}", lr=f"{self.pending[-1][3]:.2e}")
+        lr = self.pending[-1][3]
+        if bar is not None and not bar.disable:
+            bar.set_postfix(loss=f"{self.running:.4f}", lr=f"{lr:.2e}")
+        elif self.dist.is_main:  # no progress bar (a fold worker, a log file): a line per flush instead
+            log.info("fold %d: step %d/%d, loss %.4f, lr %.2e", self.fold, self.pending[-1][1], self.total_steps,
+                     self.running, lr)
         self.pending = []
         return rows
 
@@ -203,7 +208,7 @@ class FoldTrainer:
         ema = EMA(core, cfg.ema) if cfg.ema > 0 else None
         checkpoints = eval_points(n_batches, cfg.eval_every)
         best = Best(self.comp.metric.worst)
-        steps = StepLog(fold, dist)
+        steps = StepLog(fold, dist, total_steps)
         log_rows: list[dict] = []
         step = 0
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 # average loss is exactly the global batch's (RMSE's square root of a mean would not split into halves).
 SETTINGS = ("--folds", "2", "--train-folds", "0", "--epochs", "2", "--max-len", "48", "--eval-every", "2",
             "--pooling", "attention", "--llrd", "0.8", "--fgm-eps", "0.5", "--awp-lr", "0.5", "--awp-start-epoch", "0",
-            "--ema", "0.9", "--loss", "mse")
+            "--ema", "0.9", "--loss", "mse", "--device", "cpu")
 
 # Loaded by every Python process started with this folder on PYTHONPATH: in a rank other than 0 it records every
 # write, rename, removal and new folder under the watched folder, and leaves the list in a file at exit.
@@ -67,7 +67,7 @@ def two_processes(tmp_path_factory, ell_small_dir, tiny_bert):
            "KIT_TEST_WATCH": str(out), "KIT_TEST_WRITES": str(root / "writes")}
     result = subprocess.run([sys.executable, "-m", "kaggle_kit", "train", "ell", "--data", str(ell_small_dir),
                              "--model", str(tiny_bert), *SETTINGS, "--batch-size", "4", "--threads", "2",
-                             "--nproc-per-node", "2", "--device", "cpu", "--out", str(out)],
+                             "--nproc-per-node", "2", "--out", str(out)],
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, root / "writes.1", result.stderr

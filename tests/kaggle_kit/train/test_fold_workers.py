@@ -10,20 +10,26 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from kaggle_kit.fileio import sha256_file
 from kaggle_kit.runs.folder import RunDir
-from tests.helpers import assert_one_line_error, run_kit
+from tests.helpers import assert_one_line_error, invoke, run_kit
 
 pytestmark = pytest.mark.e2e
 # ell_tiny_run's settings: that shared run (both folds in one process) is the sequential reference.
 SETTINGS = ("--folds", "2", "--epochs", "1", "--max-len", "64", "--batch-size", "4", "--eval-every", "2",
-            "--pooling", "attention", "--llrd", "0.8", "--fgm-eps", "0.5", "--ema", "0.9")
+            "--pooling", "attention", "--llrd", "0.8", "--fgm-eps", "0.5", "--ema", "0.9", "--device", "cpu")
 
 
 @pytest.fixture(scope="module")
-def sequential(ell_tiny_run):
-    return ell_tiny_run
+def sequential(ell_tiny_run, tmp_path_factory, ell_small_dir, tiny_bert):
+    """ell_tiny_run, trained on the CPU unless this machine has a GPU: then a CPU run of its own."""
+    if not torch.cuda.is_available():
+        return ell_tiny_run
+    out = tmp_path_factory.mktemp("folds") / "sequential"
+    assert invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_bert, *SETTINGS, "--out", out) == 0
+    return out
 
 
 def same_csv(a, b) -> bool:
