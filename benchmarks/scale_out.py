@@ -66,7 +66,7 @@ def _train_worker(rank: int, world: int, port: int, args, queue) -> None:
                       eval_every=1, precision=args.precision, loss="rmse", world_size=world, fgm_eps=args.fgm)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = FoldTrainer(cfg, comp, load_backbone_config(model_path, 0.0), model_path, 0, device,
-                              RunDir(Path(tmp)), dist)
+                              RunDir(Path(tmp)), dist=dist)
         started = time.perf_counter()
         trainer.build(train.y)  # what fit() spends before its first step, measured apart and taken off
         build_seconds = time.perf_counter() - started

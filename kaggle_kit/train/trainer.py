@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +227,7 @@ class FoldTrainer:
             model.train()
             attacks = [a for a in (fgm, awp if epoch >= cfg.awp_start_epoch else None) if a is not None]
             bar = tqdm(loader, total=n_batches, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       dynamic_ncols=True, disable=not dist.is_main)
+                       dynamic_ncols=True, disable=not dist.is_main or bool(os.environ.get("TQDM_DISABLE")))
             for i, host_batch in enumerate(bar, start=1):
                 batch = to_device(host_batch, self.device)
                 last_micro_step = i % cfg.grad_accum == 0 or i == n_batches

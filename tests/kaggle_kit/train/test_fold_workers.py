@@ -51,7 +51,10 @@ def test_fold_workers_give_the_sequential_oof(sequential, ell_small_dir, tiny_be
     log = (out / "train.log").read_text()
     assert log.count("finalized: oof.csv") == 1, "the run must be pooled once, by the starting process"
     assert "fold 0: 25 train / 23 valid" in log and "fold 1: 23 train / 25 valid" in log  # the workers' lines
-    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    # one session, the starting process's: workers never write the manifest (their heartbeats would race)
+    assert [s["outcome"] for s in manifest["sessions"]] == ["complete"]
 
 
 def test_a_killed_worker_resumes_and_the_other_fold_is_untouched(sequential, ell_small_dir, tiny_bert, tmp_path,
