@@ -50,6 +50,10 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.pooling not in PARAMETER_FREE_POOLINGS:
         raise KitError(f"--pooling {cfg.pooling!r}: --mode frozen needs a pooling without trained "
                        f"weights ({', '.join(PARAMETER_FREE_POOLINGS)})")
+    for name, on in (("--full-train", cfg.full_train), ("--pseudo", cfg.pseudo)):
+        if on:
+            raise KitError(f"{name} with --mode frozen: not supported (a ridge head has no step count to take from "
+                           f"the folds, and no batches to weight); use --mode finetune")
 
 
 class FrozenFoldTrainer(FoldTrainer):
@@ -88,7 +92,8 @@ class FrozenFoldTrainer(FoldTrainer):
             self.features.update(zip(data.row_ids[missing], out, strict=True))
         return np.stack([self.features[row_id] for row_id in data.row_ids])
 
-    def fit(self, fold: int, train: FoldData, valid: FoldData) -> FoldOutcome:
+    def fit(self, fold: int, train: FoldData, valid: FoldData, pseudo: FoldData | None = None,
+            stop_at: float | None = None) -> FoldOutcome:
         started = time.monotonic()
         ridge = RidgeCV(alphas=ALPHAS).fit(self.embed(train), ridge_targets(train.y, self.targets, self.loss_spec))
         log.info("fold %d: ridge alpha %g", fold, ridge.alpha_)

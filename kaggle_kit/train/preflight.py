@@ -136,7 +136,7 @@ def assign_folds(comp: Competition, train_df: pd.DataFrame, cfg: TrainConfig, so
         raise KitError(f"--folds {cfg.folds}: {source} has {n_rows} rows, so a fold would hold "
                        f"{n_rows // cfg.folds} validation row(s); use --folds {max(2, n_rows // 2)} or fewer")
     try:
-        folds = comp.fold_strategy(train_df, comp.schema.target_names, cfg.folds, cfg.seed)
+        folds = comp.fold_strategy(train_df, comp.schema.target_names, cfg.folds, cfg.split_seed)
     except ValueError as err:
         raise KitError(f"--folds {cfg.folds}: {comp.name}'s fold strategy cannot split {source} "
                        f"({' '.join(str(err).split())})") from None

@@ -58,7 +58,8 @@ class FoldOutcome:
     per_target: dict[str, float]
     best_step: int
     seconds: float
-    valid_pred: np.ndarray
+    valid_pred: np.ndarray | None
+    total_steps: int = 0
 
 
 def make_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int):
@@ -131,56 +132,87 @@ class FoldTrainer:
         result = self.comp.metric(valid.y, pred, self.targets)
         return pred, result.score, result.per_target
 
-    def fit(self, fold: int, train: FoldData, valid: FoldData) -> FoldOutcome:
+    def batch_plan(self, n_train: int, lengths: list[int], pseudo_lengths: list[int],
+                   rng: np.random.Generator) -> list[list[tuple[np.ndarray, bool]]]:
+        """Per stage (a pseudo pretraining pass, then each epoch) the batches in order, each flagged pseudo or not.
+        Pseudo rows are indexed after the labelled ones and are batched apart from them, so their loss can be
+        weighted by --pseudo-weight whatever the loss's own reduction."""
+        cfg = self.cfg
+
+        def pseudo_batches() -> list[np.ndarray]:
+            return [b + n_train for b in bucketed_batches(pseudo_lengths, cfg.batch_size, rng)]
+
+        stages = []
+        if pseudo_lengths and cfg.pseudo_stage == "pretrain":
+            stages.append([(b, True) for b in pseudo_batches()])
+        for _ in range(cfg.epochs):
+            plan = [(b, False) for b in bucketed_batches(lengths, cfg.batch_size, rng)]
+            if pseudo_lengths and cfg.pseudo_stage == "mix":
+                plan += [(b, True) for b in pseudo_batches()]
+                plan = [plan[i] for i in rng.permutation(len(plan))]
+            stages.append(plan)
+        return stages
+
+    def fit(self, fold: int, train: FoldData, valid: FoldData | None, pseudo: FoldData | None = None,
+            stop_at: float | None = None) -> FoldOutcome:
+        """Train one fold, keeping the best validation's weights. With `valid` None (the full-train model) nothing
+        is validated: training stops after `stop_at` (a fraction) of the schedule's steps and keeps the last weights."""
         cfg = self.cfg
         started = time.monotonic()
         torch.manual_seed(cfg.seed + fold)
         rng = np.random.default_rng(cfg.seed + fold)
         model = self.build(train.y)
         optimizer = make_optimizer(model, cfg)
-        n_batches = math.ceil(len(train.ids) / cfg.batch_size)
-        total_steps = max(1, math.ceil(n_batches / cfg.grad_accum) * cfg.epochs)
+        lengths = [len(x) for x in train.ids]
+        pseudo_lengths = [len(x) for x in pseudo.ids] if pseudo is not None else []
+        stages = self.batch_plan(len(train.ids), lengths, pseudo_lengths, rng)
+        total_steps = max(1, sum(math.ceil(len(stage) / cfg.grad_accum) for stage in stages))
+        last_step = total_steps if stop_at is None else max(1, round(stop_at * total_steps))
         scheduler = make_scheduler(optimizer, cfg.scheduler, int(cfg.warmup * total_steps), total_steps)
         scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         loss_fn = TargetLoss(self.loss_spec, self.targets).to(self.device)
         fgm = FGM(model, model.backbone.get_input_embeddings(), cfg.fgm_eps) if cfg.fgm_eps > 0 else None
         awp = AWP(model, cfg.awp_lr, cfg.awp_eps) if cfg.awp_lr > 0 else None
         ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
-        lengths = [len(x) for x in train.ids]
-        y_train = torch.as_tensor(train.y, dtype=torch.float32)
-        checkpoints = eval_points(n_batches, cfg.eval_every)
+        all_ids = train.ids + (pseudo.ids if pseudo is not None else [])
+        y_all = np.concatenate([train.y, pseudo.y]) if pseudo is not None else train.y
+        y_train = torch.as_tensor(y_all, dtype=torch.float32)
         best = Best(self.comp.metric.worst)
         log_rows: list[dict] = []
         step = 0
         running = None
+        pretrain_stage = len(stages) > cfg.epochs
 
-        def forward_loss(batch, target):
+        def forward_loss(batch, target, weight):
             with autocast(self.device, self.dtype):
                 out = model(**batch)
-            return loss_fn(out.float(), target) / cfg.grad_accum
+            return weight * loss_fn(out.float(), target) / cfg.grad_accum
 
         def backward(loss):
             scaler.scale(loss).backward()
 
-        for epoch in range(cfg.epochs):
+        for stage_index, plan in enumerate(stages):
+            epoch = stage_index - 1 if pretrain_stage else stage_index  # -1: the pseudo pretraining pass
             model.train()
-            batches = bucketed_batches(lengths, cfg.batch_size, rng)
-            bar = tqdm(batches, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True)
-            for i, batch_idx in enumerate(bar, start=1):
-                padded = collate([train.ids[j] for j in batch_idx], self.pad_id)
+            checkpoints = eval_points(len(plan), cfg.eval_every) if valid is not None and epoch >= 0 else set()
+            name = "pseudo pretraining" if epoch < 0 else f"epoch {epoch + 1}/{cfg.epochs}"
+            bar = tqdm(plan, desc=f"fold {fold} {name}", unit="batch", dynamic_ncols=True)
+            for i, (batch_idx, is_pseudo) in enumerate(bar, start=1):
+                padded = collate([all_ids[j] for j in batch_idx], self.pad_id)
                 batch = {k: v.to(self.device) for k, v in padded.items()}
                 target = y_train[batch_idx].to(self.device)
-                loss = forward_loss(batch, target)
+                weight = cfg.pseudo_weight if is_pseudo else 1.0
+                loss = forward_loss(batch, target, weight)
                 backward(loss)
                 if fgm is not None:
                     fgm.attack()
-                    backward(forward_loss(batch, target))
+                    backward(forward_loss(batch, target, weight))
                     fgm.restore()
                 if awp is not None and epoch >= cfg.awp_start_epoch:
                     awp.attack()
-                    backward(forward_loss(batch, target))
+                    backward(forward_loss(batch, target, weight))
                     awp.restore()
-                if i % cfg.grad_accum == 0 or i == len(batches):
+                if i % cfg.grad_accum == 0 or i == len(plan):
                     scaler.unscale_(optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     scaler.step(optimizer)
@@ -190,13 +222,15 @@ class FoldTrainer:
                     step += 1
                     if ema is not None:
                         ema.update()
-                    value = loss.item() * cfg.grad_accum
+                    value = loss.item() * cfg.grad_accum / weight
                     running = value if running is None else 0.95 * running + 0.05 * value
                     lr = max(g["lr"] for g in optimizer.param_groups if not g["name"].startswith("head"))
                     log_rows.append({"fold": fold, "epoch": epoch + 1, "step": step, "train_loss": value,
                                      "lr": lr, "grad_norm": float(grad_norm), "val_score": np.nan})
                     self.monitor.log(log_rows[-1])
                     bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
+                    if step >= last_step and valid is None:
+                        break
                 if i in checkpoints:
                     with ema.applied() if ema is not None else contextlib.nullcontext():
                         pred, score, per_target = self.evaluate(model, valid)
@@ -212,9 +246,15 @@ class FoldTrainer:
                               f"{' (best)' if improved else f' (best {best.score:.4f})'}")
                     self._write_log(fold, log_rows)
             bar.close()
+            if valid is None and step >= last_step:
+                break
+        if valid is None:  # the full-train model: the weights after the chosen step count
+            with ema.applied() if ema is not None else contextlib.nullcontext():
+                best = Best(float("nan"), step, self._state(model, self.adapters is not None))
         self._write_log(fold, log_rows)
         self._save_weights(fold, best.state)
-        return FoldOutcome(fold, best.score, best.per_target, best.step, time.monotonic() - started, best.pred)
+        return FoldOutcome(fold, best.score, best.per_target, best.step, time.monotonic() - started, best.pred,
+                           total_steps)
 
     @staticmethod
     def _state(model: torch.nn.Module, adapters_only: bool = False) -> dict[str, torch.Tensor]:
@@ -242,5 +282,17 @@ def save_fold_outcome(run: RunDir, outcome: FoldOutcome, valid: FoldData, comp: 
         oof.to_csv(tmp, index=False)
     write_json(run.fold_result(outcome.fold), {
         "fold": outcome.fold, "score": outcome.score, "per_target": outcome.per_target,
-        "best_step": outcome.best_step, "seconds": round(outcome.seconds, 1), "n_valid": len(valid.ids),
+        "best_step": outcome.best_step, "total_steps": outcome.total_steps, "seconds": round(outcome.seconds, 1),
+        "n_valid": len(valid.ids),
+    })
+
+
+def save_full_train_outcome(run: RunDir, outcome: FoldOutcome, n_rows: int, n_pseudo: int, stop_at: float,
+                            from_folds: dict[str, dict]) -> None:
+    """The full-train model's record: no validation, so no score and no OOF; the step count and where it came
+    from. Written last: it marks the model as finished."""
+    write_json(run.fold_result(outcome.fold), {
+        "fold": outcome.fold, "full_train": True, "score": None, "per_target": {}, "best_step": outcome.best_step,
+        "total_steps": outcome.total_steps, "stop_fraction": round(stop_at, 6), "seconds": round(outcome.seconds, 1),
+        "n_train": n_rows, "n_pseudo": n_pseudo, "n_valid": 0, "from_folds": from_folds,
     })
