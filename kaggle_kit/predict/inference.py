@@ -242,6 +242,9 @@ class PredictionReport:
     seconds: dict[str, float] = field(default_factory=dict)
     # The part of `seconds` spent building and loading the fold's model: it does not grow with the test size.
     load_seconds: dict[str, float] = field(default_factory=dict)
+    # With keep_members: each fold model's own predictions (after the link, before blending): (run index, fold, pred)
+    keep_members: bool = False
+    members: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
 
 
 # Called after each fold with (folds done, folds total, seconds so far); False stops further folds.
@@ -301,7 +304,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     blended = np.zeros((len(df), comp.n_outputs), dtype=np.float64)
     used_weight = np.zeros(comp.n_outputs)
     done = 0
-    for (run, cfg, run_folds, trained), weight in zip(plan, weights, strict=True):
+    for run_index, ((run, cfg, run_folds, trained), weight) in enumerate(zip(plan, weights, strict=True)):
         dtype = inference_dtype(cfg.precision, torch_device)
         tokenizer = load_tokenizer(run.tokenizer)
         ids = build_model_inputs(comp, df, tokenizer, cfg, data_dir, run_files(comp, run, cfg, data_dir))
@@ -318,6 +321,8 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                         dtype, desc=f"{run.path.name} fold {fold}", max_tokens=cfg.eval_max_tokens)
             fold_preds.append(in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw), trained).numpy(), trained,
                                               comp))
+            if report.keep_members:
+                report.members.append((run_index, fold, fold_preds[-1]))
             del model
             release_memory(torch_device)
             done += 1

@@ -159,6 +159,9 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> T
                       **({"distill": Path(cfg.distill)} if cfg.distill else {})}
         manifest = new_manifest(cfg, data_files, describe(device), prep.model_path, prep.data.record())
         manifest["tokens_per_row"] = round(float(np.mean([min(len(x), cfg.max_len) for x in prep.ids])), 1)
+        if prep.pseudo is not None:
+            manifest["pseudo"] = {"rows": len(prep.pseudo.ids), "dropped_as_labelled": prep.pseudo.n_dropped,
+                                  "per_fold_labels": sorted(prep.pseudo.per_fold)}
         write_json(run.manifest, manifest)  # tokens_per_row: what kit bundle projects the notebook's time from
         for name, source in prep.files.items():
             with atomic_path(run.extra_file(name)) as tmp:

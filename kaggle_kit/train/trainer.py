@@ -60,6 +60,7 @@ class FoldOutcome:
     seconds: float
     valid_pred: np.ndarray | None
     total_steps: int = 0
+    n_pseudo: int = 0
 
 
 def make_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int):
@@ -254,7 +255,7 @@ class FoldTrainer:
         self._write_log(fold, log_rows)
         self._save_weights(fold, best.state)
         return FoldOutcome(fold, best.score, best.per_target, best.step, time.monotonic() - started, best.pred,
-                           total_steps)
+                           total_steps, len(pseudo.ids) if pseudo is not None else 0)
 
     @staticmethod
     def _state(model: torch.nn.Module, adapters_only: bool = False) -> dict[str, torch.Tensor]:
@@ -283,7 +284,7 @@ def save_fold_outcome(run: RunDir, outcome: FoldOutcome, valid: FoldData, comp: 
     write_json(run.fold_result(outcome.fold), {
         "fold": outcome.fold, "score": outcome.score, "per_target": outcome.per_target,
         "best_step": outcome.best_step, "total_steps": outcome.total_steps, "seconds": round(outcome.seconds, 1),
-        "n_valid": len(valid.ids),
+        "n_valid": len(valid.ids), "n_pseudo": outcome.n_pseudo,
     })
 
 
