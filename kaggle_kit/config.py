@@ -86,7 +86,8 @@ class TrainConfig(BaseModel):
     train_folds: FoldList | None = setting(None, "Comma-separated folds to train, e.g. 0,1 [default: all].",
                                            metavar="LIST", resume_safe=True)
     epochs: int = setting(3, "Epochs per fold.", ge=1)
-    max_len: int = setting(512, "Max tokens per input (longer inputs are truncated).", ge=8)
+    max_len: int = setting(512, "Max tokens per input (longer inputs are truncated); beyond a model's position "
+                                "limit (or --window-len) the input runs as sliding windows.", ge=8)
     batch_size: int = setting(8, "Training batch size (per optimizer micro-step).", ge=1)
     eval_batch_size: int = setting(32, "Inference batch size.", ge=1, resume_safe=True)
     eval_max_tokens: int | None = setting(None, "Inference token budget: a batch holds at most this many padded "
@@ -154,6 +155,12 @@ class TrainConfig(BaseModel):
                                     gt=0, le=1)
     input_format: str | None = setting(None, "How a row becomes model input [default: the competition's first].",
                                        metavar="NAME")
+    window_len: int | None = setting(None, "Sliding windows: inputs longer than this many tokens are cut into "
+                                           "overlapping windows whose token states are stitched back (overlaps "
+                                           "averaged) before pooling, in training and inference [default: the "
+                                           "model's position limit when --max-len exceeds it].", ge=8)
+    window_stride: int | None = setting(None, "Tokens between the starts of consecutive windows [default: half "
+                                              "the window].", ge=1)
     max_train_samples: int | None = setting(None, "Train on a seeded subsample of this many rows.", ge=1)
     device: str = setting("auto", "Where to train: auto (a GPU if there is one), cpu, cuda, cuda:1, ...",
                           pattern=DEVICE_PATTERN, resume_safe=True, metavar="auto|cpu|cuda|cuda:N")
@@ -198,6 +205,9 @@ class TrainConfig(BaseModel):
         if self.lora_r > 0 and (self.freeze_embeddings or self.freeze_layers):
             raise ValueError("--freeze-embeddings/--freeze-layers: with --lora-r every base weight is already frozen "
                              "(only adapters and the head train); drop the freeze option")
+        if self.window_stride is not None and self.window_len is not None and self.window_stride > self.window_len:
+            raise ValueError(f"--window-stride {self.window_stride}: above --window-len {self.window_len}, tokens "
+                             f"between windows would never be seen")
         if self.awp_lr > 0 and self.awp_start_epoch >= self.epochs:
             raise ValueError(f"--awp-start-epoch {self.awp_start_epoch}: AWP would never run with --epochs "
                              f"{self.epochs} (epochs count from 0: use 0..{self.epochs - 1})")

@@ -22,7 +22,7 @@ from kaggle_kit.device import autocast, inference_dtype, pick_device
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
 from kaggle_kit.models.lora import AdapterSpec, merge_adapters, trainable_state
-from kaggle_kit.models.model import KitModel, build_model, load_backbone_config
+from kaggle_kit.models.model import KitModel, build_model, load_backbone_config, window_of
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.tasks.losses import apply_link, get_loss
 from kaggle_kit.tasks.metrics import predicted_labels
@@ -70,9 +70,10 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
         quantization, device_map = lora_placement(cfg, base, device, dtype)
         model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout,
                             weights_from=base, dtype=dtype, adapters=adapters, quantization=quantization,
-                            device=device, device_map=device_map, trainable=False)
+                            device=device, device_map=device_map, trainable=False, window=window_of(cfg))
     else:
-        model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout)
+        model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout,
+                            window=window_of(cfg))
     try:
         state = load_file(str(path))
         if adapters is None:

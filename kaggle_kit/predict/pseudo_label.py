@@ -76,21 +76,18 @@ def pseudo_label(comp: Competition, texts: Path, run_paths: Sequence[Path], weig
         out_df[name] = labels[:, j]
         out_df[spread_column(name)] = spread[:, j]
     split = shared_folds(run_paths)
-    n_folds = None
-    if split is not None:
-        n_folds = int(split["fold"].astype(int).max()) + 1
-        cv_members = {f: [m for m in report.members if m[1] == f] for f in range(n_folds)}
-        if all(cv_members.values()):
-            for fold, members in cv_members.items():
+    n_folds = int(split["fold"].astype(int).max()) + 1 if split is not None else None
+    if n_folds is not None:
+        for fold in range(n_folds):  # the folds some run trained (with --train-folds, not all)
+            members = [m for m in report.members if m[1] == fold]
+            if members:
                 per_fold = blend(members)
                 for j, name in enumerate(schema.target_names):
                     out_df[fold_column(name, fold)] = per_fold[:, j]
-        else:
-            n_folds = None
-    if n_folds is None:
-        log.warning("WARNING: the teacher runs do not share one fold split with every fold trained: no per-fold "
-                    "labels, so a student trained on %s sees labels from teachers that saw its validation rows "
-                    "(its OOF will be optimistic)", out)
+    else:
+        log.warning("WARNING: the teacher runs do not share one fold split: no per-fold labels, so a student "
+                    "trained on %s sees labels from teachers that saw its validation rows (its OOF will be "
+                    "optimistic)", out)
     with atomic_path(out) as tmp:
         out_df.to_csv(tmp, index=False)
     if n_folds is not None:

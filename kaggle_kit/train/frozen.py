@@ -16,7 +16,7 @@ from sklearn.linear_model import RidgeCV
 
 from kaggle_kit.config import TrainConfig
 from kaggle_kit.errors import KitError
-from kaggle_kit.models.model import KitModel, build_model
+from kaggle_kit.models.model import KitModel, build_model, window_of
 from kaggle_kit.predict.inference import infer
 from kaggle_kit.tasks.losses import LossSpec, apply_link
 from kaggle_kit.train.trainer import FoldData, FoldOutcome, FoldTrainer
@@ -70,7 +70,7 @@ class FrozenFoldTrainer(FoldTrainer):
         if self.model is None:
             cfg = self.cfg
             self.model = build_model(self.backbone_config, self.comp.n_outputs, cfg.pooling, cfg.pooling_layers,
-                                     0.0, weights_from=self.model_path).to(self.device)
+                                     0.0, weights_from=self.model_path, window=window_of(cfg)).to(self.device)
         return self.model
 
     def embed(self, data: FoldData) -> np.ndarray:

@@ -109,13 +109,12 @@ def load_pseudo(comp: Competition, cfg: TrainConfig, train_df: pd.DataFrame, tok
     if not keep.any():
         raise KitError(f"--pseudo {path}: every row is a labelled row of the training data; nothing to add")
     if per_fold:
-        if set(per_fold) != set(range(cfg.folds)):
-            raise KitError(f"--pseudo {path}: per-fold labels for folds {sorted(per_fold)}, but the run has "
-                           f"--folds {cfg.folds}")
         _check_teacher_folds(path, train_df[schema.id_column].astype(str).to_numpy(), folds)
-    else:
-        log.warning("WARNING: --pseudo %s has no per-fold labels (<target>@fold<k>): every fold trains on labels "
-                    "from teachers that saw its validation rows, so this run's OOF is optimistic", path)
+    without = [f for f in cfg.fold_list() if f not in per_fold]
+    if without:
+        log.warning("WARNING: --pseudo %s has no per-fold labels (<target>@fold<k>) for fold(s) %s: they train on "
+                    "the blended labels of teachers that saw their validation rows, so their OOF is optimistic",
+                    path, ",".join(map(str, without)))
     log.info("--pseudo %s: %d pseudo-labelled rows (stage %s, weight %g)%s", path, int(keep.sum()),
              cfg.pseudo_stage, cfg.pseudo_weight, ", per-fold labels" if per_fold else "")
     index = np.flatnonzero(keep)

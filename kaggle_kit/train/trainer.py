@@ -20,7 +20,14 @@ from kaggle_kit.data.batching import bucketed_batches, collate
 from kaggle_kit.device import amp_dtype, autocast
 from kaggle_kit.fileio import atomic_path, write_json
 from kaggle_kit.models.lora import AdapterSpec, quantization_config, trainable_state
-from kaggle_kit.models.model import KitModel, build_model, freeze_bottom, llrd_param_groups, reinit_top_layers
+from kaggle_kit.models.model import (
+    KitModel,
+    build_model,
+    freeze_bottom,
+    llrd_param_groups,
+    reinit_top_layers,
+    window_of,
+)
 from kaggle_kit.predict.inference import infer
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.runs.monitor import NullMonitor
@@ -118,7 +125,8 @@ class FoldTrainer:
         base_dtype = self.dtype if self.adapters is not None and self.dtype is not None else torch.float32
         model = build_model(self.backbone_config, self.comp.n_outputs, cfg.pooling, cfg.pooling_layers,
                             cfg.head_dropout, weights_from=self.model_path, dtype=base_dtype,
-                            quantization=self.quantization, adapters=self.adapters, device=self.device)
+                            quantization=self.quantization, adapters=self.adapters, device=self.device,
+                            window=window_of(cfg))
         model.init_output_bias(initial_bias(y_train, self.targets, self.loss_spec))
         reinit_top_layers(model, cfg.reinit_layers)
         freeze_bottom(model, cfg.freeze_embeddings, cfg.freeze_layers)
