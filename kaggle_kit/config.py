@@ -148,9 +148,10 @@ class TrainConfig(BaseModel):
                                    gt=0)
     pseudo_stage: PseudoStage = setting("mix", "mix: pseudo batches shuffled among the labelled ones; pretrain: one "
                                                "pass over the pseudo rows first, then the labelled epochs.")
-    distill: str | None = setting(None, "A teacher's OOF predictions (a run's oof.csv or kit ensemble --oof "
-                                        "output): each training row's target becomes (1 - w) x label + w x the "
-                                        "teacher's prediction (regression targets).", metavar="OOF_FILE")
+    distill: str | None = setting(None, "A teacher's OOF predictions (a run's oof.csv, or any CSV of the id "
+                                        "column and one prediction per target): each training row's target "
+                                        "becomes (1 - w) x label + w x the teacher's prediction (regression "
+                                        "targets; rows without one keep their label).", metavar="OOF_FILE")
     distill_weight: float = setting(0.5, "w of --distill: how much of the target is the teacher's prediction.",
                                     gt=0, le=1)
     input_format: str | None = setting(None, "How a row becomes model input [default: the competition's first].",
