@@ -52,15 +52,22 @@ def test_short_inputs_and_padding_are_unaffected(tiny_bert):
 
 
 @pytest.mark.e2e
-def test_windowed_run_records_the_window_and_predicts_like_validation(tmp_path, ell_small_dir, tiny_bert, capsys):
+def test_windowed_run_records_the_window_and_predicts_like_validation(tmp_path, ell_small_dir, tiny_bert, capsys,
+                                                                     monkeypatch):
+    from kaggle_kit.models.model import KitModel
     from kaggle_kit.predict.inference import predict_runs
     from kaggle_kit.registry import get_competition
 
+    calls = []
+    real = KitModel.windowed
+    monkeypatch.setattr(KitModel, "windowed", lambda self, *a: calls.append(self.training) or real(self, *a))
     out = tmp_path / "win"
     code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2",
                            "--train-folds", "0", "--epochs", "1", "--max-len", "96", "--window-len", "32",
                            "--batch-size", "4", "--out", out)
     assert code == 0, err
+    assert True in calls and False in calls  # training steps and validation ran through the windows
+    calls.clear()
     cfg = json.loads(RunDir(out).config.read_text())
     assert (cfg["window_len"], cfg["window_stride"]) == (32, 16)
     # kit predict (and the notebook, which calls the same code) windows as validation did: fold 0 predicting its own
@@ -70,7 +77,7 @@ def test_windowed_run_records_the_window_and_predicts_like_validation(tmp_path, 
     train = pd.read_csv(ell_small_dir / "train.csv", dtype=str, keep_default_na=False)
     rows = train.set_index("text_id").loc[oof["text_id"]].reset_index()[["text_id", "full_text"]]
     pred = predict_runs(comp, rows, [out], folds=[[0]], device="cpu")
-    assert np.allclose(pred, oof.iloc[:, 1:].to_numpy(), atol=1e-4)
+    assert calls and np.allclose(pred, oof.iloc[:, 1:].to_numpy(), atol=1e-4)
 
 
 def test_model_limit_picks_the_window_and_deberta_needs_none(tiny_bert, tiny_deberta):

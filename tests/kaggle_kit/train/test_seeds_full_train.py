@@ -101,9 +101,17 @@ def test_resume_full_train_adds_the_model_to_a_finished_run(ell_tiny_run, tmp_pa
     run = RunDir(tmp_path / "copy")
     shutil.copytree(ell_tiny_run, run.path)
     before = run.oof.read_text()
+    for fold, fraction in ((0, 0.25), (1, 0.5)):  # best validations early in the schedule: the full model stops early
+        record = json.loads(run.fold_result(fold).read_text())
+        record["best_step"] = round(fraction * record["total_steps"])
+        run.fold_result(fold).write_text(json.dumps(record))
     code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", run.path, "--full-train", "--threads", "1")
     assert code == 0, err
     assert run.finished_folds() == [0, 1, 2] and json.loads(run.config.read_text())["full_train"] is True
+    full = json.loads(run.fold_result(2).read_text())
+    assert full["stop_fraction"] == pytest.approx(0.375, abs=0.05)
+    assert full["best_step"] == round(full["stop_fraction"] * full["total_steps"]) < full["total_steps"]
+    assert pd.read_csv(run.fold_log(2))["step"].max() == full["best_step"]
     assert run.oof.read_text() == before  # the CV folds were not retrained
     code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", run.path, "--no-full-train")
     assert_one_line_error(code, err, "--resume", "--full-train")
