@@ -137,3 +137,21 @@ def test_distill_changes_training_and_keeps_validation_labels(ell_tiny_run, base
     oof = pd.read_csv(run.oof)[TARGETS].to_numpy()
     cv = json.loads(run.cv.read_text())
     assert cv["score"] == pytest.approx(np.sqrt(((oof - truth) ** 2).mean(axis=0)).mean(), abs=1e-6)
+
+
+@pytest.mark.parametrize("stage", ["mix", "pretrain"])
+def test_pseudo_batches_are_apart_and_placed_by_stage(stage):
+    from kaggle_kit.config import TrainConfig
+    from kaggle_kit.train.trainer import FoldTrainer
+
+    trainer = FoldTrainer.__new__(FoldTrainer)
+    trainer.cfg = TrainConfig(epochs=2, batch_size=4, pseudo_stage=stage)
+    stages = trainer.batch_plan(12, [10] * 12, [10] * 8, np.random.default_rng(0))
+    for plan in stages:
+        for batch, is_pseudo in plan:
+            assert (batch >= 12).all() if is_pseudo else (batch < 12).all()  # never a mixed batch
+    flags = [[p for _, p in plan] for plan in stages]
+    if stage == "pretrain":
+        assert flags == [[True, True], [False] * 3, [False] * 3]
+    else:
+        assert [sorted(f) for f in flags] == [[False] * 3 + [True] * 2] * 2
