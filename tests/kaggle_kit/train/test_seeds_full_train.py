@@ -87,7 +87,8 @@ def test_full_train_model_is_averaged_with_the_folds(full_run, ell_small_dir):
     assert not np.allclose(every, predict_runs(comp, test, [full_run.path], folds=[[0, 1]], device="cpu"))
 
 
-def test_full_train_bundles_like_a_fold(full_run, tmp_path, image_packages_of_this_env):
+def test_full_train_bundles_and_simulates_like_a_fold(full_run, tmp_path, image_packages_of_this_env, ell_small_dir,
+                                                      capsys):
     from kaggle_kit.ship.bundle import build_bundle, load_image_packages
 
     bundle = build_bundle(get_competition("ell"), [full_run.path], tmp_path, owner="kit-tester",
@@ -95,6 +96,15 @@ def test_full_train_bundles_like_a_fold(full_run, tmp_path, image_packages_of_th
     manifest = json.loads((bundle.dataset / "manifest.json").read_text())
     assert manifest["runs"][0]["folds"] == [0, 1, 2]
     assert (bundle.dataset / manifest["runs"][0]["path"] / "fold2.safetensors").is_file()
+    code, _, err = run_kit(capsys, "simulate", "--bundle", bundle.path, "--data", ell_small_dir, "--output",
+                           tmp_path / "sim.csv")
+    assert code == 0, err
+    assert "inference full/fold2" in err
+    code, _, err = run_kit(capsys, "predict", "ell", "--run", full_run.path, "--input", ell_small_dir / "test.csv",
+                           "--output", tmp_path / "pred.csv")
+    assert code == 0, err
+    sim, pred = pd.read_csv(tmp_path / "sim.csv"), pd.read_csv(tmp_path / "pred.csv")
+    assert np.abs(sim.iloc[:, 1:].to_numpy() - pred.iloc[:, 1:].to_numpy()).max() <= 1e-4
 
 
 def test_resume_full_train_adds_the_model_to_a_finished_run(ell_tiny_run, tmp_path, capsys):
