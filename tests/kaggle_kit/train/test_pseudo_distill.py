@@ -155,3 +155,24 @@ def test_pseudo_batches_are_apart_and_placed_by_stage(stage):
         assert flags == [[True, True], [False] * 3, [False] * 3]
     else:
         assert [sorted(f) for f in flags] == [[False] * 3 + [True] * 2] * 2
+
+
+def test_uspppm_full_train_pseudo_label_and_student(uspppm_small_dir, tiny_bert, tmp_path, capsys):
+    args = ("--data", uspppm_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1", "--max-len", "32",
+            "--batch-size", "16", "--max-train-samples", "200")
+    code, _, err = run_kit(capsys, "train", "uspppm", *args, "--full-train", "--out", tmp_path / "teacher")
+    assert code == 0, err
+    assert RunDir(tmp_path / "teacher").finished_folds() == [0, 1, 2]
+    code, _, err = run_kit(capsys, "pseudo-label", "uspppm", "--run", tmp_path / "teacher", "--texts",
+                           uspppm_small_dir / "test.csv", "--out", tmp_path / "pseudo.csv", "--device", "cpu")
+    assert code == 0, err
+    pseudo = pd.read_csv(tmp_path / "pseudo.csv")
+    test = pd.read_csv(uspppm_small_dir / "test.csv")
+    assert list(pseudo.columns[:4]) == ["id", "anchor", "target", "context"] and len(pseudo) == len(test)
+    assert pseudo["score"].between(0, 1).all() and {"score@fold0", "score@fold1", "score_spread"} <= set(pseudo)
+    code, _, err = run_kit(capsys, "train", "uspppm", *args, "--pseudo", tmp_path / "pseudo.csv", "--out",
+                           tmp_path / "student")
+    assert code == 0, err
+    student = RunDir(tmp_path / "student")
+    assert json.loads(student.manifest.read_text())["pseudo"]["rows"] == len(test)
+    assert sorted(pd.read_csv(student.oof)["id"]) == sorted(pd.read_csv(student.folds_csv)["id"])
