@@ -30,6 +30,7 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Pooling = Literal["mean", "max", "min", "cls", "last-token", "attention", "gem", "lstm", "weighted-layer",
                   "concat-last4"]
 Tracker = Literal["mlflow", "wandb", "tensorboard"]
+PseudoStage = Literal["mix", "pretrain"]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 
@@ -86,7 +87,8 @@ class TrainConfig(BaseModel):
     train_folds: FoldList | None = setting(None, "Comma-separated folds to train, e.g. 0,1 [default: all].",
                                            metavar="LIST", resume_safe=True)
     epochs: int = setting(3, "Epochs per fold.", ge=1)
-    max_len: int = setting(512, "Max tokens per input (longer inputs are truncated).", ge=8)
+    max_len: int = setting(512, "Max tokens per input (longer inputs are truncated); beyond a model's position "
+                                "limit (or --window-len) the input runs as sliding windows.", ge=8)
     batch_size: int = setting(8, "Training batch size (per optimizer micro-step).", ge=1)
     eval_batch_size: int = setting(32, "Inference batch size.", ge=1, resume_safe=True)
     eval_max_tokens: int | None = setting(None, "Inference token budget: a batch holds at most this many padded "
@@ -131,9 +133,36 @@ class TrainConfig(BaseModel):
     eval_every: int = setting(1, "Validations per epoch; the best one per fold is kept.", ge=1)
     ema: float = setting(0.0, "EMA decay of weights for evaluation and the saved checkpoint (0 = off).", ge=0, lt=1,
                          why="0 = off, 0.99-0.999 typical")
-    seed: int = setting(42, "Seed for folds, shuffling and initialisation.", ge=0)
+    seed: int = setting(42, "Seed for shuffling and initialisation (and the folds unless --fold-seed).", ge=0)
+    fold_seed: int | None = setting(None, "Seed for the fold split and --max-train-samples' subsample [default: "
+                                          "--seed]. Runs that share it share their folds, so their OOF predictions "
+                                          "blend row for row (kit train --seeds sets it to the first seed).", ge=0)
+    full_train: bool = setting(False, "After the CV folds, train one more model on every row, with no validation, "
+                                      "for the folds' median best step (as a fraction of the schedule, scaled to "
+                                      "all rows); saved as fold K (fold<K>.safetensors) and averaged with the "
+                                      "folds by kit predict, ensembles and bundles. Adding it to a finished run "
+                                      "with --resume trains only that model.")
+    pseudo: str | None = setting(None, "Pseudo-labelled rows (a kit pseudo-label file) added to every fold's "
+                                       "training rows, never to a validation fold; rows whose text is a labelled "
+                                       "row's are dropped.", metavar="FILE")
+    pseudo_weight: float = setting(1.0, "Loss weight of the pseudo-labelled batches (labelled batches weigh 1).",
+                                   gt=0)
+    pseudo_stage: PseudoStage = setting("mix", "mix: pseudo batches shuffled among the labelled ones; pretrain: one "
+                                               "pass over the pseudo rows first, then the labelled epochs.")
+    distill: str | None = setting(None, "A teacher's OOF predictions (a run's oof.csv, or any CSV of the id "
+                                        "column and one prediction per target): each training row's target "
+                                        "becomes (1 - w) x label + w x the teacher's prediction (regression "
+                                        "targets; rows without one keep their label).", metavar="OOF_FILE")
+    distill_weight: float = setting(0.5, "w of --distill: how much of the target is the teacher's prediction.",
+                                    gt=0, le=1)
     input_format: str | None = setting(None, "How a row becomes model input [default: the competition's first].",
                                        metavar="NAME")
+    window_len: int | None = setting(None, "Sliding windows: inputs longer than this many tokens are cut into "
+                                           "overlapping windows whose token states are stitched back (overlaps "
+                                           "averaged) before pooling, in training and inference [default: the "
+                                           "model's position limit when --max-len exceeds it].", ge=8)
+    window_stride: int | None = setting(None, "Tokens between the starts of consecutive windows [default: half "
+                                              "the window].", ge=1)
     max_train_samples: int | None = setting(None, "Train on a seeded subsample of this many rows.", ge=1)
     device: str = setting("auto", "Where to train: auto (a GPU if there is one), cpu, cuda, cuda:1, ...",
                           pattern=DEVICE_PATTERN, resume_safe=True, metavar="auto|cpu|cuda|cuda:N")
@@ -193,6 +222,9 @@ class TrainConfig(BaseModel):
         if self.fold_workers > 1 and self.nproc_per_node > 1:
             raise ValueError(f"--fold-workers {self.fold_workers} with --nproc-per-node {self.nproc_per_node}: "
                              f"choose one (whole folds in parallel, or one fold data-parallel)")
+        if self.window_stride is not None and self.window_len is not None and self.window_stride > self.window_len:
+            raise ValueError(f"--window-stride {self.window_stride}: above --window-len {self.window_len}, tokens "
+                             f"between windows would never be seen")
         if self.awp_lr > 0 and self.awp_start_epoch >= self.epochs:
             raise ValueError(f"--awp-start-epoch {self.awp_start_epoch}: AWP would never run with --epochs "
                              f"{self.epochs} (epochs count from 0: use 0..{self.epochs - 1})")
@@ -208,6 +240,16 @@ class TrainConfig(BaseModel):
 
     def fold_list(self) -> list[int]:
         return sorted(self.train_folds) if self.train_folds is not None else list(range(self.folds))
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the row subsample and the fold split."""
+        return self.seed if self.fold_seed is None else self.fold_seed
+
+    @property
+    def full_fold(self) -> int:
+        """The fold number under which the full-train model is saved: K, after the CV folds 0..K-1."""
+        return self.folds
 
 
 FIELDS = TrainConfig.model_fields
@@ -380,7 +422,9 @@ def resume_changes(recorded: TrainConfig, requested: dict[str, Any]) -> dict[str
     for name, value in requested.items():
         if name in ("competition", "preset") or value == getattr(recorded, name):
             continue
-        if name == "train_folds":
+        if name == "full_train" and value:
+            pass  # adds the full-train model to the run; the CV folds stay as they are
+        elif name == "train_folds":
             if not set(value) <= set(recorded.fold_list()):
                 raise KitError(f"--resume: --train-folds {','.join(map(str, value))} is not a subset of the run's "
                                f"folds {','.join(map(str, recorded.fold_list()))}")

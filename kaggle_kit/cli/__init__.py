@@ -10,6 +10,7 @@ from kaggle_kit.cli import train  # noqa: F401
 from kaggle_kit.cli import runs  # noqa: F401
 from kaggle_kit.cli import predict  # noqa: F401
 from kaggle_kit.cli import ensemble  # noqa: F401
+from kaggle_kit.cli import pseudo  # noqa: F401
 from kaggle_kit.cli import ship  # noqa: F401
 from kaggle_kit.cli import doctor  # noqa: F401
 # isort: on

@@ -6,6 +6,7 @@ import inspect
 import logging
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -28,7 +29,8 @@ def list_competitions() -> None:
     Console().print(table)
 
 
-def train(competition: str, config: Path | None, out: Path | None, resume: bool, **settings) -> None:
+def train(competition: str, config: Path | None, out: Path | None, resume: bool, seeds: str | None,
+          **settings) -> None:
     """K-fold fine-tuning: OOF predictions, CV report, fold weights and plots in a run folder.
 
     Settings layer as defaults < --preset < --config FILE < flags. With --resume the run's own recorded settings
@@ -41,6 +43,9 @@ def train(competition: str, config: Path | None, out: Path | None, resume: bool,
 
     comp = get_competition(competition)
     flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items() if v is not None}
+    if seeds is not None:
+        train_seeds(comp, config, out, resume, seeds, flags)
+        return
     runs_root = Path("runs")
     if resume:
         run_path = out or latest_incomplete_run(runs_root, comp.name)
@@ -133,6 +138,74 @@ def launch_torchrun(competition: str, cfg, config: Path | None, run_path: Path, 
             for rank, code in sorted(codes.items())) + f"; finished folds are kept in {run_path}") from None
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise KitError(f"--seeds {text!r}: expected whole numbers separated by commas, e.g. 42,43,44") from None
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise KitError(f"--seeds {text!r}: give at least two different seeds >= 0, e.g. 42,43,44")
+    return seeds
+
+
+def train_seeds(comp, config: Path | None, out: Path | None, resume: bool, text: str, flags: dict) -> None:
+    """One run per seed, each its own run folder (<out>-s<seed>), all on the same folds (--fold-seed, by default
+    the first seed) so their OOF predictions blend row for row; then a table of their CVs."""
+    from kaggle_kit import config as config_mod
+    from kaggle_kit.models.model import check_model_dir, default_model_path
+    from kaggle_kit.runs.folder import default_run_path
+    from kaggle_kit.train.pipeline import train as run_training
+
+    if resume:
+        raise KitError("--seeds with --resume: resume each seed's run by its folder (--resume --out RUN-s<seed>)")
+    if "seed" in flags:
+        raise KitError("--seeds and --seed: give one of them")
+    seeds = parse_seeds(text)
+    fold_seed = flags.get("fold_seed", seeds[0])
+    configs = [config_mod.resolve(comp.name, comp.presets, None, config, {**flags, "seed": s, "fold_seed": fold_seed})
+               for s in seeds]
+    from kaggle_kit.train import distributed
+
+    if configs[0].nproc_per_node > 1 or distributed.launched_by_torchrun():
+        raise KitError(f"--seeds under torchrun/--nproc-per-node: launch one data-parallel run per seed instead "
+                       f"(`kit train {comp.name} --seed S --fold-seed {fold_seed} --nproc-per-node N --out RUN-sS`), "
+                       f"or use --fold-workers with --seeds")
+    model_path = check_model_dir(configs[0].model) if configs[0].model else default_model_path()
+    base = Path(out or default_run_path(Path("runs"), comp.name, model_path))
+    paths = [base.with_name(f"{base.name}-s{s}") for s in seeds]
+    for path in paths:
+        if (path / "run_config.json").exists():
+            raise KitError(f"--out {path}: already holds a run; choose another --out for --seeds")
+    setup_logging()
+    quiet_transformers()
+    results = []
+    for seed, cfg, path in zip(seeds, configs, paths, strict=True):
+        say(f"seed {seed} of {','.join(map(str, seeds))}: {path}")
+        try:
+            result = run_training(cfg, path)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted during seed {seed}: finished folds are saved in {path}; continue with "
+                              f"`kit train {comp.name} --resume --out {path}`, then the remaining seeds") from None
+        print_cv(result.cv, comp.schema.target_names)
+        results.append((seed, path, result.cv))
+    print_seeds(results, comp.schema.target_names, comp.name)
+
+
+def print_seeds(results: list[tuple[int, Path, dict]], targets: list[str], competition: str) -> None:
+    """One row per seed's run and their mean and spread: how much of a difference is seed noise (per-target scores
+    are in each run's own table above)."""
+    metric = results[0][2]["metric"]
+    table = Table(title=f"--seeds: CV {metric} per run (same folds)")
+    for column in ("seed", "run", metric):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for seed, path, cv in results:
+        table.add_row(str(seed), path.name, f"{cv['score']:.4f}")
+    scores = np.array([cv["score"] for _, _, cv in results])
+    table.add_row("mean", f"std {scores.std(ddof=1):.4f}", f"{scores.mean():.4f}", style="bold")
+    Console().print(table)
+    say(f"blend them: kit ensemble {competition} " + " ".join(f"--run {p}" for _, p, _ in results))
+
+
 def _train_signature() -> inspect.Signature:
     """`kit train`'s parameters: the few that steer the command, then one option per TrainConfig setting."""
     from kaggle_kit import config as config_mod
@@ -149,6 +222,10 @@ def _train_signature() -> inspect.Signature:
         inspect.Parameter("resume", keyword, annotation=bool, default=typer.Option(
             False, "--resume", help="Continue the run in --out (or the latest unfinished one) with its own "
                                     "settings; skip its finished folds.")),
+        inspect.Parameter("seeds", keyword, annotation=str | None, default=typer.Option(
+            None, "--seeds", metavar="LIST", help="Train the same settings once per seed, e.g. 42,43,44: separate "
+                                                  "runs <out>-s42, <out>-s43, ... on the same folds (--fold-seed, "
+                                                  "default the first seed), then a table of their CVs.")),
     ]
     for name, kind, default, declaration, metavar in config_mod.cli_parameters():
         params.append(inspect.Parameter(name, keyword, annotation=kind | None, default=typer.Option(

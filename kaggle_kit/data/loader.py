@@ -1,8 +1,9 @@
 """The input pipeline: a torch DataLoader over the pre-tokenised ids.
 
-Training batches come from a length-bucketed batch sampler that draws the same global order on every
-data-parallel rank (one seeded generator, advanced once per epoch exactly as the single-process loop did), then
-hands each rank its interleaved share of every global batch. Padding happens in `__getitem__`, so with loader
+Training batches are planned up front by the trainer (`FoldTrainer.batch_plan`: length-bucketed global batches,
+drawn from the fold's seeded generator exactly as the single-process loop drew them, the same on every
+data-parallel rank); `StageSampler` feeds one stage of that plan at a time, each rank taking its interleaved share
+of every global batch (`shard_rows`). Padding happens in `__getitem__`, so with loader
 workers (on CUDA) batches are built off the main thread and arrive in pinned memory.
 """
 
@@ -33,17 +34,33 @@ class BatchPlan:
 
     rows: tuple[int, ...]
     weight: float = 1.0
+    pseudo: bool = False  # a batch of pseudo-labelled rows (its weight includes --pseudo-weight)
 
 
-def shard_rows(rows: np.ndarray, rank: int, world_size: int) -> BatchPlan:
+def shard_rows(rows: np.ndarray, rank: int, world_size: int, scale: float = 1.0, pseudo: bool = False) -> BatchPlan:
     """Rank `rank`'s share of one global batch: every world_size-th row, so shards differ in size by one at most
-    and have the same spread of lengths (no rank waits long for another)."""
+    and have the same spread of lengths (no rank waits long for another). `scale` multiplies the weight (the
+    pseudo-label weight)."""
     if world_size == 1:
-        return BatchPlan(tuple(int(i) for i in rows))
+        return BatchPlan(tuple(int(i) for i in rows), scale, pseudo)
     mine = rows[rank::world_size]
     if len(mine) == 0:
-        return BatchPlan(tuple(int(i) for i in rows[:1]), 0.0)
-    return BatchPlan(tuple(int(i) for i in mine), len(mine) * world_size / len(rows))
+        return BatchPlan(tuple(int(i) for i in rows[:1]), 0.0, pseudo)
+    return BatchPlan(tuple(int(i) for i in mine), scale * len(mine) * world_size / len(rows), pseudo)
+
+
+class StageSampler(Sampler[BatchPlan]):
+    """Yields the BatchPlans set in `plans` (one training stage, planned up front by the trainer): the trainer sets
+    the next stage's plans before each `iter`, so one DataLoader (and its workers) serves every stage."""
+
+    def __init__(self, plans: Sequence[BatchPlan] = ()):
+        self.plans = list(plans)
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __iter__(self) -> Iterator[BatchPlan]:
+        return iter(list(self.plans))
 
 
 class BucketedBatchSampler(Sampler[BatchPlan]):
@@ -85,6 +102,7 @@ class TokenBatches(Dataset):
         if self.y is not None:
             batch["target"] = self.y[rows]
             batch["weight"] = plan.weight
+            batch["pseudo"] = plan.pseudo
         return batch
 
 

@@ -99,9 +99,10 @@ class KitModel(nn.Module):
     """An encoder with a pooling head and one linear output per target."""
 
     def __init__(self, backbone: nn.Module, pooling: str, n_outputs: int, pooling_layers: int = 4,
-                 head_dropout: float = 0.0):
+                 head_dropout: float = 0.0, window: tuple[int, int] | None = None):
         super().__init__()
         self.backbone = backbone
+        self.window = window  # (length, stride): inputs longer than `length` run as sliding windows
         hidden = backbone.config.hidden_size
         n_layers = min(pooling_layers, getattr(backbone.config, "num_hidden_layers", pooling_layers))
         self.pooling = build_pooling(pooling, hidden, n_layers)
@@ -139,16 +140,50 @@ class KitModel(nn.Module):
             self.fc.bias.copy_(values.to(self.fc.bias.dtype))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                            output_hidden_states=self.pooling.needs_hidden_states)
-        features = self.pooling(out.last_hidden_state, attention_mask, out.hidden_states)
+        if self.window is not None and input_ids.shape[1] > self.window[0]:
+            last, hidden = self.windowed(input_ids, attention_mask)
+        else:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                                output_hidden_states=self.pooling.needs_hidden_states)
+            last, hidden = out.last_hidden_state, out.hidden_states
+        features = self.pooling(last, attention_mask, hidden)
         return self.fc(self.dropout(features))
+
+    def windowed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Token states of inputs longer than the window. Each row is cut by its own length (right-padded, as
+        collate pads): windows every `stride` tokens, the last ending at the row's last token, so a row gets the
+        same windows whatever it is batched with. All windows run through the backbone as one batch, and each
+        token's states are averaged over the windows that hold it; pooling then sees one sequence per row, as
+        without windows."""
+        length, stride = self.window
+        rows, width = input_ids.shape
+        spans = []
+        for row, n in enumerate(attention_mask.sum(dim=1).tolist()):
+            starts = [0] if n <= length else [*range(0, n - length, stride), n - length]
+            spans += [(row, s) for s in starts]
+        ids = torch.stack([input_ids[r, s:s + length] for r, s in spans])
+        mask = torch.stack([attention_mask[r, s:s + length] for r, s in spans])
+        out = self.backbone(input_ids=ids, attention_mask=mask, output_hidden_states=self.pooling.needs_hidden_states)
+        layers = out.hidden_states if self.pooling.needs_hidden_states else (out.last_hidden_state,)
+        weight = mask.to(layers[-1].dtype).unsqueeze(-1)
+        count = weight.new_zeros(rows, width, 1)
+        for i, (r, s) in enumerate(spans):
+            count[r, s:s + length] += weight[i]
+        stitched = []
+        for layer in layers:
+            merged = layer.new_zeros(rows, width, layer.shape[-1])
+            for i, (r, s) in enumerate(spans):
+                merged[r, s:s + length] += layer[i] * weight[i]
+            stitched.append(merged / count.clamp(min=1))
+        if self.pooling.needs_hidden_states:
+            return stitched[-1], tuple(stitched)
+        return stitched[0], None
 
 
 def build_model(config, n_outputs: int, pooling: str, pooling_layers: int = 4, head_dropout: float = 0.0,
                 weights_from: Path | None = None, dtype: torch.dtype = torch.float32, quantization=None,
                 adapters=None, device: torch.device | None = None, device_map: str | dict | None = None,
-                trainable: bool = True, empty: bool = False) -> KitModel:
+                trainable: bool = True, window: tuple[int, int] | None = None, empty: bool = False) -> KitModel:
     """`weights_from` loads pretrained backbone weights; without it the backbone is random. `empty=True` puts every
     parameter on the meta device instead (no memory, no random initialisation): for a model whose weights are
     loaded next with `load_state_dict(..., assign=True)`.
@@ -162,7 +197,7 @@ def build_model(config, n_outputs: int, pooling: str, pooling_layers: int = 4, h
             from kaggle_kit.models.lora import add_adapters
 
             backbone = add_adapters(backbone, adapters, quantized=quantization is not None and trainable)
-        return KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout)
+        return KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout, window)
 
 
 @contextlib.contextmanager
@@ -185,6 +220,13 @@ def empty_parameters() -> Iterator[None]:
         yield
     finally:
         nn.Module.register_parameter = register
+
+
+def window_of(cfg) -> tuple[int, int] | None:
+    """(length, stride) of a run's sliding windows, or None when its inputs fit the model."""
+    if cfg.window_len is None or cfg.max_len <= cfg.window_len:
+        return None
+    return cfg.window_len, cfg.window_stride or max(1, cfg.window_len // 2)
 
 
 def find_encoder_layers(backbone: nn.Module) -> tuple[nn.Module | None, list[nn.Module]]:

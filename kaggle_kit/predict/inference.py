@@ -23,7 +23,7 @@ from kaggle_kit.device import autocast, inference_dtype, pick_device
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
 from kaggle_kit.models.lora import AdapterSpec, merge_adapters, trainable_state
-from kaggle_kit.models.model import KitModel, build_model, load_backbone_config
+from kaggle_kit.models.model import KitModel, build_model, load_backbone_config, window_of
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.tasks.losses import apply_link, get_loss
 from kaggle_kit.tasks.metrics import predicted_labels
@@ -80,10 +80,10 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
         quantization, device_map = lora_placement(cfg, base, device, dtype)
         model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout,
                             weights_from=base, dtype=dtype, adapters=adapters, quantization=quantization,
-                            device=device, device_map=device_map, trainable=False)
+                            device=device, device_map=device_map, trainable=False, window=window_of(cfg))
     else:
         model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout,
-                            empty=True)
+                            window=window_of(cfg), empty=True)
     try:
         if adapters is None:
             model.load_state_dict(load_file(str(path), device=str(device)), assign=True)
@@ -258,6 +258,9 @@ class PredictionReport:
     seconds: dict[str, float] = field(default_factory=dict)
     # The part of `seconds` spent building and loading the fold's model: it does not grow with the test size.
     load_seconds: dict[str, float] = field(default_factory=dict)
+    # With keep_members: each fold model's own predictions (after the link, before blending): (run index, fold, pred)
+    keep_members: bool = False
+    members: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
 
 
 # Called before each fold after the first with (folds done, folds total, seconds so far, fold_seconds=mean seconds
@@ -403,6 +406,9 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
         loss_spec = get_loss(cfg.loss or comp.default_loss, comp.losses)
         fold_preds = [in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw_outputs[i, fold]), trained).numpy(),
                                       trained, comp) for fold in item.folds if (i, fold) in raw_outputs]
+        if report.keep_members:
+            report.members.extend((i, fold, pred) for fold, pred in
+                                  zip([f for f in item.folds if (i, f) in raw_outputs], fold_preds, strict=True))
         if fold_preds:
             blended += weight * np.mean(fold_preds, axis=0)
             used_weight += weight

@@ -134,7 +134,7 @@ def oof_effect(comp, run_path, mode: str = "int8", batch_size: int | None = None
     preds = {"fp32": np.zeros((len(y), comp.n_outputs)), mode: np.zeros((len(y), comp.n_outputs))}
     seconds = {"fp32": 0.0, mode: 0.0}
     used = np.zeros(len(y), dtype=bool)
-    for fold in run.finished_folds():
+    for fold in run.cv_folds():  # the full-train model has no OOF rows
         rows = np.flatnonzero(folds["fold"].to_numpy() == fold)
         fold_ids = [ids[i] for i in rows]
         for variant in ("fp32", mode):

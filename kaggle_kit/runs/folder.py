@@ -98,7 +98,20 @@ class RunDir:
         return _file_lock(self.path / ".locks" / f"fold{fold}.lock")
 
     def fold_done(self, fold: int) -> bool:
-        return self.fold_result(fold).is_file() and self.weights(fold).is_file() and self.fold_oof(fold).is_file()
+        """Weights and result saved, and the OOF predictions - except for the full-train model, which has none."""
+        if not (self.fold_result(fold).is_file() and self.weights(fold).is_file()):
+            return False
+        return self.fold_oof(fold).is_file() or self.is_full_train_fold(fold)
+
+    def is_full_train_fold(self, fold: int) -> bool:
+        try:
+            return bool(read_json(self.fold_result(fold)).get("full_train"))
+        except (OSError, ValueError):
+            return False
+
+    def cv_folds(self) -> list[int]:
+        """The finished folds that were validated (every finished fold but the full-train model)."""
+        return [f for f in self.finished_folds() if not self.is_full_train_fold(f)]
 
     def finished_folds(self) -> list[int]:
         return sorted(int(p.stem[4:]) for p in self.path.glob("fold*.safetensors") if self.fold_done(int(p.stem[4:])))

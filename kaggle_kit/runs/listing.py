@@ -50,7 +50,7 @@ def _read(path: Path) -> Any:
 
 
 def run_scores(run: RunDir) -> Scores:
-    folds = {f: result for f in run.finished_folds() if isinstance(result := _read(run.fold_result(f)), dict)}
+    folds = {f: result for f in run.cv_folds() if isinstance(result := _read(run.fold_result(f)), dict)}
     cv = _read(run.cv)
     if isinstance(cv, dict) and "score" in cv:
         return Scores(cv["score"], dict(cv.get("per_target", {})), True, folds, cv.get("metric"),

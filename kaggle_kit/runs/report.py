@@ -135,7 +135,7 @@ def run_oof(comp: Competition, run: RunDir) -> pd.DataFrame | None:
     id_col = comp.schema.id_column
     if run.oof.is_file():
         return pd.read_csv(run.oof, dtype={id_col: str})
-    parts = [pd.read_csv(run.fold_oof(f), dtype={id_col: str}) for f in run.finished_folds()]
+    parts = [pd.read_csv(run.fold_oof(f), dtype={id_col: str}) for f in run.cv_folds()]
     return pd.concat(parts, ignore_index=True) if parts else None
 
 

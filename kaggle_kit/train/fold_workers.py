@@ -105,8 +105,9 @@ def train_in_workers(cfg: TrainConfig, run: RunDir, folds: list[int], device: to
                 del running[k]
                 if code == 0 and run.fold_done(fold):
                     log.info("fold %d: worker finished in %.0fs", fold, time.monotonic() - started)
-                    if isinstance(monitor, RunMonitor):
-                        monitor.fold_done(fold, read_json(run.fold_result(fold)))
+                    result = read_json(run.fold_result(fold))
+                    if isinstance(monitor, RunMonitor) and not result.get("full_train"):
+                        monitor.fold_done(fold, result)
                     continue
                 failed[fold] = _describe_exit(code)
                 log.error("fold %d: worker %s; the other folds go on", fold, failed[fold])

@@ -16,7 +16,7 @@ from sklearn.linear_model import RidgeCV
 
 from kaggle_kit.config import TrainConfig
 from kaggle_kit.errors import KitError
-from kaggle_kit.models.model import KitModel, build_model
+from kaggle_kit.models.model import KitModel, build_model, window_of
 from kaggle_kit.predict.inference import infer
 from kaggle_kit.tasks.losses import LossSpec, apply_link
 from kaggle_kit.train.trainer import FoldData, FoldOutcome, FoldTrainer
@@ -50,6 +50,10 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.pooling not in PARAMETER_FREE_POOLINGS:
         raise KitError(f"--pooling {cfg.pooling!r}: --mode frozen needs a pooling without trained "
                        f"weights ({', '.join(PARAMETER_FREE_POOLINGS)})")
+    for name, on in (("--full-train", cfg.full_train), ("--pseudo", cfg.pseudo)):
+        if on:
+            raise KitError(f"{name} with --mode frozen: not supported (a ridge head has no step count to take from "
+                           f"the folds, and no batches to weight); use --mode finetune")
 
 
 class FrozenFoldTrainer(FoldTrainer):
@@ -66,7 +70,7 @@ class FrozenFoldTrainer(FoldTrainer):
         if self.model is None:
             cfg = self.cfg
             self.model = build_model(self.backbone_config, self.comp.n_outputs, cfg.pooling, cfg.pooling_layers,
-                                     0.0, weights_from=self.model_path).to(self.device)
+                                     0.0, weights_from=self.model_path, window=window_of(cfg)).to(self.device)
         return self.model
 
     def embed(self, data: FoldData) -> np.ndarray:
@@ -88,7 +92,8 @@ class FrozenFoldTrainer(FoldTrainer):
             self.features.update(zip(data.row_ids[missing], out, strict=True))
         return np.stack([self.features[row_id] for row_id in data.row_ids])
 
-    def fit(self, fold: int, train: FoldData, valid: FoldData) -> FoldOutcome:
+    def fit(self, fold: int, train: FoldData, valid: FoldData, pseudo: FoldData | None = None,
+            stop_at: float | None = None) -> FoldOutcome:
         started = time.monotonic()
         ridge = RidgeCV(alphas=ALPHAS).fit(self.embed(train), ridge_targets(train.y, self.targets, self.loss_spec))
         log.info("fold %d: ridge alpha %g", fold, ridge.alpha_)

@@ -32,6 +32,7 @@ from kaggle_kit.tasks.targets import prior_prediction
 from kaggle_kit.train import distributed
 from kaggle_kit.train.distributed import SINGLE, Dist
 from kaggle_kit.train.preflight import assign_folds, check_devices, check_output_folder, resolved_config
+from kaggle_kit.train.pseudo import PseudoRows, distilled_targets, load_pseudo
 from kaggle_kit.train.trainer import FoldData, FoldTrainer, save_fold_outcome
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,11 @@ class TrainResult:
     cv: dict | None  # None in a process that does not finalize (ranks other than 0, fold workers)
 
 
-def _fold_data(prep: Prepared, mask: np.ndarray) -> FoldData:
+def _fold_data(prep: Prepared, mask: np.ndarray, fit: bool = False) -> FoldData:
+    """One side of a fold; `fit` gives the training side its (possibly distilled) targets."""
     index = np.flatnonzero(mask)
-    return FoldData([prep.ids[i] for i in index], prep.y[index], prep.row_ids[index])
+    y = prep.y_fit if fit and prep.y_fit is not None else prep.y
+    return FoldData([prep.ids[i] for i in index], y[index], prep.row_ids[index])
 
 
 @dataclass
@@ -66,6 +69,8 @@ class Prepared:
     tokenizer: object
     backbone_config: object
     files: dict[str, Path]
+    y_fit: np.ndarray | None = None  # training targets when --distill mixes the teacher in; else y
+    pseudo: PseudoRows | None = None
 
 
 def train(cfg: TrainConfig, run_path: Path, resume: bool = False, dist: Dist = SINGLE,
@@ -121,7 +126,8 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
     files = _run_extra_files(comp, run) if carried else find_extra_files(comp, data_dir, cfg.extra)
     seed_everything(cfg.seed)
     if cfg.max_train_samples and cfg.max_train_samples < len(train_df):
-        train_df = train_df.sample(n=cfg.max_train_samples, random_state=cfg.seed).sort_index().reset_index(drop=True)
+        train_df = train_df.sample(n=cfg.max_train_samples, random_state=cfg.split_seed).sort_index().reset_index(
+            drop=True)
     folds = assign_folds(comp, train_df, cfg, data_dir / "train.csv")
     tokenizer = load_tokenizer(model_path)
     if is_decoder(backbone_config):
@@ -131,10 +137,12 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
     lengths = np.array([len(x) for x in ids])
     log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% truncated at %d", comp.name, len(train_df),
              cfg.folds, np.median(lengths), 100 * np.mean(lengths >= cfg.max_len), cfg.max_len)
+    y = train_df[targets].to_numpy(dtype=np.float32)
+    pseudo = load_pseudo(comp, cfg, train_df, tokenizer, data_dir, files, ids, folds) if cfg.pseudo else None
+    y_fit = distilled_targets(comp, cfg, train_df, y) if cfg.distill else None
     return Prepared(cfg=cfg, comp=comp, data=data, data_dir=data_dir, model_path=model_path, device=device,
-                    train_df=train_df, folds=folds, ids=ids, y=train_df[targets].to_numpy(dtype=np.float32),
-                    row_ids=train_df[comp.schema.id_column].to_numpy(), tokenizer=tokenizer,
-                    backbone_config=backbone_config, files=files)
+                    train_df=train_df, folds=folds, ids=ids, y=y, row_ids=train_df[comp.schema.id_column].to_numpy(),
+                    tokenizer=tokenizer, backbone_config=backbone_config, files=files, y_fit=y_fit, pseudo=pseudo)
 
 
 def _run_extra_files(comp: Competition, run: RunDir) -> dict[str, Path]:
@@ -195,12 +203,17 @@ def _write_run_setup(cfg: TrainConfig, run: RunDir, prep: Prepared) -> None:
     """The files a new run starts with: its settings, manifest, tokenizer, backbone config and folds."""
     comp = prep.comp
     write_json(run.config, cfg.to_dict())
-    data_files = {"train.csv": prep.data_dir / "train.csv", **prep.files}
+    data_files = {"train.csv": prep.data_dir / "train.csv", **prep.files,
+                  **({"pseudo": Path(cfg.pseudo)} if cfg.pseudo else {}),
+                  **({"distill": Path(cfg.distill)} if cfg.distill else {})}
     manifest = new_manifest(cfg, data_files, describe(prep.device), prep.model_path, prep.data.record())
     manifest.update(world_size=cfg.world_size, effective_batch_size=cfg.effective_batch_size,
                     fold_workers=cfg.fold_workers)
     # tokens_per_row: what kit bundle projects the notebook's time from
     manifest["tokens_per_row"] = round(float(np.mean([min(len(x), cfg.max_len) for x in prep.ids])), 1)
+    if prep.pseudo is not None:
+        manifest["pseudo"] = {"rows": len(prep.pseudo.ids), "dropped_as_labelled": prep.pseudo.n_dropped,
+                              "per_fold_labels": sorted(prep.pseudo.per_fold)}
     write_json(run.manifest, manifest)
     for name, source in prep.files.items():
         with atomic_path(run.extra_file(name)) as tmp:
@@ -211,6 +224,12 @@ def _write_run_setup(cfg: TrainConfig, run: RunDir, prep: Prepared) -> None:
         pd.DataFrame({comp.schema.id_column: prep.row_ids, "fold": prep.folds}).to_csv(tmp, index=False)
 
 
+def _record_full_train(cfg: TrainConfig, run: RunDir) -> None:
+    """--resume --full-train: the run records it."""
+    if cfg.full_train and not run.load_config().full_train:
+        write_json(run.config, {**read_json(run.config), "full_train": True})
+
+
 def _train_in_workers(prep: Prepared, run: RunDir, resume: bool) -> TrainResult:
     """Fold-parallel: the run folder is set up here, each fold trains in a worker process, and this process pools
     the folds once the last one is in."""
@@ -218,6 +237,8 @@ def _train_in_workers(prep: Prepared, run: RunDir, resume: bool) -> TrainResult:
 
     if not resume:
         _write_run_setup(prep.cfg, run, prep)
+    else:
+        _record_full_train(prep.cfg, run)
     log.info("run folder: %s (%d fold workers)", run.path, prep.cfg.fold_workers)
     for fold in filter(run.fold_done, prep.cfg.fold_list()):
         log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
@@ -225,6 +246,9 @@ def _train_in_workers(prep: Prepared, run: RunDir, resume: bool) -> TrainResult:
     with monitor.session(prep.cfg):
         train_in_workers(prep.cfg, run, [f for f in prep.cfg.fold_list() if not run.fold_done(f)], prep.device,
                          monitor)
+        if prep.cfg.full_train and not run.fold_done(prep.cfg.full_fold):
+            # the full-train model needs the folds' best steps: a worker trains it once they are all in
+            train_in_workers(prep.cfg, run, [prep.cfg.full_fold], prep.device, monitor)
         cv = finalize(run, prep.comp, prep.train_df, prep.folds)
         monitor.finished(cv)
     return TrainResult(run, cv)
@@ -236,6 +260,8 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
     device = prep.device
     if not resume and dist.is_main:
         _write_run_setup(cfg, run, prep)
+    elif dist.is_main and finalize_run:
+        _record_full_train(cfg, run)
     distributed.check_same_data(dist, prep.folds, prep.y, [len(x) for x in prep.ids])
     log.info("run folder: %s (device %s%s)", run.path, describe(device),
              f", {dist.world_size} data-parallel processes" if dist.active else "")
@@ -252,6 +278,8 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
         trainer = trainer_class(cfg, comp, prep.backbone_config, prep.model_path, prep.tokenizer.pad_token_id or 0,
                                 device, run, monitor=monitor, dist=dist)
         for fold in cfg.fold_list():
+            if fold == cfg.full_fold:  # a fold worker sent to train the full-train model (below)
+                continue
             with claim_fold(run, fold, dist) as claim:
                 if claim == "done":
                     log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
@@ -259,12 +287,14 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
                 if claim == "busy":
                     log.warning("fold %d: another process is training it (its lock is held), skipping", fold)
                     continue
-                train_part = _fold_data(prep, prep.folds != fold)
+                train_part = _fold_data(prep, prep.folds != fold, fit=True)
                 valid_part = _fold_data(prep, prep.folds == fold)
-                log.info("fold %d: %d train / %d valid", fold, len(train_part.ids), len(valid_part.ids))
+                pseudo_part = prep.pseudo.for_fold(fold) if prep.pseudo is not None else None
+                log.info("fold %d: %d train / %d valid%s", fold, len(train_part.ids), len(valid_part.ids),
+                         f" + {len(pseudo_part.ids)} pseudo-labelled" if pseudo_part is not None else "")
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                outcome = trainer.fit(fold, train_part, valid_part)
+                outcome = trainer.fit(fold, train_part, valid_part, pseudo=pseudo_part)
                 if dist.is_main:
                     save_fold_outcome(run, outcome, valid_part, comp)
                     if isinstance(monitor, RunMonitor):
@@ -273,6 +303,11 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
                          outcome.best_step, outcome.seconds, fold_throughput(cfg, train_part, outcome.seconds, device))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+        # the full-train model after the folds: in the process that owns the run, or in the fold worker sent for it
+        if cfg.full_train and (finalize_run or cfg.fold_list() == [cfg.full_fold]):
+            with claim_fold(run, cfg.full_fold, dist) as claim:
+                if claim == "train":
+                    train_full(cfg, run, prep, trainer, dist)
         if not finalize_run or not dist.is_main:
             return TrainResult(run, None)
         cv = finalize(run, comp, prep.train_df, prep.folds)
@@ -348,7 +383,7 @@ def _finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> d
     targets = comp.schema.target_names
     columns = comp.schema.output_columns
     id_col = comp.schema.id_column
-    done = run.finished_folds()
+    done = run.cv_folds()
     parts = [pd.read_csv(run.fold_oof(f), dtype={id_col: str}) for f in done]
     oof = pd.concat(parts, ignore_index=True)
     order = {v: i for i, v in enumerate(train_df[id_col].astype(str))}
@@ -388,8 +423,9 @@ def _finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> d
     write_json(run.cv, cv)
     manifest = run.load_manifest()
     cfg = run.load_config()
-    complete = set(done) >= set(cfg.fold_list())
-    manifest.update(status="complete" if complete else "partial", finished=now_iso(), folds_finished=done)
+    complete = set(done) >= set(cfg.fold_list()) and (not cfg.full_train or run.fold_done(cfg.full_fold))
+    manifest.update(status="complete" if complete else "partial", finished=now_iso(),
+                    folds_finished=run.finished_folds())
     write_json(run.manifest, manifest)
     return cv
 
@@ -410,3 +446,46 @@ def fit_postprocessor(run: RunDir, comp: Competition, pred: np.ndarray, truth: n
     return {"name": comp.postprocessor.name, "file": run.postprocess.name, "score_before": before.score,
             "score_after": after.score, "per_target_after": after.per_target, "score_after_crossfit": honest,
             "state": record["state"]}
+
+
+def full_train_stop(run: RunDir, folds: list[int]) -> tuple[float, dict[str, dict]]:
+    """Where the full-train model stops, as a fraction of its schedule: the median over the CV folds of the best
+    validation's step over the fold's scheduled steps. A fraction, not a step count, because the full model sees
+    K/(K-1) times the rows per epoch: it keeps the folds' epochs and schedule shape and stops at the same point."""
+    records = {f"fold{f}": read_json(run.fold_result(f)) for f in folds}
+    fractions = []
+    for name, record in records.items():
+        total = record.get("total_steps")
+        if not total:
+            raise KitError(f"--full-train: {run.fold_result(int(name[4:]))} has no total_steps (a run from an "
+                           f"older kaggle-kit); retrain the CV folds")
+        fractions.append(record["best_step"] / total)
+    return float(np.median(fractions)), {n: {"best_step": r["best_step"], "total_steps": r["total_steps"],
+                                             "score": r["score"]} for n, r in records.items()}
+
+
+def train_full(cfg: TrainConfig, run: RunDir, prep: Prepared, trainer: FoldTrainer, dist: Dist = SINGLE) -> None:
+    """Train the full-train model on every row (and every pseudo-labelled row) after the CV folds."""
+    from kaggle_kit.train.trainer import save_full_train_outcome
+
+    def stop() -> tuple[list[int], float, dict[str, dict]]:
+        cv_folds = run.cv_folds()
+        if set(cv_folds) < set(range(cfg.folds)) and not cv_folds:
+            raise KitError("--full-train: no finished CV fold to take the step count from")
+        return cv_folds, *full_train_stop(run, cv_folds)
+
+    # rank 0 reads the folds' results (the other ranks may not see the run folder) and tells them
+    cv_folds, stop_at, from_folds = dist.broadcast(dist.agree(lambda: stop() if dist.is_main else None))
+    fold = cfg.full_fold
+    every = _fold_data(prep, np.ones(len(prep.ids), dtype=bool), fit=True)
+    pseudo_part = prep.pseudo.for_fold(None) if prep.pseudo is not None else None
+    log.info("full train (saved as fold %d): %d rows%s, no validation, stopping at %.0f%% of the schedule (the "
+             "median best step of folds %s)", fold, len(every.ids),
+             f" + {len(pseudo_part.ids)} pseudo-labelled" if pseudo_part is not None else "", 100 * stop_at,
+             ",".join(map(str, cv_folds)))
+    outcome = trainer.fit(fold, every, None, pseudo=pseudo_part, stop_at=stop_at)
+    if not dist.is_main:
+        return
+    save_full_train_outcome(run, outcome, len(every.ids), len(pseudo_part.ids) if pseudo_part is not None else 0,
+                            stop_at, from_folds)
+    log.info("full train: %d of %d steps (%.0fs)", outcome.best_step, outcome.total_steps, outcome.seconds)

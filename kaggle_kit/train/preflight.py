@@ -45,6 +45,7 @@ def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path | str, d
 
         check_config(cfg)
     check_model_fits(cfg, backbone_config)
+    cfg = cfg.model_copy(update=window_settings(cfg, backbone_config))
     depth = getattr(backbone_config, "num_hidden_layers", None) or cfg.pooling_layers
     data = data_dir if data_dir == SAMPLE else str(Path(data_dir).resolve())
     return cfg.model_copy(update={
@@ -121,10 +122,32 @@ def check_model_fits(cfg: TrainConfig, backbone_config) -> None:
     if cfg.lora_r and (cfg.reinit_layers or cfg.freeze_layers or cfg.freeze_embeddings):
         raise KitError("--reinit-layers/--freeze-layers/--freeze-embeddings act on the backbone's own weights, "
                        "which --lora-r already freezes; drop them")
+
+
+def window_settings(cfg: TrainConfig, backbone_config) -> dict:
+    """Sliding windows where --max-len passes the model's absolute positions (or --window-len): the window and
+    stride the run records. Relative-position models (DeBERTa-v2/v3) take a longer --max-len as it is."""
+    from kaggle_kit.models.decoder import is_decoder
+
     limit = position_limit(backbone_config)
-    if limit is not None and cfg.max_len > limit:
-        raise KitError(f"--max-len {cfg.max_len}: the model has {limit} absolute positions "
-                       f"(max_position_embeddings); use --max-len {limit} or less")
+    if cfg.window_len is not None and limit is not None and cfg.window_len > limit:
+        raise KitError(f"--window-len {cfg.window_len}: the model has {limit} absolute positions "
+                       f"(max_position_embeddings); use --window-len {limit} or less")
+    window = cfg.window_len or (limit if limit is not None and cfg.max_len > limit else None)
+    if window is None or cfg.max_len <= window:
+        return {}
+    if is_decoder(backbone_config):
+        raise KitError(f"--max-len {cfg.max_len}: sliding windows are for encoders; a decoder "
+                       f"({backbone_config.model_type}) pools its last token, which a window cut would hide (use "
+                       f"--max-len {window} or less)")
+    stride = cfg.window_stride or max(1, window // 2)
+    if stride > window:
+        raise KitError(f"--window-stride {stride}: above the window of {window} tokens")
+    log.info("--max-len %d: sliding windows of %d tokens every %d (%s), token states averaged where windows "
+             "overlap; each long input costs about %.1fx the compute and activation memory of one window",
+             cfg.max_len, window, stride, "--window-len" if cfg.window_len else "the model's position limit",
+             1 + max(0, cfg.max_len - window) / stride)
+    return {"window_len": window, "window_stride": stride}
 
 
 def position_limit(backbone_config) -> int | None:
@@ -150,7 +173,7 @@ def assign_folds(comp: Competition, train_df: pd.DataFrame, cfg: TrainConfig, so
         raise KitError(f"--folds {cfg.folds}: {source} has {n_rows} rows, so a fold would hold "
                        f"{n_rows // cfg.folds} validation row(s); use --folds {max(2, n_rows // 2)} or fewer")
     try:
-        folds = comp.fold_strategy(train_df, comp.schema.target_names, cfg.folds, cfg.seed)
+        folds = comp.fold_strategy(train_df, comp.schema.target_names, cfg.folds, cfg.split_seed)
     except ValueError as err:
         raise KitError(f"--folds {cfg.folds}: {comp.name}'s fold strategy cannot split {source} "
                        f"({' '.join(str(err).split())})") from None

@@ -17,12 +17,19 @@ from tqdm.auto import tqdm
 
 from kaggle_kit.competition import Competition
 from kaggle_kit.config import TrainConfig
-from kaggle_kit.data.batching import collate
-from kaggle_kit.data.loader import to_device, train_loader
+from kaggle_kit.data.batching import bucketed_batches, collate
+from kaggle_kit.data.loader import StageSampler, TokenBatches, make_loader, shard_rows, to_device
 from kaggle_kit.device import amp_dtype, autocast
 from kaggle_kit.fileio import atomic_path, write_json
 from kaggle_kit.models.lora import AdapterSpec, quantization_config, trainable_state
-from kaggle_kit.models.model import KitModel, build_model, freeze_bottom, llrd_param_groups, reinit_top_layers
+from kaggle_kit.models.model import (
+    KitModel,
+    build_model,
+    freeze_bottom,
+    llrd_param_groups,
+    reinit_top_layers,
+    window_of,
+)
 from kaggle_kit.predict.inference import infer
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.runs.monitor import NullMonitor
@@ -65,7 +72,9 @@ class FoldOutcome:
     per_target: dict[str, float]
     best_step: int
     seconds: float
-    valid_pred: np.ndarray
+    valid_pred: np.ndarray | None
+    total_steps: int = 0
+    n_pseudo: int = 0
 
 
 def make_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int):
@@ -165,7 +174,8 @@ class FoldTrainer:
         base_dtype = self.dtype if self.adapters is not None and self.dtype is not None else torch.float32
         model = build_model(self.backbone_config, self.comp.n_outputs, cfg.pooling, cfg.pooling_layers,
                             cfg.head_dropout, weights_from=self.model_path, dtype=base_dtype,
-                            quantization=self.quantization, adapters=self.adapters, device=self.device)
+                            quantization=self.quantization, adapters=self.adapters, device=self.device,
+                            window=window_of(cfg))
         model.init_output_bias(initial_bias(y_train, self.targets, self.loss_spec))
         reinit_top_layers(model, cfg.reinit_layers)
         freeze_bottom(model, cfg.freeze_embeddings, cfg.freeze_layers)
@@ -189,7 +199,37 @@ class FoldTrainer:
         result = self.comp.metric(valid.y, pred, self.targets)
         return pred, result.score, result.per_target
 
-    def fit(self, fold: int, train: FoldData, valid: FoldData) -> FoldOutcome:
+    def batch_plan(self, n_train: int, lengths: list[int], pseudo_lengths: list[int],
+                   rng: np.random.Generator, batch_size: int | None = None) -> list[list[tuple[np.ndarray, bool]]]:
+        """Per stage (a pseudo pretraining pass, then each epoch) the batches in order, each flagged pseudo or not.
+        Pseudo rows are indexed after the labelled ones and are batched apart from them, so their loss can be
+        weighted by --pseudo-weight whatever the loss's own reduction. `batch_size` is the global batch (the
+        per-process batch times the data-parallel processes); each process then takes its share of every batch."""
+        cfg = self.cfg
+        batch_size = batch_size or cfg.batch_size
+
+        def pseudo_batches() -> list[np.ndarray]:
+            return [b + n_train for b in bucketed_batches(pseudo_lengths, batch_size, rng)]
+
+        stages = []
+        if pseudo_lengths and cfg.pseudo_stage == "pretrain":
+            stages.append([(b, True) for b in pseudo_batches()])
+        for _ in range(cfg.epochs):
+            plan = [(b, False) for b in bucketed_batches(lengths, batch_size, rng)]
+            if pseudo_lengths and cfg.pseudo_stage == "mix":
+                plan += [(b, True) for b in pseudo_batches()]
+                plan = [plan[i] for i in rng.permutation(len(plan))]
+            stages.append(plan)
+        return stages
+
+    def fit(self, fold: int, train: FoldData, valid: FoldData | None, pseudo: FoldData | None = None,
+            stop_at: float | None = None) -> FoldOutcome:
+        """Train one fold, keeping the best validation's weights. With `valid` None (the full-train model) nothing
+        is validated: training stops after `stop_at` (a fraction) of the schedule's steps and keeps the last weights.
+
+        The batches are planned up front (`batch_plan`, drawn from the fold's generator as the single-process loop
+        always drew them) and fed stage by stage to a DataLoader; under DDP each rank takes its share of every
+        global batch."""
         cfg, dist = self.cfg, self.dist
         started = time.monotonic()
         torch.manual_seed(cfg.seed + fold)
@@ -197,24 +237,30 @@ class FoldTrainer:
         core = self.build(train.y)
         model = distributed.wrap(core, dist, self.device, self._probe_batch(train)) if dist.active else core
         optimizer = make_optimizer(core, cfg)
-        loader = train_loader(train.ids, train.y, self.pad_id, cfg.batch_size, rng, self.device, dist.rank,
-                              dist.world_size)
-        n_batches = len(loader)
-        total_steps = max(1, math.ceil(n_batches / cfg.grad_accum) * cfg.epochs)
+        lengths = [len(x) for x in train.ids]
+        pseudo_lengths = [len(x) for x in pseudo.ids] if pseudo is not None else []
+        stages = self.batch_plan(len(train.ids), lengths, pseudo_lengths, rng, cfg.batch_size * dist.world_size)
+        total_steps = max(1, sum(math.ceil(len(stage) / cfg.grad_accum) for stage in stages))
+        last_step = total_steps if stop_at is None else max(1, round(stop_at * total_steps))
         scheduler = make_scheduler(optimizer, cfg.scheduler, int(cfg.warmup * total_steps), total_steps)
         scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         loss_fn = TargetLoss(self.loss_spec, self.targets).to(self.device)
         fgm = FGM(core, core.backbone.get_input_embeddings(), cfg.fgm_eps) if cfg.fgm_eps > 0 else None
         awp = AWP(core, cfg.awp_lr, cfg.awp_eps) if cfg.awp_lr > 0 else None
         ema = EMA(core, cfg.ema) if cfg.ema > 0 else None
-        checkpoints = eval_points(n_batches, cfg.eval_every)
+        all_ids = train.ids + (pseudo.ids if pseudo is not None else [])
+        y_all = np.concatenate([train.y, pseudo.y]) if pseudo is not None else train.y
+        sampler = StageSampler()
+        loader = make_loader(TokenBatches(all_ids, self.pad_id, y_all), sampler, self.device)
         best = Best(self.comp.metric.worst)
         steps = StepLog(fold, dist, total_steps)
         log_rows: list[dict] = []
         step = 0
+        pretrain_stage = len(stages) > cfg.epochs
 
         def forward_loss(batch):
-            """The loss of this rank's rows, weighted so that the ranks' average is the global batch's loss."""
+            """The loss of this rank's rows, weighted so that the ranks' average is the global batch's loss (and by
+            --pseudo-weight for a pseudo-labelled batch)."""
             with autocast(self.device, self.dtype):
                 out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
             loss = loss_fn(out.float(), batch["target"])
@@ -223,11 +269,17 @@ class FoldTrainer:
         def backward(loss):
             scaler.scale(loss / cfg.grad_accum).backward()
 
-        for epoch in range(cfg.epochs):
+        for stage_index, plan in enumerate(stages):
+            epoch = stage_index - 1 if pretrain_stage else stage_index  # -1: the pseudo pretraining pass
             model.train()
+            sampler.plans = [shard_rows(rows, dist.rank, dist.world_size, cfg.pseudo_weight if is_pseudo else 1.0,
+                                        is_pseudo) for rows, is_pseudo in plan]
+            n_batches = len(plan)
+            checkpoints = eval_points(n_batches, cfg.eval_every) if valid is not None and epoch >= 0 else set()
+            name = "pseudo pretraining" if epoch < 0 else f"epoch {epoch + 1}/{cfg.epochs}"
             attacks = [a for a in (fgm, awp if epoch >= cfg.awp_start_epoch else None) if a is not None]
-            bar = tqdm(loader, total=n_batches, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       dynamic_ncols=True, disable=not dist.is_main or bool(os.environ.get("TQDM_DISABLE")))
+            bar = tqdm(loader, total=n_batches, desc=f"fold {fold} {name}", unit="batch", dynamic_ncols=True,
+                       disable=not dist.is_main or bool(os.environ.get("TQDM_DISABLE")))
             for i, host_batch in enumerate(bar, start=1):
                 batch = to_device(host_batch, self.device)
                 last_micro_step = i % cfg.grad_accum == 0 or i == n_batches
@@ -252,9 +304,13 @@ class FoldTrainer:
                     if ema is not None:
                         ema.update()
                     lr = max(g["lr"] for g in optimizer.param_groups if not g["name"].startswith("head"))
-                    steps.add(epoch + 1, step, loss.detach(), lr, grad_norm)
+                    # logged unweighted by --pseudo-weight, as a labelled batch's loss is
+                    logged = loss.detach() / cfg.pseudo_weight if batch["pseudo"] else loss.detach()
+                    steps.add(epoch + 1, step, logged, lr, grad_norm)
                     if len(steps) >= LOG_EVERY:
                         log_rows += self._monitored(steps.flush(bar))
+                    if valid is None and step >= last_step:
+                        break
                 if i in checkpoints:
                     log_rows += self._monitored(steps.flush(bar))
                     with ema.applied() if ema is not None else contextlib.nullcontext():
@@ -273,9 +329,15 @@ class FoldTrainer:
                     self._write_log(fold, log_rows)
             log_rows += self._monitored(steps.flush(bar))
             bar.close()
+            if valid is None and step >= last_step:
+                break
+        if valid is None:  # the full-train model: the weights after the chosen step count
+            with ema.applied() if ema is not None else contextlib.nullcontext():
+                best = Best(float("nan"), step, self._state(core, self.adapters is not None) if dist.is_main else None)
         self._write_log(fold, log_rows)
         self._save_weights(fold, best.state)
-        return FoldOutcome(fold, best.score, best.per_target, best.step, time.monotonic() - started, best.pred)
+        return FoldOutcome(fold, best.score, best.per_target, best.step, time.monotonic() - started, best.pred,
+                           total_steps, len(pseudo.ids) if pseudo is not None else 0)
 
     def _monitored(self, rows: list[dict]) -> list[dict]:
         for row in rows:
@@ -316,5 +378,17 @@ def save_fold_outcome(run: RunDir, outcome: FoldOutcome, valid: FoldData, comp: 
         oof.to_csv(tmp, index=False)
     write_json(run.fold_result(outcome.fold), {
         "fold": outcome.fold, "score": outcome.score, "per_target": outcome.per_target,
-        "best_step": outcome.best_step, "seconds": round(outcome.seconds, 1), "n_valid": len(valid.ids),
+        "best_step": outcome.best_step, "total_steps": outcome.total_steps, "seconds": round(outcome.seconds, 1),
+        "n_valid": len(valid.ids), "n_pseudo": outcome.n_pseudo,
+    })
+
+
+def save_full_train_outcome(run: RunDir, outcome: FoldOutcome, n_rows: int, n_pseudo: int, stop_at: float,
+                            from_folds: dict[str, dict]) -> None:
+    """The full-train model's record: no validation, so no score and no OOF; the step count and where it came
+    from. Written last: it marks the model as finished."""
+    write_json(run.fold_result(outcome.fold), {
+        "fold": outcome.fold, "full_train": True, "score": None, "per_target": {}, "best_step": outcome.best_step,
+        "total_steps": outcome.total_steps, "stop_fraction": round(stop_at, 6), "seconds": round(outcome.seconds, 1),
+        "n_train": n_rows, "n_pseudo": n_pseudo, "n_valid": 0, "from_folds": from_folds,
     })

@@ -98,7 +98,7 @@ def test_every_setting_has_help_and_the_cli_takes_exactly_the_flag_settings(caps
         assert FIELDS[name].description, f"{name} has no help text"
         assert (config.option_name(name) in out) == (name in flags), name
     options = set(re.findall(r"^\s+(--[a-z0-9-]+)", out, flags=re.M))
-    assert options - {"--config", "--out", "--resume", "--help"} == {config.option_name(n) for n in flags}
+    assert options - {"--config", "--out", "--resume", "--seeds", "--help"} == {config.option_name(n) for n in flags}
 
 
 def test_choices_come_from_the_declaration():

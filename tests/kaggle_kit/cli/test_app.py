@@ -57,10 +57,10 @@ def test_ctrl_c_prints_the_resume_line(ell_small_dir, tiny_bert, tmp_path, capsy
     out = tmp_path / "run"
     real_fit = trainer.FoldTrainer.fit
 
-    def interrupted_in_fold_1(self, fold, train, valid):
+    def interrupted_in_fold_1(self, fold, train, valid, **kwargs):
         if fold == 1:
             raise KeyboardInterrupt
-        return real_fit(self, fold, train, valid)
+        return real_fit(self, fold, train, valid, **kwargs)
 
     monkeypatch.setattr(trainer.FoldTrainer, "fit", interrupted_in_fold_1)
     code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2",

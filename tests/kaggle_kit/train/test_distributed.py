@@ -49,15 +49,26 @@ if os.environ.get("RANK", "0") != "0" and "KIT_TEST_WATCH" in os.environ:
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory, ell_small_dir, tiny_bert):
+def with_pseudo(tmp_path_factory, ell_dir):
+    """main's batch plan through the DataLoader: 16 pseudo-labelled essays mixed into every epoch at weight 0.5
+    (pseudo batches apart from labelled ones), then the full-train model (saved as fold 2, stopped at fold 0's best
+    step as a fraction of its schedule)."""
+    train = pd.read_csv(ell_dir / "train.csv", dtype=str, keep_default_na=False).iloc[60:76]
+    path = tmp_path_factory.mktemp("ddp_pseudo") / "pseudo.csv"
+    train.to_csv(path, index=False)
+    return ("--pseudo", str(path), "--pseudo-weight", "0.5", "--full-train")
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, ell_small_dir, tiny_bert, with_pseudo):
     out = tmp_path_factory.mktemp("ddp") / "one"
-    assert invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_bert, *SETTINGS, "--batch-size", "8",
-                  "--threads", "1", "--out", out) == 0
+    assert invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_bert, *SETTINGS, *with_pseudo,
+                  "--batch-size", "8", "--threads", "1", "--out", out) == 0
     return out
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory, ell_small_dir, tiny_bert):
+def two_processes(tmp_path_factory, ell_small_dir, tiny_bert, with_pseudo):
     """`kit train --nproc-per-node 2`: the shorthand that launches torchrun, each rank with a 4-row batch."""
     root = tmp_path_factory.mktemp("ddp")
     (root / "site").mkdir()
@@ -66,7 +77,7 @@ def two_processes(tmp_path_factory, ell_small_dir, tiny_bert):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "site"), os.environ.get("PYTHONPATH", "")]),
            "KIT_TEST_WATCH": str(out), "KIT_TEST_WRITES": str(root / "writes")}
     result = subprocess.run([sys.executable, "-m", "kaggle_kit", "train", "ell", "--data", str(ell_small_dir),
-                             "--model", str(tiny_bert), *SETTINGS, "--batch-size", "4", "--threads", "2",
+                             "--model", str(tiny_bert), *SETTINGS, *with_pseudo, "--batch-size", "4", "--threads", "2",
                              "--nproc-per-node", "2", "--out", str(out)],
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -77,13 +88,20 @@ def test_two_processes_match_one_with_the_same_global_batch(one_process, two_pro
     two, _, _ = two_processes
     steps_one = pd.read_csv(one_process / "metrics.csv")
     steps_two = pd.read_csv(two / "metrics.csv")
-    assert len(steps_one) == len(steps_two) == 2 * 4 + 4  # 2 epochs of 25 rows in batches of 8: 4 steps, 2 evals
+    # 2 epochs of 25 labelled rows (4 batches of 8) and 16 pseudo rows (2 batches): 6 steps and 2 evals each
+    fold0_one, fold0_two = steps_one[steps_one["fold"] == 0], steps_two[steps_two["fold"] == 0]
+    assert len(fold0_one) == len(fold0_two) == 2 * 6 + 4
+    assert len(steps_one) == len(steps_two)
     for column in ("train_loss", "grad_norm", "val_score"):
         assert np.allclose(steps_one[column], steps_two[column], atol=1e-5, rtol=1e-5, equal_nan=True), column
-    one_weights = load_file(str(one_process / "fold0.safetensors"))
-    two_weights = load_file(str(two / "fold0.safetensors"))
-    assert one_weights.keys() == two_weights.keys()
-    assert max(float((one_weights[k] - two_weights[k]).abs().max()) for k in one_weights) < 1e-5
+    for fold in (0, 2):  # fold 2: the full-train model
+        one_weights = load_file(str(one_process / f"fold{fold}.safetensors"))
+        two_weights = load_file(str(two / f"fold{fold}.safetensors"))
+        assert one_weights.keys() == two_weights.keys()
+        assert max(float((one_weights[k] - two_weights[k]).abs().max()) for k in one_weights) < 1e-5, fold
+    one_full, two_full = (json.loads((run / "folds" / "fold2.json").read_text()) for run in (one_process, two))
+    assert one_full["full_train"] and one_full["n_pseudo"] == two_full["n_pseudo"] == 16
+    assert one_full["best_step"] == two_full["best_step"] and one_full["total_steps"] == two_full["total_steps"]
     oof_one, oof_two = pd.read_csv(one_process / "oof.csv"), pd.read_csv(two / "oof.csv")
     assert list(oof_one["text_id"]) == list(oof_two["text_id"])
     assert np.allclose(oof_one.iloc[:, 1:], oof_two.iloc[:, 1:], atol=1e-5)
@@ -103,6 +121,7 @@ def test_rank_0_alone_writes(two_processes):
     assert rank1_writes.is_file(), "the audit hook did not run in rank 1"
     assert rank1_writes.read_text() == ""
     assert stderr.count("finalized: oof.csv") == 1 and stderr.count("fold 0: 25 train") == 1
+    assert stderr.count("full train: ") == 1
 
 
 def test_resume_needs_the_same_number_of_processes(two_processes, tmp_path, capsys):

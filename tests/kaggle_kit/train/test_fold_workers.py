@@ -100,3 +100,31 @@ def test_devices_name_gpus(ell_small_dir, tiny_bert, tmp_path, capsys):
                            "--fold-workers", "2", "--nproc-per-node", "2", "--out", tmp_path / "x")
     assert_one_line_error(code, err, "--fold-workers 2 with --nproc-per-node 2: choose one")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_worker_trains_the_full_train_model_after_the_folds(sequential, ell_small_dir, tiny_bert, tmp_path, capsys):
+    """--full-train with fold workers: the full-train model (fold 2) needs every fold's best step, so a worker
+    trains it once the folds are in; it is the model a sequential run adds to the same folds."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    out = tmp_path / "workers-full"
+    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, *SETTINGS,
+                           "--threads", "2", "--fold-workers", "2", "--full-train", "--out", out)
+    assert code == 0, err
+    assert "fold 2: worker pid" in err
+    run = RunDir(out)
+    assert run.finished_folds() == [0, 1, 2] and json.loads(run.fold_result(2).read_text())["full_train"]
+    assert same_csv(out / "oof.csv", sequential / "oof.csv")
+    log = (out / "train.log").read_text()
+    assert log.count("full train: ") == 1 and log.count("finalized: oof.csv") == 1
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    reference = RunDir(tmp_path / "sequential-full")
+    shutil.copytree(sequential, reference.path)
+    code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", reference.path, "--full-train",
+                           "--threads", "1")
+    assert code == 0, err
+    mine, theirs = load_file(str(run.weights(2))), load_file(str(reference.weights(2)))
+    assert mine.keys() == theirs.keys()
+    assert max(float((mine[k] - theirs[k]).abs().max()) for k in mine) < 1e-5
