@@ -145,6 +145,18 @@ def ell_tiny_run(tmp_path_factory, ell_small_dir, tiny_bert) -> Path:
 
 
 @pytest.fixture(scope="session")
+def uspppm_tiny_run(tmp_path_factory, uspppm_small_dir, tiny_bert) -> Path:
+    """A complete 2-fold run of the tiny BERT on 549 real pairs (default input format, BCE and its sigmoid)."""
+    from tests.helpers import invoke
+
+    out = tmp_path_factory.mktemp("runs") / "uspppm-tiny"
+    code = invoke("train", "uspppm", "--data", uspppm_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
+                  "--max-len", "32", "--batch-size", "16", "--eval-every", "1", "--out", out)
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def image_packages_of_this_env(tmp_path_factory) -> Path:
     """A Kaggle image list that has every kaggle-kit requirement at its installed version: bundling downloads
     nothing, so tests never need PyPI."""
