@@ -11,6 +11,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The tiny test models run many small ops; with one thread they skip a synchronisation per op, which on a
+    shared 2-core machine made training them 5-15x slower (kit train runs take the thread count they find)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _shared_data(competition: str, *files: str) -> Path:
     """A competition's real data beside the repo; the tests that need it skip where it is absent."""
     folder = SHARED_DATA / competition
