@@ -344,3 +344,17 @@ def test_validation_predictions_go_through_the_link_and_the_postprocessing(tmp_p
     pred = trainer.evaluate(model, rows)[0]
     for i, target in enumerate(comp.schema.targets):
         np.testing.assert_allclose(pred[:, i], target.high if shift > 0 else target.low, atol=1e-6)
+
+
+def test_reinitialised_and_frozen_layers_reach_the_model_that_trains(fit, tiny_bert):
+    """--reinit-layers 1: the top block starts from fresh weights, the others from the checkpoint;
+    --freeze-embeddings --freeze-layers 1: the embeddings and the bottom block never move, the rest trains."""
+    pretrained = load_file(str(tiny_bert / "model.safetensors"))
+    top = "backbone.encoder.layer.1.attention.self.query.weight"
+    _, spy, trainer = fit(reinit_layers=1, freeze_embeddings=True, freeze_layers=1)
+    assert not torch.equal(spy.initial[top], pretrained[top.removeprefix("backbone.")])
+    assert torch.equal(spy.initial[QUERY0], pretrained[QUERY0.removeprefix("backbone.")])
+    saved = saved_weights(trainer)
+    for name in (EMBEDDINGS, QUERY0):
+        assert name not in spy.steps[0].grads and torch.equal(saved[name], spy.initial[name]), name
+    assert not torch.equal(saved[top], spy.initial[top])
