@@ -4,7 +4,8 @@
 A developer tool, not part of the suite. Each break is a text patch (`old` -> `new`; `old` must occur exactly
 once, so a patch that no longer fits the code is reported as STALE instead of passing silently). It is applied to
 a temporary copy of the working tree (tracked files and untracked ones git does not ignore), and pytest runs in
-that copy with the copy first on PYTHONPATH. The checkout itself is never written to.
+that copy, which it puts first on sys.path (checked before anything runs). The checkout itself is never written
+to. A test that starts a separate Python which imports the installed kit gets the unbroken checkout's code there.
 
     python tools/mutation_check.py              # every break, against the tests meant to catch it
     python tools/mutation_check.py --full 1 5   # breaks 1 and 5, each against the whole suite
@@ -156,13 +157,17 @@ def copy_tree(repo: Path, dest: Path) -> None:
         shutil.copy2(repo / name, target)
 
 
-def pytest_env(copy: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(copy), "TQDM_DISABLE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+def pytest_env() -> dict[str, str]:
+    """No PYTHONPATH: pytest (run from the copy, whose tests/ is a package) puts the copy first on sys.path, so
+    the kit and the plugins import from it; PYTHONPATH would also leak into the subprocesses some tests start
+    (the simulated Kaggle kernel must not see the kit), and the unbroken suite would fail."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**env, "TQDM_DISABLE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def check_imports_come_from(copy: Path) -> None:
     code = "import kaggle_kit, competitions, tests; print(kaggle_kit.__file__, competitions.__file__, tests.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=copy, env=pytest_env(copy), capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code], cwd=copy, env=pytest_env(), capture_output=True,
                          text=True, check=True).stdout.split()
     stray = [path for path in out if not Path(path).resolve().is_relative_to(copy.resolve())]
     if stray:
@@ -173,7 +178,7 @@ def run_pytest(copy: Path, tests: tuple[str, ...]) -> tuple[str, str, float]:
     """(outcome, detail, seconds): outcome is 'pass', 'fail' (detail: the first failing test) or 'error'."""
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                          cwd=copy, env=pytest_env(copy), capture_output=True, text=True)
+                          cwd=copy, env=pytest_env(), capture_output=True, text=True)
     seconds = time.monotonic() - start
     if proc.returncode == 0:
         return "pass", "", seconds
