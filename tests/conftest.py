@@ -169,6 +169,32 @@ def uspppm_tiny_run(tmp_path_factory, uspppm_small_dir, tiny_bert) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fbe_tiny_run(tmp_path_factory, fbe_small_dir, tiny_bert) -> Path:
+    """A complete 2-fold run of the tiny BERT on the derived FBE fixture (3-class cross-entropy, softmax, fitted
+    temperature in postprocess.json). Tests must leave it as they found it."""
+    from tests.helpers import invoke
+
+    out = tmp_path_factory.mktemp("runs") / "fbe-tiny"
+    code = invoke("train", "fbe", "--data", fbe_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
+                  "--max-len", "64", "--batch-size", "8", "--out", out)
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def aes2_tiny_run(tmp_path_factory, aes2_small_dir, tiny_bert) -> Path:
+    """A complete 2-fold run of the tiny BERT on the derived AES2 fixture (MSE, clip to 1-6, thresholds fitted on
+    the OOF predictions in postprocess.json). Tests must leave it as they found it."""
+    from tests.helpers import invoke
+
+    out = tmp_path_factory.mktemp("runs") / "aes2-tiny"
+    code = invoke("train", "aes2", "--data", aes2_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
+                  "--max-len", "64", "--batch-size", "4", "--out", out)
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def image_packages_of_this_env(tmp_path_factory) -> Path:
     """A Kaggle image list that has every kaggle-kit requirement at its installed version: bundling downloads
     nothing, so tests never need PyPI."""
