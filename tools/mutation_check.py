@@ -37,6 +37,7 @@ LEARNING = "tests/kaggle_kit/train/test_learning.py"
 PREDICT = "tests/kaggle_kit/predict/test_predict_runs.py"
 RUNTIME = "tests/kaggle_kit/ship/test_kaggle_runtime.py"
 FOLDS = "tests/kaggle_kit/data/test_folds.py"
+POOLING = "tests/kaggle_kit/models/test_pooling.py"
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,17 @@ BREAKS = [
           "with ema.applied() if ema is not None else contextlib.nullcontext():",
           "with contextlib.nullcontext():", (OPTIONS,)),
     Break("the loss link skipped in predict_runs", "kaggle_kit/predict/inference.py",
-          "fold_preds.append(link(torch.from_numpy(raw)).numpy())", "fold_preds.append(raw)", (PREDICT,)),
+          "fold_preds.append(in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw), trained).numpy(), trained,",
+          "fold_preds.append(in_plugin_order(raw, trained,", (PREDICT,)),
     Break("the LLRD parameter groups replaced by one group", TRAINER,
           "groups = llrd_param_groups(model, cfg.lr, cfg.head_lr, cfg.llrd, cfg.weight_decay)",
           'groups = [{"name": "all", "params": [p for p in model.parameters() if p.requires_grad]}]', (OPTIONS,)),
     # ---- more of the same kind ----
     Break("output bias not initialised to the training mean", TRAINER,
-          "        model.init_output_bias(initial_bias(y_train, cfg.loss or self.comp.default_loss))\n", "",
+          "        model.init_output_bias(initial_bias(y_train, self.targets, self.loss_spec))\n", "",
           (OPTIONS,)),
-    Break("bce output bias set to the mean instead of its logit", TRAINER,
-          'if loss_name == "bce":', "if False:", (OPTIONS,)),
+    Break("bce output bias set to the mean instead of its logit", "kaggle_kit/tasks/losses.py",
+          'if spec.bias in ("logit", "log_prior"):', 'if spec.bias == "log_prior":', (OPTIONS,)),
     Break("gradient clipping skipped", TRAINER,
           "clip_grad_norm_(model.parameters(), cfg.max_grad_norm)",
           'clip_grad_norm_(model.parameters(), float("inf"))', (OPTIONS,)),
@@ -100,7 +102,8 @@ BREAKS = [
     Break("the final live weights saved instead of the best state", TRAINER,
           "self._save_weights(fold, best.state)", "self._save_weights(fold, self._state(model))", (OPTIONS,)),
     Break("validation skips the loss link and post-processing", TRAINER,
-          "pred = self.comp.postprocess(self.loss_spec.link(torch.from_numpy(raw)).numpy())", "pred = raw",
+          "pred = self.comp.postprocess(apply_link(self.loss_spec, torch.from_numpy(raw), self.targets).numpy())",
+          "pred = raw",
           (OPTIONS,)),
     Break("--reinit-layers ignored by the trainer", TRAINER,
           "        reinit_top_layers(model, cfg.reinit_layers)\n", "", (OPTIONS,)),
@@ -115,7 +118,7 @@ BREAKS = [
     Break("padding leaks into attention (mask of ones)", "kaggle_kit/data/batching.py",
           "attention_mask[row, : len(seq)] = 1", "attention_mask[row, :] = 1", (PREDICT,)),
     Break("post-processing skipped in predict_runs", "kaggle_kit/predict/inference.py",
-          "return comp.postprocess(blended / used_weight)", "return blended / used_weight", (PREDICT,)),
+          "preds = comp.postprocess(blended / used_weight)", "preds = blended / used_weight", (PREDICT,)),
     Break("ensemble weights ignored in predict_runs (equal blend)", "kaggle_kit/predict/inference.py",
           "weights = list(weights) if weights is not None else [1.0 / len(run_paths)] * len(run_paths)",
           "weights = [1.0 / len(run_paths)] * len(run_paths)", (PREDICT,)),
@@ -141,6 +144,26 @@ BREAKS = [
           "        path = os.path.join(dataset_dir, name)\n",
           '        path = os.path.join(dataset_dir, name)\n        if not name.endswith(".safetensors"):\n'
           "            continue\n", (RUNTIME,)),
+    # ---- added with main's newer parts: plugins with fitted post-processors, ensembles files, GeM, LoRA ----
+    Break("the run's fitted post-processor (thresholds, temperature) not applied by predict_runs",
+          "kaggle_kit/predict/inference.py",
+          "    return apply_record(comp.postprocessor, postprocess_state, preds, comp.schema.targets, where)\n",
+          "    return preds\n", (PREDICT,)),
+    Break("a multiclass output bias not started at the log class priors", "kaggle_kit/tasks/losses.py",
+          '        elif spec.bias == "log_prior":\n', "        elif False:\n",
+          ("tests/kaggle_kit/tasks/test_losses.py",)),
+    Break("ensemble file's weights ignored when blending the OOF predictions (equal blend)",
+          "kaggle_kit/predict/ensemble_file.py",
+          "sum(output_weights(matrix[i], targets) * np.asarray(p, dtype=np.float64) for i, p in enumerate(preds))",
+          "sum(np.asarray(p, dtype=np.float64) / len(preds) for p in preds)",
+          ("tests/kaggle_kit/predict/test_ensemble_file.py",)),
+    Break("GeM pooling is the plain mean (p fixed at 1)", "kaggle_kit/models/pooling.py",
+          "        p = self.p.clamp(min=1.0)\n", "        p = torch.ones_like(self.p)\n", (POOLING,)),
+    Break("LoRA adapters never trained (frozen with the base)", "kaggle_kit/models/lora.py",
+          "    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)\n",
+          "    model.requires_grad_(False)\n"
+          "    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)\n",
+          ("tests/kaggle_kit/models/test_lora.py",)),
 ]
 
 
