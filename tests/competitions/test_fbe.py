@@ -153,7 +153,7 @@ def test_bundle_checks_offline_and_simulate_equals_predict(fbe_tiny_run, fbe_sma
     assert code == 0, err
     predicted = tmp_path / "predicted.csv"
     code, _, err = run_kit(capsys, "predict", "fbe", "--run", fbe_tiny_run, "--input", fbe_small_dir / "test.csv",
-                           "--output", predicted)
+                           "--output", predicted, "--device", "cpu")  # the simulated notebook runs on the CPU
     assert code == 0, err
     sim, pred = pd.read_csv(simulated), pd.read_csv(predicted)
     assert list(sim.columns) == list(pred.columns)
