@@ -25,9 +25,9 @@ def split_spy(monkeypatch):
     splits = []
     real_fit = FoldTrainer.fit
 
-    def fit(self, fold, train, valid):
+    def fit(self, fold, train, valid, *args, **kwargs):
         splits.append((fold, set(map(str, train.row_ids)), set(map(str, valid.row_ids))))
-        return real_fit(self, fold, train, valid)
+        return real_fit(self, fold, train, valid, *args, **kwargs)
 
     monkeypatch.setattr(FoldTrainer, "fit", fit)
     return splits
