@@ -11,6 +11,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The tiny test models run many small ops; with one thread they skip a synchronisation per op, which on a
+    shared 2-core machine made training them 5-15x slower (kit train runs take the thread count they find)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _shared_data(competition: str, *files: str) -> Path:
     """A competition's real data beside the repo; the tests that need it skip where it is absent."""
     folder = SHARED_DATA / competition
@@ -140,6 +152,44 @@ def ell_tiny_run(tmp_path_factory, ell_small_dir, tiny_bert) -> Path:
     code = invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
                   "--max-len", "64", "--batch-size", "4", "--eval-every", "2", "--pooling", "attention",
                   "--llrd", "0.8", "--fgm-eps", "0.5", "--ema", "0.9", "--out", out)
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def uspppm_tiny_run(tmp_path_factory, uspppm_small_dir, tiny_bert) -> Path:
+    """A complete 2-fold run of the tiny BERT on 549 real pairs (default input format, BCE and its sigmoid)."""
+    from tests.helpers import invoke
+
+    out = tmp_path_factory.mktemp("runs") / "uspppm-tiny"
+    code = invoke("train", "uspppm", "--data", uspppm_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
+                  "--max-len", "32", "--batch-size", "16", "--eval-every", "1", "--out", out)
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def fbe_tiny_run(tmp_path_factory, fbe_small_dir, tiny_bert) -> Path:
+    """A complete 2-fold run of the tiny BERT on the derived FBE fixture (3-class cross-entropy, softmax, fitted
+    temperature in postprocess.json). Tests must leave it as they found it."""
+    from tests.helpers import invoke
+
+    out = tmp_path_factory.mktemp("runs") / "fbe-tiny"
+    code = invoke("train", "fbe", "--data", fbe_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
+                  "--max-len", "64", "--batch-size", "8", "--out", out)
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def aes2_tiny_run(tmp_path_factory, aes2_small_dir, tiny_bert) -> Path:
+    """A complete 2-fold run of the tiny BERT on the derived AES2 fixture (MSE, clip to 1-6, thresholds fitted on
+    the OOF predictions in postprocess.json). Tests must leave it as they found it."""
+    from tests.helpers import invoke
+
+    out = tmp_path_factory.mktemp("runs") / "aes2-tiny"
+    code = invoke("train", "aes2", "--data", aes2_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
+                  "--max-len", "64", "--batch-size", "4", "--out", out)
     assert code == 0
     return out
 

@@ -195,12 +195,16 @@ def write_kernelspec(root: Path, python: Path) -> Path:
 
 
 def kernel_env(root: Path, jupyter: Path) -> dict[str, str]:
-    """The environment of the notebook run: no paths leaking the checkout, jupyter state under the temp dir."""
+    """The environment of the notebook run: no paths leaking the checkout, jupyter state under the temp dir.
+
+    CUDA is hidden: the notebook's predictions are compared with `kit predict` on the CPU to 1e-4, which a GPU's
+    bf16/fp16 autocast would miss on any machine with a GPU (the projected runtime is then a CPU's, on the safe side).
+    """
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "JUPYTER_PATH")}
     env.update(JUPYTER_PATH=str(jupyter), JUPYTER_RUNTIME_DIR=str(root / "runtime"), IPYTHONDIR=str(root / "ipython"),
                PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
-               PATH=f"{root / 'venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+               CUDA_VISIBLE_DEVICES="", PATH=f"{root / 'venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}")
     return env
 
 

@@ -73,28 +73,17 @@ def test_a_regression_loss_is_refused_for_a_multiclass_target(fbe_small_dir, tin
     assert not (tmp_path / "run").exists()
 
 
-@pytest.fixture(scope="module")
-def fbe_run(tmp_path_factory, fbe_small_dir, tiny_bert):
-    from tests.helpers import invoke
-
-    out = tmp_path_factory.mktemp("runs") / "fbe-tiny"
-    code = invoke("train", "fbe", "--data", fbe_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
-                  "--max-len", "64", "--batch-size", "8", "--out", out)
-    assert code == 0
-    return out
-
-
 @pytest.mark.e2e
-def test_train_writes_class_probabilities_grouped_folds_and_calibration(fbe_run, fbe_small_dir):
+def test_train_writes_class_probabilities_grouped_folds_and_calibration(fbe_tiny_run, fbe_small_dir):
     train = pd.read_csv(fbe_small_dir / "train.csv")
-    folds = pd.read_csv(fbe_run / "folds.csv").merge(train, on="discourse_id")
+    folds = pd.read_csv(fbe_tiny_run / "folds.csv").merge(train, on="discourse_id")
     assert (folds.groupby("essay_id")["fold"].nunique() == 1).all() and set(folds["fold"]) == {0, 1}
-    oof = pd.read_csv(fbe_run / "oof.csv")
+    oof = pd.read_csv(fbe_tiny_run / "oof.csv")
     assert list(oof.columns) == ["discourse_id", *CLASSES] and list(oof["discourse_id"]) == list(train["discourse_id"])
     probs = oof[CLASSES].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-5) and (probs > 0).all()
     truth = train["discourse_effectiveness"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()[:, None]
-    cv = json.loads((fbe_run / "cv.json").read_text())
+    cv = json.loads((fbe_tiny_run / "cv.json").read_text())
     assert cv["metric"] == "log-loss"
     assert cv["score"] == pytest.approx(LOG_LOSS(truth, probs, FBE.schema.targets).score, abs=1e-6)
     # the train-prior baseline is the log loss of the training class frequencies: about ln 3 on balanced classes
@@ -102,17 +91,17 @@ def test_train_writes_class_probabilities_grouped_folds_and_calibration(fbe_run,
     post = cv["postprocess"]
     assert post["name"] == "temperature" and post["score_after"] <= post["score_before"] + 1e-12
     assert post["score_after_crossfit"] is not None
-    recorded = json.loads((fbe_run / "run_config.json").read_text())
+    recorded = json.loads((fbe_tiny_run / "run_config.json").read_text())
     assert recorded["loss"] == "cross-entropy"
     assert recorded["targets"] == [{"name": "discourse_effectiveness", "kind": "multiclass", "classes": CLASSES}]
-    state = json.loads((fbe_run / "postprocess.json").read_text())
+    state = json.loads((fbe_tiny_run / "postprocess.json").read_text())
     assert state["name"] == "temperature" and state["state"] == post["state"]
 
 
 @pytest.mark.e2e
-def test_predict_writes_the_sample_submissions_probability_columns(fbe_run, fbe_small_dir, tmp_path, capsys):
+def test_predict_writes_the_sample_submissions_probability_columns(fbe_tiny_run, fbe_small_dir, tmp_path, capsys):
     out = tmp_path / "submission.csv"
-    code, _, err = run_kit(capsys, "predict", "fbe", "--run", fbe_run, "--input", fbe_small_dir / "test.csv",
+    code, _, err = run_kit(capsys, "predict", "fbe", "--run", fbe_tiny_run, "--input", fbe_small_dir / "test.csv",
                            "--output", out)
     assert code == 0, err
     sub, sample = pd.read_csv(out), pd.read_csv(fbe_small_dir / "sample_submission.csv")
@@ -122,14 +111,14 @@ def test_predict_writes_the_sample_submissions_probability_columns(fbe_run, fbe_
 
 
 @pytest.mark.e2e
-def test_a_plugin_that_reorders_its_classes_still_reads_an_old_runs_probabilities_right(fbe_run, fbe_small_dir,
+def test_a_plugin_that_reorders_its_classes_still_reads_an_old_runs_probabilities_right(fbe_tiny_run, fbe_small_dir,
                                                                                         tmp_path, capsys,
                                                                                         monkeypatch):
     import dataclasses
 
     from kaggle_kit import registry
 
-    args = ("predict", "fbe", "--run", fbe_run, "--input", fbe_small_dir / "test.csv", "--sample-submission",
+    args = ("predict", "fbe", "--run", fbe_tiny_run, "--input", fbe_small_dir / "test.csv", "--sample-submission",
             fbe_small_dir / "sample_submission.csv")
     code, _, err = run_kit(capsys, *args, "--output", tmp_path / "before.csv")
     assert code == 0, err
@@ -149,11 +138,11 @@ def test_a_plugin_that_reorders_its_classes_still_reads_an_old_runs_probabilitie
 
 
 @pytest.mark.e2e
-def test_bundle_checks_offline_and_simulate_equals_predict(fbe_run, fbe_small_dir, image_packages_of_this_env,
+def test_bundle_checks_offline_and_simulate_equals_predict(fbe_tiny_run, fbe_small_dir, image_packages_of_this_env,
                                                            tmp_path, capsys):
     """The bundle's own check poses training rows as test rows (their essays copied to test/); simulate lays
     out the competition folder with test.csv's essays in test/, as Kaggle mounts it."""
-    code, _, err = run_kit(capsys, "bundle", "fbe", "--run", fbe_run, "--owner", "kit-tester", "--out",
+    code, _, err = run_kit(capsys, "bundle", "fbe", "--run", fbe_tiny_run, "--owner", "kit-tester", "--out",
                            tmp_path / "bundles", "--image-packages", image_packages_of_this_env)
     assert code == 0, err
     assert "simulate: valid submission, 8 rows, equal to `kit predict`" in err
@@ -163,8 +152,8 @@ def test_bundle_checks_offline_and_simulate_equals_predict(fbe_run, fbe_small_di
     code, _, err = run_kit(capsys, "simulate", "--bundle", bundle, "--data", fbe_small_dir, "--output", simulated)
     assert code == 0, err
     predicted = tmp_path / "predicted.csv"
-    code, _, err = run_kit(capsys, "predict", "fbe", "--run", fbe_run, "--input", fbe_small_dir / "test.csv",
-                           "--output", predicted)
+    code, _, err = run_kit(capsys, "predict", "fbe", "--run", fbe_tiny_run, "--input", fbe_small_dir / "test.csv",
+                           "--output", predicted, "--device", "cpu")  # the simulated notebook runs on the CPU
     assert code == 0, err
     sim, pred = pd.read_csv(simulated), pd.read_csv(predicted)
     assert list(sim.columns) == list(pred.columns)

@@ -108,8 +108,12 @@ def test_grouped_folds_keep_each_anchor_on_one_side_and_stratify(uspppm_dir):
     folds = USPPPM.fold_strategy(df, ["score"], 4, 42)
     assert set(folds) == {0, 1, 2, 3}
     assert (df.assign(fold=folds).groupby("anchor")["fold"].nunique() == 1).all()
-    means = [df["score"][folds == f].mean() for f in range(4)]
-    assert max(means) - min(means) < 0.02
+    # each fold's share of every score level within 0.5 points of the overall share (measured 0.15 points;
+    # grouping by anchor without stratifying gives 1.3-2.0)
+    overall = df["score"].value_counts(normalize=True)
+    for f in range(4):
+        share = df.loc[folds == f, "score"].value_counts(normalize=True).reindex(overall.index, fill_value=0)
+        assert (share - overall).abs().max() < 0.005, f
     assert np.array_equal(folds, USPPPM.fold_strategy(df, ["score"], 4, 42))
 
 
@@ -136,14 +140,12 @@ def test_quick_preset_is_cpu_sized():
 
 
 @pytest.mark.e2e
-def test_train_predict_and_ensemble_on_real_pairs(tmp_path, uspppm_small_dir, tiny_bert, capsys):
-    """Two tiny runs (default format + BCE; group format + Pearson loss with the titles file given through
-    --config), each predicting the public test.csv, then an ensemble fitted on their OOF predictions."""
+def test_train_predict_and_ensemble_on_real_pairs(tmp_path, uspppm_small_dir, uspppm_tiny_run, tiny_bert, capsys):
+    """Two tiny runs (default format + BCE, the shared fixture; group format + Pearson loss with the titles file
+    given through --config), each predicting the public test.csv, then an ensemble fitted on their OOF predictions."""
     common = ["--model", tiny_bert, "--folds", "2", "--epochs", "1", "--max-len", "32", "--batch-size", "16",
               "--eval-every", "1"]
-    first = tmp_path / "bce"
-    code, _, err = run_kit(capsys, "train", "uspppm", "--data", uspppm_small_dir, *common, "--out", first)
-    assert code == 0, err
+    first = uspppm_tiny_run
 
     folds = pd.read_csv(first / "folds.csv").merge(pd.read_csv(uspppm_small_dir / "train.csv"), on="id")
     assert (folds.groupby("anchor")["fold"].nunique() == 1).all() and set(folds["fold"]) == {0, 1}

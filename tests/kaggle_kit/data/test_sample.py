@@ -105,6 +105,8 @@ def test_train_without_data_uses_the_sample_says_so_and_records_it(tmp_path, mon
     seen = []
     monkeypatch.setattr(simulate_module, "simulate", lambda bundle, folder, **kwargs: seen.append(
         pd.read_csv(folder / "test.csv")["text_id"].tolist()))
+    (tmp_path / "bundle" / "dataset").mkdir(parents=True)  # quick_check reads whether a base model is attached
+    (tmp_path / "bundle" / "dataset" / "manifest.json").write_text(json.dumps({"files": {}}))
     simulate_module.quick_check(ELL, tmp_path / "bundle", run, log=lambda _: None)
     assert seen == [pd.read_csv(sample_dir("ell") / "train.csv")["text_id"].head(8).tolist()]
 

@@ -26,7 +26,7 @@ def test_output_shape(name, states):
     assert pooling.out_dim == (4 * H if name == "concat-last4" else H)
 
 
-@pytest.mark.parametrize("name", ["mean", "max", "min", "attention", "weighted-layer", "cls"])
+@pytest.mark.parametrize("name", ["mean", "max", "min", "attention", "weighted-layer", "cls", "gem", "lstm"])
 def test_padding_does_not_change_the_result(name, states):
     hidden_states, mask = states
     pooling = build_pooling(name, H)
@@ -62,3 +62,15 @@ def test_concat_last4_is_cls_of_last_four_layers(states):
 def test_unknown_pooling():
     with pytest.raises(KitError, match="--pooling 'sum' is unknown"):
         build_pooling("sum", H)
+
+
+def test_gem_is_the_generalised_mean_of_the_real_tokens_with_a_learned_power(states):
+    hidden_states, mask = states
+    positive = hidden_states[-1].abs() + 0.1
+    gem = build_pooling("gem", H)
+    out = gem(positive, mask)
+    expected = positive[1, :4].pow(3).mean(0).pow(1 / 3)  # p starts at 3
+    assert torch.allclose(out[1], expected, atol=1e-5)
+    assert (out[1] - positive[1, :4].mean(0)).abs().max() > 1e-2  # not the plain mean
+    out.sum().backward()
+    assert gem.p.grad is not None and gem.p.grad.abs() > 0  # the power is learned

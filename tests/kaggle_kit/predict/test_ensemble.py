@@ -39,6 +39,15 @@ def test_blend_never_worse_than_the_best_single_run():
     assert w[1] > 0.2 and w[2] > 0.2, w
 
 
+@pytest.mark.parametrize("metric", [MCRMSE, PEARSON])
+def test_fitted_weights_recover_the_mixture_that_made_the_target(metric):
+    """y is exactly 0.3 a + 0.7 b: that blend scores perfectly, and any other weights score worse."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(300, 1)), rng.normal(size=(300, 1))
+    w = fit_weights([a, b], 0.3 * a + 0.7 * b, metric, ["score"])
+    np.testing.assert_allclose(w, [0.3, 0.7], atol=0.01)
+
+
 def test_pure_noise_run_gets_almost_no_weight():
     rng = np.random.default_rng(2)
     y = rng.uniform(0, 1, size=(500, 1))

@@ -43,6 +43,24 @@ def test_missing_file_is_caught(dataset_copy):
         verify_files(str(dataset_copy))
 
 
+def test_every_listed_file_is_checked(dataset_copy):
+    """One flipped byte in any file the manifest lists (wheels, weights, tokenizer, code) stops the notebook."""
+    import json
+
+    names = sorted(json.loads((dataset_copy / "manifest.json").read_text())["files"])
+    assert any(n.endswith(".whl") for n in names) and any(n.endswith(".safetensors") for n in names)
+    for name in names:
+        path = dataset_copy / name
+        original = path.read_bytes()
+        path.write_bytes(original[:-1] + bytes([original[-1] ^ 0x01]))
+        try:
+            with pytest.raises(RuntimeError, match=f"{name} does not match manifest.json"):
+                verify_files(str(dataset_copy))
+        finally:
+            path.write_bytes(original)
+    verify_files(str(dataset_copy))
+
+
 class FakeClock:
     """Every reading is `step` seconds after the previous one."""
 
@@ -64,6 +82,24 @@ def test_guard_stops_only_when_the_next_fold_would_overrun():
     assert not guard(4, 5, 8 * 3600)  # the fifth would end at 10.5 h
     assert guard.stopped
     assert "projected" in lines[0] and "skipping the remaining 1 fold(s)" in lines[-1]
+
+
+def test_guard_projects_with_the_mean_fold_time_not_the_total():
+    clock = {"now": 3.5 * 3600}  # 0.5 h of setup, then three 1 h folds
+    guard = DeadlineGuard(budget_seconds=5 * 3600, started_at=0.0, clock=lambda: clock["now"], log=lambda _: None)
+    assert guard(3, 5, 3 * 3600)  # the fourth fold ends at 4.5 h: within the budget
+    clock["now"] = 4.5 * 3600
+    assert not guard(4, 5, 4 * 3600)  # the fifth would end at 5.5 h
+
+
+def test_guard_counts_the_time_before_the_first_fold():
+    """Installing and loading count against Kaggle's limit: the clock runs from the notebook's start."""
+    clock = {"now": 3 * 3600}  # 2 h of setup, then one 1 h fold
+    guard = DeadlineGuard(budget_seconds=3.5 * 3600, started_at=0.0, clock=lambda: clock["now"], log=lambda _: None)
+    assert not guard(1, 3, 1 * 3600)  # the next fold would end at 4 h
+    late_start = DeadlineGuard(budget_seconds=3.5 * 3600, started_at=2 * 3600, clock=lambda: clock["now"],
+                               log=lambda _: None)
+    assert late_start(1, 3, 1 * 3600)  # started 2 h later: 1 h elapsed, the next fold ends at 2 h
 
 
 def test_deadline_skips_folds_and_still_writes_a_valid_submission(ell_tiny_bundle, ell_small_dir, tmp_path):

@@ -52,7 +52,7 @@ def test_simulate_with_the_base_supplied_separately_equals_kit_predict(lora_run,
     sim = simulate(bundle.path, ell_small_dir, output=tmp_path / "nb.csv", log=lambda _: None,
                    image=load_image_packages(image_packages_of_this_env), base_model=tiny_llama)
     code, _, err = run_kit(capsys, "predict", "ell", "--run", lora_run, "--input", ell_small_dir / "test.csv",
-                           "--output", tmp_path / "kit.csv")
+                           "--output", tmp_path / "kit.csv", "--device", "cpu")  # the simulated notebook's device
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "nb.csv"), pd.read_csv(tmp_path / "kit.csv"),
                                   atol=1e-4, check_exact=False)

@@ -38,7 +38,7 @@ def test_simulate_matches_kit_predict(ell_tiny_bundle, ell_tiny_run, ell_small_d
     assert f"notebook: inputs: competition files at <tmp>/{competition_at.format(**where)}" in err
     predicted = tmp_path / "predicted.csv"
     code, _, err = run_kit(capsys, "predict", "ell", "--run", ell_tiny_run, "--input", ell_small_dir / "test.csv",
-                           "--output", predicted)
+                           "--output", predicted, "--device", "cpu")  # the simulated notebook runs on the CPU
     assert code == 0, err
     sim, pred = pd.read_csv(simulated), pd.read_csv(predicted)
     sample = pd.read_csv(ell_small_dir / "sample_submission.csv")

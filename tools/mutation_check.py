@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Break kaggle-kit on purpose, one break at a time, and check that the tests notice.
+
+A developer tool, not part of the suite. Each break is a text patch (`old` -> `new`; `old` must occur exactly
+once, so a patch that no longer fits the code is reported as STALE instead of passing silently). It is applied to
+a temporary copy of the working tree (tracked files and untracked ones git does not ignore), and pytest runs in
+that copy, which it puts first on sys.path (checked before anything runs). The checkout itself is never written
+to. A test that starts a separate Python which imports the installed kit gets the unbroken checkout's code there.
+
+    python tools/mutation_check.py              # every break, against the tests meant to catch it
+    python tools/mutation_check.py --full 1 5   # breaks 1 and 5, each against the whole suite
+    python tools/mutation_check.py --list
+
+Prints one row per break: caught (the first failing test), MISSED (the tests passed), STALE or ERROR.
+Run it with the project's virtual environment (its python has pytest and the kit's dependencies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+TRAINER = "kaggle_kit/train/trainer.py"
+OPTIONS = "tests/kaggle_kit/train/test_trainer_options.py"
+LEARNING = "tests/kaggle_kit/train/test_learning.py"
+PREDICT = "tests/kaggle_kit/predict/test_predict_runs.py"
+RUNTIME = "tests/kaggle_kit/ship/test_kaggle_runtime.py"
+FOLDS = "tests/kaggle_kit/data/test_folds.py"
+POOLING = "tests/kaggle_kit/models/test_pooling.py"
+
+
+@dataclass(frozen=True)
+class Break:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+BREAKS = [
+    # ---- the eight of issue 8 ----
+    Break("scaler.step(optimizer) removed: the optimizer never steps", TRAINER,
+          "                    scaler.step(optimizer)\n", "", (OPTIONS, LEARNING)),
+    Break("the last validation kept instead of the best", TRAINER,
+          "improved = self.comp.metric.better(score, best.score)", "improved = True", (OPTIONS,)),
+    Break("FGM never attacks", TRAINER, "                    fgm.attack()\n", "", (OPTIONS,)),
+    Break("AWP never attacks", TRAINER, "                    awp.attack()\n", "", (OPTIONS,)),
+    Break("gradient accumulation ignored: a step on every micro-batch", TRAINER,
+          "if i % cfg.grad_accum == 0 or i == len(plan):", "if True:", (OPTIONS,)),
+    Break("EMA weights not used for evaluation and saving", TRAINER,
+          "                    with ema.applied() if ema is not None else contextlib.nullcontext():\n"
+          "                        pred, score, per_target = self.evaluate(model, valid)\n",
+          "                    with contextlib.nullcontext():\n"
+          "                        pred, score, per_target = self.evaluate(model, valid)\n", (OPTIONS,)),
+    Break("the loss link skipped in predict_runs", "kaggle_kit/predict/inference.py",
+          "fold_preds.append(in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw), trained).numpy(), trained,",
+          "fold_preds.append(in_plugin_order(raw, trained,", (PREDICT,)),
+    Break("the LLRD parameter groups replaced by one group", TRAINER,
+          "groups = llrd_param_groups(model, cfg.lr, cfg.head_lr, cfg.llrd, cfg.weight_decay)",
+          'groups = [{"name": "all", "params": [p for p in model.parameters() if p.requires_grad]}]', (OPTIONS,)),
+    # ---- more of the same kind ----
+    Break("output bias not initialised to the training mean", TRAINER,
+          "        model.init_output_bias(initial_bias(y_train, self.targets, self.loss_spec))\n", "",
+          (OPTIONS,)),
+    Break("bce output bias set to the mean instead of its logit", "kaggle_kit/tasks/losses.py",
+          'if spec.bias in ("logit", "log_prior"):', 'if spec.bias == "log_prior":', (OPTIONS,)),
+    Break("gradient clipping skipped", TRAINER,
+          "clip_grad_norm_(model.parameters(), cfg.max_grad_norm)",
+          'clip_grad_norm_(model.parameters(), float("inf"))', (OPTIONS,)),
+    Break("scheduler never stepped", TRAINER, "                    scheduler.step()\n", "", (OPTIONS,)),
+    Break("schedule length ignores gradient accumulation", TRAINER,
+          "total_steps = max(1, sum(math.ceil(len(stage) / cfg.grad_accum) for stage in stages))",
+          "total_steps = max(1, sum(len(stage) for stage in stages))", (OPTIONS,)),
+    Break("head_lr ignored (the head trains at lr)", "kaggle_kit/models/model.py",
+          'key, group_lr = "head", head_lr', 'key, group_lr = "head", lr', (OPTIONS,)),
+    Break("weight decay on biases and LayerNorm too", "kaggle_kit/models/model.py",
+          '"weight_decay": 0.0 if no_decay else weight_decay,', '"weight_decay": weight_decay,', (OPTIONS,)),
+    Break("backbone dropout setting ignored", "kaggle_kit/models/model.py",
+          "    if dropout is not None:\n", "    if False:\n", (OPTIONS,)),
+    Break("no per-fold seed (a resumed fold trains differently)", TRAINER,
+          "        torch.manual_seed(cfg.seed + fold)\n", "", (OPTIONS,)),
+    Break("gradients zeroed before every micro-batch (accumulation keeps only the last)", TRAINER,
+          "                backward(loss)\n",
+          "                optimizer.zero_grad(set_to_none=True)\n                backward(loss)\n", (OPTIONS,)),
+    Break("FGM attack never undone", TRAINER, "                    fgm.restore()\n", "", (OPTIONS,)),
+    Break("AWP starts one epoch late", TRAINER, "epoch >= cfg.awp_start_epoch", "epoch > cfg.awp_start_epoch",
+          (OPTIONS,)),
+    Break("EMA never updated", TRAINER, "                        ema.update()\n", "                        pass\n",
+          (OPTIONS,)),
+    Break("the OOF of the last validation recorded with the best weights", TRAINER,
+          "time.monotonic() - started, best.pred,", "time.monotonic() - started, pred,", (OPTIONS,)),
+    Break("the final live weights saved instead of the best state", TRAINER,
+          "self._save_weights(fold, best.state)", "self._save_weights(fold, self._state(model))", (OPTIONS,)),
+    Break("validation skips the loss link and post-processing", TRAINER,
+          "pred = self.comp.postprocess(apply_link(self.loss_spec, torch.from_numpy(raw), self.targets).numpy())",
+          "pred = raw",
+          (OPTIONS,)),
+    Break("--reinit-layers ignored by the trainer", TRAINER,
+          "        reinit_top_layers(model, cfg.reinit_layers)\n", "", (OPTIONS,)),
+    Break("--freeze-embeddings / --freeze-layers ignored by the trainer", TRAINER,
+          "        freeze_bottom(model, cfg.freeze_embeddings, cfg.freeze_layers)\n", "", (OPTIONS,)),
+    Break("training folds include the validation rows", "kaggle_kit/train/pipeline.py",
+          "train_part = _fold_data(prep, prep.folds != fold, fit=True)",
+          "train_part = _fold_data(prep, prep.folds >= 0, fit=True)",
+          (LEARNING,)),
+    Break("sorted batches written back in sorted order", "kaggle_kit/predict/inference.py",
+          "out[batch_idx] = pred.float().cpu().numpy()", "out[np.sort(batch_idx)] = pred.float().cpu().numpy()",
+          (PREDICT,)),
+    Break("padding leaks into attention (mask of ones)", "kaggle_kit/data/batching.py",
+          "attention_mask[row, : len(seq)] = 1", "attention_mask[row, :] = 1", (PREDICT,)),
+    Break("post-processing skipped in predict_runs", "kaggle_kit/predict/inference.py",
+          "preds = comp.postprocess(blended / used_weight)", "preds = blended / used_weight", (PREDICT,)),
+    Break("ensemble weights ignored in predict_runs (equal blend)", "kaggle_kit/predict/inference.py",
+          "weights = list(weights) if weights is not None else [1.0 / len(run_paths)] * len(run_paths)",
+          "weights = [1.0 / len(run_paths)] * len(run_paths)", (PREDICT,)),
+    Break("fitted ensemble weights minimise Pearson", "kaggle_kit/predict/ensemble.py",
+          "sign = -1.0 if metric.greater_is_better else 1.0", "sign = 1.0", ("tests/kaggle_kit/predict",)),
+    Break("folds leak groups (every row its own group)", "kaggle_kit/data/folds.py",
+          "groups = df[group_column].astype(str).to_numpy()", "groups = np.arange(len(df))", (FOLDS,)),
+    Break("grouped folds not stratified", "kaggle_kit/data/folds.py",
+          "strata = np.searchsorted(levels, score) if len(levels) <= 20 else pd.qcut(score, n_bins, labels=False)",
+          "strata = np.zeros(len(df), dtype=int)", (FOLDS,)),
+    Break("deadline guard never stops", "kaggle_kit/ship/kaggle_runtime.py",
+          "if elapsed + per_fold > self.budget_seconds:", "if False:", (RUNTIME,)),
+    Break("deadline guard stops as soon as all folds would overrun", "kaggle_kit/ship/kaggle_runtime.py",
+          "if elapsed + per_fold > self.budget_seconds:", "if projected > self.budget_seconds:", (RUNTIME,)),
+    Break("deadline guard projects with the total fold time", "kaggle_kit/ship/kaggle_runtime.py",
+          "per_fold = seconds / max(done, 1)", "per_fold = seconds", (RUNTIME,)),
+    Break("deadline guard ignores the setup time", "kaggle_kit/ship/kaggle_runtime.py",
+          "elapsed = self.clock() - self.started_at", "elapsed = seconds", (RUNTIME,)),
+    Break("verify_files skips the sha256 check", "kaggle_kit/ship/kaggle_runtime.py",
+          'if os.path.getsize(path) != expected["size"] or digest.hexdigest() != expected["sha256"]:',
+          'if os.path.getsize(path) != expected["size"]:', (RUNTIME,)),
+    Break("verify_files checks only the model weights", "kaggle_kit/ship/kaggle_runtime.py",
+          "        path = os.path.join(dataset_dir, name)\n",
+          '        path = os.path.join(dataset_dir, name)\n        if not name.endswith(".safetensors"):\n'
+          "            continue\n", (RUNTIME,)),
+    # ---- added with main's newer parts: plugins with fitted post-processors, ensembles files, GeM, LoRA ----
+    Break("the run's fitted post-processor (thresholds, temperature) not applied by predict_runs",
+          "kaggle_kit/predict/inference.py",
+          "    return apply_record(comp.postprocessor, postprocess_state, preds, comp.schema.targets, where)\n",
+          "    return preds\n", (PREDICT,)),
+    Break("a multiclass output bias not started at the log class priors", "kaggle_kit/tasks/losses.py",
+          '        elif spec.bias == "log_prior":\n', "        elif False:\n",
+          ("tests/kaggle_kit/tasks/test_losses.py",)),
+    Break("ensemble file's weights ignored when blending the OOF predictions (equal blend)",
+          "kaggle_kit/predict/ensemble_file.py",
+          "sum(output_weights(matrix[i], targets) * np.asarray(p, dtype=np.float64) for i, p in enumerate(preds))",
+          "sum(np.asarray(p, dtype=np.float64) / len(preds) for p in preds)",
+          ("tests/kaggle_kit/predict/test_ensemble_file.py",)),
+    Break("GeM pooling is the plain mean (p fixed at 1)", "kaggle_kit/models/pooling.py",
+          "        p = self.p.clamp(min=1.0)\n", "        p = torch.ones_like(self.p)\n", (POOLING,)),
+    Break("LoRA adapters never trained (frozen with the base)", "kaggle_kit/models/lora.py",
+          "    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)\n",
+          "    model.requires_grad_(False)\n"
+          "    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)\n",
+          ("tests/kaggle_kit/models/test_lora.py",)),
+]
+
+
+def working_tree_files(repo: Path) -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                         check=True, capture_output=True).stdout.decode()
+    return [name for name in out.split("\0") if name and (repo / name).is_file()]
+
+
+def copy_tree(repo: Path, dest: Path) -> None:
+    for name in working_tree_files(repo):
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / name, target)
+
+
+def pytest_env() -> dict[str, str]:
+    """No PYTHONPATH: pytest (run from the copy, whose tests/ is a package) puts the copy first on sys.path, so
+    the kit and the plugins import from it; PYTHONPATH would also leak into the subprocesses some tests start
+    (the simulated Kaggle kernel must not see the kit), and the unbroken suite would fail."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**env, "TQDM_DISABLE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def check_imports_come_from(copy: Path) -> None:
+    code = "import kaggle_kit, competitions, tests; print(kaggle_kit.__file__, competitions.__file__, tests.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=copy, env=pytest_env(), capture_output=True,
+                         text=True, check=True).stdout.split()
+    stray = [path for path in out if not Path(path).resolve().is_relative_to(copy.resolve())]
+    if stray:
+        sys.exit(f"the copy's packages are shadowed by {stray}: run this with the project's venv python")
+
+
+def run_pytest(copy: Path, tests: tuple[str, ...]) -> tuple[str, str, float]:
+    """(outcome, detail, seconds): outcome is 'pass', 'fail' (detail: the first failing test) or 'error'."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                          cwd=copy, env=pytest_env(), capture_output=True, text=True)
+    seconds = time.monotonic() - start
+    if proc.returncode == 0:
+        return "pass", "", seconds
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.MULTILINE)
+    if proc.returncode == 1 and failed:
+        return "fail", failed[0], seconds
+    last_lines = (proc.stdout + proc.stderr).strip().splitlines()[-1:]
+    return "error", f"exit {proc.returncode}: {' '.join(last_lines)}", seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("numbers", nargs="*", type=int, help="breaks to try (1-based, see --list) [default: all]")
+    parser.add_argument("--full", action="store_true", help="run the whole suite for each break")
+    parser.add_argument("--list", action="store_true", help="list the breaks and exit")
+    parser.add_argument("--no-baseline", action="store_true", help="skip checking that the unbroken tests pass")
+    args = parser.parse_args()
+    if args.list:
+        for number, brk in enumerate(BREAKS, start=1):
+            print(f"{number:3d}  {brk.name}  ({brk.path}; {', '.join(brk.tests)})")
+        return 0
+    chosen = [(n, BREAKS[n - 1]) for n in (args.numbers or range(1, len(BREAKS) + 1))]
+    # a `kill` cleans up like Ctrl-C: the running pytest is stopped and the temporary copy removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    status_before = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kit-mutation-") as tmp:
+        copy = Path(tmp) / REPO.name
+        copy_tree(REPO, copy)
+        shared = REPO.parent / "shared"
+        if shared.is_dir():  # the tests find the real data at ../shared/data
+            (Path(tmp) / "shared").symlink_to(shared, target_is_directory=True)
+        check_imports_come_from(copy)
+        if not args.no_baseline:
+            suite = () if args.full else tuple(sorted({t for _, brk in chosen for t in brk.tests}))
+            outcome, detail, seconds = run_pytest(copy, suite)
+            print(f"baseline ({' '.join(suite) or 'whole suite'}): {outcome} {detail} ({seconds:.0f} s)", flush=True)
+            if outcome != "pass":
+                print("the unbroken tests do not pass: fix that first", file=sys.stderr)
+                return 2
+        for number, brk in chosen:
+            target = copy / brk.path
+            original = target.read_text(encoding="utf-8")
+            if original.count(brk.old) != 1:
+                rows.append((number, brk.name, "STALE", f"patch text found {original.count(brk.old)} times", 0.0))
+                print(f"{number:3d} STALE  {brk.name}", flush=True)
+                continue
+            target.write_text(original.replace(brk.old, brk.new), encoding="utf-8")
+            try:
+                outcome, detail, seconds = run_pytest(copy, () if args.full else brk.tests)
+            finally:
+                target.write_text(original, encoding="utf-8")
+            verdict = {"fail": "caught", "pass": "MISSED", "error": "ERROR"}[outcome]
+            rows.append((number, brk.name, verdict, detail, seconds))
+            print(f"{number:3d} {verdict:6s} {brk.name}: {detail} ({seconds:.0f} s)", flush=True)
+
+    status_after = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
+    if status_after != status_before:
+        print("warning: the checkout's git status changed while this ran (another process?)", file=sys.stderr)
+    print("\n| # | break | result | first failing test | s |\n| --- | --- | --- | --- | --- |")
+    for number, name, verdict, detail, seconds in rows:
+        print(f"| {number} | {name} | {verdict} | {detail.replace('|', '/')} | {seconds:.0f} |")
+    return 0 if all(verdict == "caught" for _, _, verdict, _, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
