@@ -42,6 +42,7 @@ class RunCost:
     tokens_per_row: float
     weights_format: str = "fp16"  # how the weights are held at inference (fp16, 4bit, int8, fp32)
     stored_bytes_per_weight: float = 2.0  # as read from disk: a 4-bit base is quantised from its 16-bit checkpoint
+    parallel_folds: bool = True  # LoRA runs predict their folds one after another (one base in memory at a time)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ def project(runs: list[RunCost], rows: int, accelerator: str, assume_tflops: flo
         if gpus == 0:
             speed, parallel = assume_tflops or CPU_TFLOPS, 1
             layout[run.name] = "CPU"
+        elif model_gib + HEADROOM_GIB <= memory and not run.parallel_folds:
+            parallel = 1
+            layout[run.name] = f"one fold at a time on one GPU ({model_gib:.1f} GiB of weights)"
         elif model_gib + HEADROOM_GIB <= memory:
             parallel = min(gpus, run.folds)
             layout[run.name] = f"one fold per GPU ({model_gib:.1f} GiB of weights each), {parallel} at a time"
@@ -119,4 +123,4 @@ def bundle_run_cost(name: str, run, folds: int, accelerator: str) -> RunCost:
     weights_format = ("4bit" if cfg.load_in_4bit else "int8" if cfg.load_in_8bit
                       else "fp32" if ACCELERATORS[accelerator][0] == 0 else "fp16")
     return RunCost(name, float(parameters), folds, float(min(tokens, cfg.max_len)), weights_format,
-                   stored / max(parameters, 1))
+                   stored / max(parameters, 1), parallel_folds=not cfg.lora_r)

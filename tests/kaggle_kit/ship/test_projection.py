@@ -31,3 +31,11 @@ def test_small_encoders_are_cheap_and_the_assumption_can_be_overridden():
     assert default.hours < 0.1 and slower.per_run["deberta"] > default.per_run["deberta"]
     assert "not measured on Kaggle" in default.assumptions
     assert project([deberta], rows=2700, accelerator="none").layout["deberta"] == "CPU"
+
+
+def test_lora_folds_are_projected_one_after_another():
+    lora = RunCost("qwen", parameters=8.19e9, folds=4, tokens_per_row=450, weights_format="4bit",
+                   parallel_folds=False)
+    spread = RunCost("qwen", parameters=8.19e9, folds=4, tokens_per_row=450, weights_format="4bit")
+    one, two = project([lora], 2700, "t4x2"), project([spread], 2700, "t4x2")
+    assert one.per_run["qwen"] == pytest.approx(2 * two.per_run["qwen"]) and "one fold at a time" in one.layout["qwen"]
