@@ -119,15 +119,14 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-HEADROOM_BYTES = 2 * 1024**3  # activations and the CUDA context, per GPU
-
-
 def split_over_gpus(model_bytes: int, gpu_bytes: Sequence[int]) -> bool:
     """Whether a model must be split layer by layer over the GPUs: it does not fit the first with headroom, but
-    it fits all of them together."""
-    if len(gpu_bytes) < 2 or model_bytes + HEADROOM_BYTES <= gpu_bytes[0]:
+    it fits all of them together (the same rule the bundle's time projection lays models out by)."""
+    from kaggle_kit.ship.projection import GIB, fits_one_gpu, fits_split
+
+    if len(gpu_bytes) < 2 or fits_one_gpu(model_bytes / GIB, gpu_bytes[0] / GIB):
         return False
-    return model_bytes + HEADROOM_BYTES * len(gpu_bytes) <= sum(gpu_bytes)
+    return fits_split(model_bytes / GIB, [b / GIB for b in gpu_bytes])
 
 
 def lora_placement(cfg: TrainConfig, base: Path, device: torch.device, dtype: torch.dtype):

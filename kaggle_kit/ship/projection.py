@@ -32,6 +32,16 @@ BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "4bit": 
 HEADROOM_GIB = 2.0  # activations, CUDA context
 
 
+def fits_one_gpu(model_gib: float, gpu_gib: float) -> bool:
+    """Whether a model's weights fit one GPU with room for activations and the CUDA context."""
+    return model_gib + HEADROOM_GIB <= gpu_gib
+
+
+def fits_split(model_gib: float, gpu_gibs: list[float]) -> bool:
+    """Whether a model's weights fit when split layer by layer over all the GPUs, each keeping its headroom."""
+    return model_gib + HEADROOM_GIB * len(gpu_gibs) <= sum(gpu_gibs)
+
+
 @dataclass(frozen=True)
 class RunCost:
     """What one run costs per fold: its weights and the tokens it reads."""
@@ -69,16 +79,16 @@ def project(runs: list[RunCost], rows: int, accelerator: str, assume_tflops: flo
         if gpus == 0:
             speed, parallel = assume_tflops or CPU_TFLOPS, 1
             layout[run.name] = "CPU"
-        elif model_gib + HEADROOM_GIB <= memory and not run.parallel_folds:
+        elif fits_one_gpu(model_gib, memory) and not run.parallel_folds:
             parallel = 1
             layout[run.name] = f"one fold at a time on one GPU ({model_gib:.1f} GiB of weights)"
-        elif model_gib + HEADROOM_GIB <= memory:
+        elif fits_one_gpu(model_gib, memory):
             parallel = min(gpus, run.folds)
             layout[run.name] = f"one fold per GPU ({model_gib:.1f} GiB of weights each), {parallel} at a time"
         else:
             parallel = 1
             layout[run.name] = f"one model split over {gpus} GPUs ({model_gib:.1f} GiB of weights)"
-            if model_gib + HEADROOM_GIB * gpus > memory * gpus:
+            if not fits_split(model_gib, [memory] * gpus):
                 layout[run.name] += " - DOES NOT FIT: hold the weights in 4 bits (--load-in-4bit)"
         flops = 2.0 * run.parameters * rows * run.tokens_per_row
         fold_seconds = flops / (speed * 1e12) + run.parameters * run.stored_bytes_per_weight / (DISK_GBPS * 1e9)

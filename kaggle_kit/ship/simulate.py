@@ -344,6 +344,11 @@ def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path
     return submission_difference(comp, submission, submission_frame(comp, test_df, preds, sample))
 
 
+def attached_base(manifest: dict[str, Any]) -> bool:
+    """Whether the bundle's LoRA runs get their base model from a separately attached input (not a copy)."""
+    return bool(manifest.get("base_model")) and not manifest["base_model"].get("path")
+
+
 def _copied_base(manifest: dict[str, Any], dataset: Path) -> Path | None:
     path = (manifest.get("base_model") or {}).get("path")
     return dataset / path if path else None
@@ -386,7 +391,7 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
             f"simulation uses {image.path} ({image.date}); pass --image-packages to simulate the bundle's")
     if layout not in LAYOUTS:
         raise KitError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
-    attached = manifest.get("base_model") and not manifest["base_model"].get("path")
+    attached = attached_base(manifest)
     if attached and base_model is None:
         raise KitError(f"simulate: the bundle's LoRA runs need their base model "
                        f"({manifest['base_model']['identity'].get('name')}), attached on Kaggle as "
@@ -479,7 +484,7 @@ def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8, log: Call
             sample[column] = 0.0
         sample.to_csv(Path(tmp) / "sample_submission.csv", index=False)
         manifest = read_json(Path(bundle_dir) / "dataset" / "manifest.json")
-        attached = manifest.get("base_model") and not manifest["base_model"].get("path")
+        attached = attached_base(manifest)
         base = RunDir(run_path).load_config().model if attached else None  # where training found it
         return simulate(bundle_dir, Path(tmp), log=log, image=image, base_model=Path(base) if base else None)
 
