@@ -344,7 +344,8 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     if merge:
         if base is None:
             raise KitError("--merge: no run in this bundle holds LoRA adapters")
-        quantised = [r.name for r in runs if r.run.load_config().load_in_4bit or r.run.load_config().load_in_8bit]
+        quantised = [r.name for r, cfg in ((r, r.run.load_config()) for r in runs)
+                     if cfg.load_in_4bit or cfg.load_in_8bit]
         if quantised:
             raise KitError(f"--merge: {', '.join(quantised)} hold their base in 4/8 bits; merging re-quantises the "
                            f"weights and changes the predictions: bundle without --merge")
