@@ -4,7 +4,9 @@ The plain loop pads every batch to max_len, takes batches in random order and st
 the kit tokenises once, pads each batch to its longest member, groups similar lengths (bucketed for
 training, sorted for inference) and steps its own optimizer (fused AdamW over the LLRD groups). Same
 model, data, batch size and max_len; each variant runs in a fresh process so its peak RSS is its own.
-Prints samples/s and the kit/plain ratios.
+Prints samples/s and the kit/plain ratios. With --quantize int8 it also times one of the model's own linear layers in
+fp32 and in int8 on this CPU, in the same process: int8 can only speed up the linear layers by that much (large on a
+CPU with AVX-512 VNNI or AMX, little on one with AVX2 only), so the end-to-end ratio is read against it.
 
     python benchmarks/throughput.py --data ../shared/data/ell [--model DIR] [--max-len 512]
     python benchmarks/throughput.py --phases infer --quantize int8     # the kit's CPU inference in int8
@@ -117,7 +119,56 @@ def measure(args, queue) -> None:
                   real_tokens=real_tokens, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if device.type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if not train and args.variant == "kit" and args.quantize and device.type == "cpu":
+        rows = args.eval_batch_size * int(np.median([len(x) for x in ids]))
+        float_model = _setup(args)[3]
+        result["int8_gemm"] = int8_gemm_speedup(float_model, rows)
     queue.put(result)
+
+
+def cpu_int8_features() -> str:
+    """The CPU's vector level and the int8 dot-product instructions it has (they decide what int8 can gain)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    int8 = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{torch.backends.cpu.get_cpu_capability()}, int8 dot products: {', '.join(int8) or 'none (no VNNI/AMX)'}"
+
+
+def int8_gemm_speedup(model, rows: int, repeats: int = 5) -> dict:
+    """fp32 vs int8-dynamic time of the backbone's widest linear layer on `rows` tokens: int8's ceiling here."""
+    import warnings
+
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    layer = max((m for m in model.backbone.modules() if isinstance(m, torch.nn.Linear)),
+                key=lambda m: m.in_features * m.out_features)
+    layer = torch.nn.Linear(layer.in_features, layer.out_features).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer.qconfig = torch.ao.quantization.default_dynamic_qconfig
+        quantized = DynamicLinear.from_float(layer)
+    x = torch.randn(rows, layer.in_features)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    with torch.inference_mode():
+        fp32, int8 = best(lambda: layer(x)), best(lambda: quantized(x))
+    return {"shape": f"{rows}x{layer.in_features} @ {layer.in_features}x{layer.out_features}",
+            "fp32_ms": fp32 * 1e3, "int8_ms": int8 * 1e3, "speedup": fp32 / int8,
+            "fp32_gflops": 2 * rows * layer.in_features * layer.out_features / fp32 / 1e9}
 
 
 def run_variant(args, phase: str, variant: str) -> dict:
@@ -167,6 +218,12 @@ def main() -> None:
         tokens = kit["padded_tokens"] / plain["padded_tokens"]
         print(f"{phase:<7}{plain['samples_per_s']:>17.2f}{kit['samples_per_s']:>15.2f}{ratio:>7.2f}x{tokens:>26.2f}"
               f"{plain['peak_rss_mb']:>13.0f} / {kit['peak_rss_mb']:<9.0f}")
+    for _, kit, _ in rows:
+        if "int8_gemm" in kit:
+            gemm = kit["int8_gemm"]
+            print(f"int8 ceiling on this CPU ({cpu_int8_features()}): the widest linear layer, {gemm['shape']}, "
+                  f"{gemm['fp32_ms']:.1f} ms fp32 ({gemm['fp32_gflops']:.0f} GFLOP/s) vs {gemm['int8_ms']:.1f} ms int8 "
+                  f"= {gemm['speedup']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps([{"phase": p, "kit": k, "plain": q} for p, k, q in rows], indent=2))
 
