@@ -38,6 +38,10 @@ PREDICT = "tests/kaggle_kit/predict/test_predict_runs.py"
 RUNTIME = "tests/kaggle_kit/ship/test_kaggle_runtime.py"
 FOLDS = "tests/kaggle_kit/data/test_folds.py"
 POOLING = "tests/kaggle_kit/models/test_pooling.py"
+PSEUDO = "tests/kaggle_kit/train/test_pseudo_distill.py"
+WINDOWS = "tests/kaggle_kit/models/test_windows.py"
+DISTRIBUTED = "tests/kaggle_kit/train/test_distributed.py"
+LOADER = "tests/kaggle_kit/data/test_loader.py"
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,43 @@ BREAKS = [
           "    model.requires_grad_(False)\n"
           "    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)\n",
           ("tests/kaggle_kit/models/test_lora.py",)),
+    # ---- the winners' toolbox and scale-out ----
+    Break("LSTM pooling skipped (the mean of the backbone's states)", "kaggle_kit/models/pooling.py",
+          "        return self.mean(out, attention_mask).to(last_hidden.dtype)",
+          "        return self.mean(last_hidden, attention_mask).to(last_hidden.dtype)", (POOLING,)),
+    Break("LSTM runs over the padding (no packing by length)", "kaggle_kit/models/pooling.py",
+          "lengths = attention_mask.sum(1).clamp(min=1).cpu()",
+          "lengths = torch.full_like(attention_mask.sum(1), attention_mask.shape[1]).cpu()", (POOLING,)),
+    Break("per-target ensemble weights averaged into one", "kaggle_kit/tasks/targets.py",
+          "        return np.repeat(values, widths)", "        return np.full(sum(widths), float(values.mean()))",
+          ("tests/kaggle_kit/predict", "tests/kaggle_kit/tasks")),
+    Break("pseudo rows: every fold trains on the blended teacher labels", "kaggle_kit/train/pseudo.py",
+          "y = self.per_fold.get(fold, self.blend) if fold is not None else self.blend", "y = self.blend",
+          (PSEUDO,)),
+    Break("pseudo rows that are labelled rows kept", "kaggle_kit/train/pseudo.py",
+          "keep = np.array([tuple(x) not in labelled and str(i) not in labelled_ids",
+          "keep = np.array([True", (PSEUDO,)),
+    Break("pseudo rows never join training", TRAINER,
+          "pseudo_lengths = [len(x) for x in pseudo.ids] if pseudo is not None else []", "pseudo_lengths = []",
+          (PSEUDO,)),
+    Break("distillation ignores the teacher (weight 0)", "kaggle_kit/train/pseudo.py",
+          "    w = cfg.distill_weight\n", "    w = 0.0\n", (PSEUDO,)),
+    Break("full-train model trains its whole schedule instead of the folds' median best step",
+          "kaggle_kit/train/pipeline.py", 'fractions.append(record["best_step"] / total)', "fractions.append(1.0)",
+          ("tests/kaggle_kit/train/test_seeds_full_train.py",)),
+    Break("sliding windows: the last window does not reach the row's end", "kaggle_kit/models/model.py",
+          "[*range(0, n - length, stride), n - length]", "[*range(0, n - length, stride)]", (WINDOWS,)),
+    Break("sliding windows: overlapping token states summed, not averaged", "kaggle_kit/models/model.py",
+          "stitched.append(merged / count.clamp(min=1))", "stitched.append(merged)", (WINDOWS,)),
+    Break("--quantize int8 leaves the model in fp32", "kaggle_kit/predict/quantize.py",
+          "model.backbone = quantize_dynamic(model.backbone, {nn.Linear}, dtype=torch.qint8)",
+          "model.backbone = model.backbone", ("tests/kaggle_kit/predict/test_parallel.py",)),
+    Break("data parallel: every rank takes rank 0's rows", "kaggle_kit/data/loader.py",
+          "mine = rows[rank::world_size]", "mine = rows[0::world_size]", (DISTRIBUTED, LOADER)),
+    Break("data parallel: uneven shards weighted as even ones", "kaggle_kit/data/loader.py",
+          "scale * len(mine) * world_size / len(rows), pseudo)", "scale, pseudo)", (DISTRIBUTED, LOADER)),
+    Break("data-parallel validation: every rank predicts rank 0's rows", "kaggle_kit/train/distributed.py",
+          "return order[dist.rank::dist.world_size]", "return order[::dist.world_size]", (DISTRIBUTED,)),
 ]
 
 

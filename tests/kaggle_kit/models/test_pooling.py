@@ -74,3 +74,15 @@ def test_gem_is_the_generalised_mean_of_the_real_tokens_with_a_learned_power(sta
     assert (out[1] - positive[1, :4].mean(0)).abs().max() > 1e-2  # not the plain mean
     out.sum().backward()
     assert gem.p.grad is not None and gem.p.grad.abs() > 0  # the power is learned
+
+
+def test_lstm_is_the_mean_of_a_bidirectional_lstm_over_each_rows_real_tokens(states):
+    hidden_states, mask = states
+    last = hidden_states[-1]
+    lstm = build_pooling("lstm", H)
+    out = lstm(last, mask)
+    with torch.no_grad():
+        for row, n in enumerate(mask.sum(1).tolist()):
+            alone, _ = lstm.lstm(last[row:row + 1, :n])  # the row's real tokens only: no padding to pack
+            assert torch.allclose(out[row], alone[0].mean(0), atol=1e-5)
+    assert (out - build_pooling("mean", H)(last, mask)).abs().max() > 1e-2  # not the backbone's plain mean

@@ -88,3 +88,18 @@ def test_model_limit_picks_the_window_and_deberta_needs_none(tiny_bert, tiny_deb
     assert window_settings(TrainConfig(max_len=1024), bert) == {"window_len": 512, "window_stride": 256}
     assert window_settings(TrainConfig(max_len=512), bert) == {}
     assert window_settings(TrainConfig(max_len=1024), deberta) == {}  # relative positions: longer just works
+
+
+def test_a_tokens_states_are_the_mean_over_the_windows_that_hold_it(tiny_bert):
+    model = _model(tiny_bert, (16, 8))
+    ids = torch.randint(1000, 2000, (1, 40))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        stitched, _ = model.windowed(ids, mask)
+        starts = [0, 8, 16, 24]  # every 8 tokens; the last window ends at the row's last token
+        alone = {s: model.backbone(input_ids=ids[:, s:s + 16], attention_mask=mask[:, s:s + 16]).last_hidden_state[0]
+                 for s in starts}
+    for token in (0, 10, 20, 30, 39):
+        holding = [alone[s][token - s] for s in starts if s <= token < s + 16]
+        assert torch.allclose(stitched[0, token], torch.stack(holding).mean(0), atol=1e-5), token
+    assert not torch.allclose(alone[0][10], alone[8][2], atol=1e-3)  # the windows do see token 10 differently
