@@ -178,3 +178,29 @@ def test_the_download_platforms_take_a_wheel_tagged_only_manylinux_2_24():
 
     *_, tags = parse_wheel_filename("bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl")
     assert {t.platform for t in tags} <= set(WHEEL_PLATFORMS)
+
+
+@pytest.mark.parametrize("bits", ["load_in_4bit", "load_in_8bit"])
+def test_merge_is_refused_for_a_4_or_8_bit_base_before_anything_is_written(lora_run, tmp_path, bits,
+                                                                          image_packages_of_this_env):
+    import shutil
+
+    from kaggle_kit.errors import KitError
+
+    quantised = tmp_path / "qlora-run"
+    shutil.copytree(lora_run, quantised)
+    config = json.loads((quantised / "run_config.json").read_text())
+    (quantised / "run_config.json").write_text(json.dumps({**config, bits: True}))
+    with pytest.raises(KitError, match=r"--merge: qlora-run hold their base in 4/8 bits; merging re-quantises"):
+        build_bundle(get_competition("ell"), [quantised], tmp_path / "bundles", owner="kit-tester",
+                     log=lambda _: None, image=load_image_packages(image_packages_of_this_env),
+                     base_model=MODEL_SOURCE, merge=True)
+    assert not (tmp_path / "bundles").exists() or not any((tmp_path / "bundles").iterdir())
+
+
+def test_merge_is_refused_without_a_lora_run(ell_tiny_run, tmp_path, image_packages_of_this_env):
+    from kaggle_kit.errors import KitError
+
+    with pytest.raises(KitError, match="--merge: no run in this bundle holds LoRA adapters"):
+        build_bundle(get_competition("ell"), [ell_tiny_run], tmp_path / "bundles", owner="kit-tester",
+                     log=lambda _: None, image=load_image_packages(image_packages_of_this_env), merge=True)
