@@ -307,6 +307,16 @@ def model_files(r: BundleRun) -> list[tuple[Path, str]]:
     return files
 
 
+MACHINE_KEYS = ("host", "pid", "pid_start")
+
+
+def shareable_run_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The run's manifest without the training machine's name, process ids and boot id: they told the run folder
+    whether a session still runs; in a dataset that may be made public they only identify the machine."""
+    sessions = [{k: v for k, v in session.items() if k not in MACHINE_KEYS} for session in manifest.get("sessions", [])]
+    return {**manifest, "sessions": sessions} if "sessions" in manifest else manifest
+
+
 def runs_digest(runs: list[BundleRun]) -> str:
     digest = hashlib.sha256()
     for r in runs:
@@ -516,7 +526,10 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
     for r in runs:
         for src, dest in model_files(r):
             (dataset / dest).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dataset / dest)
+            if src == r.run.manifest:
+                write_json(dataset / dest, shareable_run_manifest(read_json(src)))
+            else:
+                shutil.copyfile(src, dataset / dest)
     if base is not None and base.get("folder"):
         log(f"copying the base model {base['folder']} into the bundle ({base['path']})")
         shutil.copytree(base.pop("folder"), dataset / base["path"])

@@ -58,6 +58,13 @@ def test_layout_and_manifest(bundle_dir, ell_tiny_run):
                                  "cv_score": cv["score"], "metric": "MCRMSE"}]
     assert manifest["competition"] == "ell" and manifest["kit_version"] == "0.1.0" and manifest["created"]
     assert manifest["wheels"] == ["wheels/kaggle_kit-0.1.0-py3-none-any.whl"]
+    trained = json.loads((ell_tiny_run / "manifest.json").read_text())
+    shipped = json.loads((dataset / f"models/{name}/run_manifest.json").read_text())
+    assert trained["sessions"] and {"host", "pid", "pid_start"} <= set(trained["sessions"][0])
+    assert shipped["sessions"] == [{k: v for k, v in s.items() if k not in ("host", "pid", "pid_start")}
+                                   for s in trained["sessions"]]
+    shipped.pop("sessions"), trained.pop("sessions")
+    assert shipped == trained
     assert re.fullmatch(r"ell-[0-9a-f]{16}", manifest["bundle_id"]) and manifest["plugin"] is None
     from importlib.metadata import version
 
