@@ -89,6 +89,10 @@ class TrainConfig(BaseModel):
     epochs: int = setting(3, "Epochs per fold.", ge=1)
     max_len: int = setting(512, "Max tokens per input (longer inputs are truncated); beyond a model's position "
                                 "limit (or --window-len) the input runs as sliding windows.", ge=8)
+    tail_tokens: int = setting(0, "Head+tail truncation: an input longer than --max-len keeps its last N tokens "
+                                  "and the rest from its start (an essay's conclusion; a decoder prompt's closing "
+                                  "tokens, where last-token pooling reads). 0: keep the first --max-len tokens.",
+                               ge=0, metavar="N")
     batch_size: int = setting(8, "Training batch size (per optimizer micro-step).", ge=1)
     eval_batch_size: int = setting(32, "Inference batch size.", ge=1, resume_safe=True)
     eval_max_tokens: int | None = setting(None, "Inference token budget: a batch holds at most this many padded "
@@ -225,6 +229,9 @@ class TrainConfig(BaseModel):
         if self.window_stride is not None and self.window_len is not None and self.window_stride > self.window_len:
             raise ValueError(f"--window-stride {self.window_stride}: above --window-len {self.window_len}, tokens "
                              f"between windows would never be seen")
+        if self.tail_tokens >= self.max_len:
+            raise ValueError(f"--tail-tokens {self.tail_tokens}: must be below --max-len {self.max_len} (the input's "
+                             f"start, with its first special token, needs room too)")
         if self.awp_lr > 0 and self.awp_start_epoch >= self.epochs:
             raise ValueError(f"--awp-start-epoch {self.awp_start_epoch}: AWP would never run with --epochs "
                              f"{self.epochs} (epochs count from 0: use 0..{self.epochs - 1})")

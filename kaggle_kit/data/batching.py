@@ -8,13 +8,18 @@ import numpy as np
 import torch
 
 
-def tokenize(tokenizer, texts: Sequence[str], max_len: int, chunk: int = 1024) -> list[list[int]]:
-    """Token ids per text, truncated to max_len, unpadded."""
+def tokenize(tokenizer, texts: Sequence[str], max_len: int, chunk: int = 1024, tail_tokens: int = 0
+             ) -> list[list[int]]:
+    """Token ids per text, at most max_len, unpadded: the first max_len tokens, or with `tail_tokens` the first
+    max_len - tail_tokens and the last tail_tokens (the closing special token stays the last one)."""
     ids: list[list[int]] = []
     for start in range(0, len(texts), chunk):
-        enc = tokenizer(list(texts[start:start + chunk]), truncation=True, max_length=max_len,
-                        padding=False, return_attention_mask=False, return_token_type_ids=False)
+        enc = tokenizer(list(texts[start:start + chunk]), truncation=not tail_tokens, max_length=max_len,
+                        padding=False, return_attention_mask=False, return_token_type_ids=False, verbose=False)
         ids.extend(enc["input_ids"])
+    if tail_tokens:
+        head = max_len - tail_tokens
+        ids = [x if len(x) <= max_len else x[:head] + x[-tail_tokens:] for x in ids]
     return ids
 
 

@@ -172,7 +172,7 @@ def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: Trai
     ctx = InputContext(sep_token=tokenizer.sep_token or "[SEP]",
                        input_format=cfg.input_format or comp.input_formats[0], seed=cfg.seed,
                        data_dir=data_dir, options=cfg.extra, files=files, chat=chat_renderer(tokenizer), split=split)
-    return tokenize(tokenizer, comp.build_inputs(df, ctx), cfg.max_len)
+    return tokenize(tokenizer, comp.build_inputs(df, ctx), cfg.max_len, tail_tokens=cfg.tail_tokens)
 
 
 def chat_renderer(tokenizer):

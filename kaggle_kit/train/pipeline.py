@@ -137,6 +137,10 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
     lengths = np.array([len(x) for x in ids])
     log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% truncated at %d", comp.name, len(train_df),
              cfg.folds, np.median(lengths), 100 * np.mean(lengths >= cfg.max_len), cfg.max_len)
+    if cfg.pooling == "last-token" and not cfg.tail_tokens and np.any(lengths >= cfg.max_len):
+        log.warning("WARNING: %d inputs are cut at --max-len %d and last-token pooling reads their last token, "
+                    "which is then mid-text, not the prompt's end: --tail-tokens N keeps each input's last N "
+                    "tokens", int(np.sum(lengths >= cfg.max_len)), cfg.max_len)
     y = train_df[targets].to_numpy(dtype=np.float32)
     pseudo = load_pseudo(comp, cfg, train_df, tokenizer, data_dir, files, ids, folds) if cfg.pseudo else None
     y_fit = distilled_targets(comp, cfg, train_df, y) if cfg.distill else None

@@ -50,3 +50,43 @@ def test_a_token_budget_shrinks_batches_of_long_rows_and_keeps_every_row_once():
         assert len(batch) * max(lengths[i] for i in batch) <= 200 or len(batch) == 1
     assert [len(b) for b in batches] == [2, 4, 2]  # 100+90 | 50,10,10,10 | 10,10
     assert sorted_batches([500], batch_size=4, max_tokens=10)[0].tolist() == [0]  # a row past the budget alone
+
+
+def test_tail_tokens_keep_the_start_and_the_end_of_long_inputs(tiny_bert):
+    from kaggle_kit.data.batching import tokenize
+    from kaggle_kit.predict.inference import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_bert)
+    long_text = " ".join(f"word{i}" for i in range(300))
+    full = tokenizer(long_text)["input_ids"]
+    assert len(full) > 40
+    head_only, head_tail = (tokenize(tokenizer, [long_text, "short text"], 32, tail_tokens=n) for n in (0, 10))
+    assert head_only[0] == full[:31] + [tokenizer.sep_token_id]  # plain truncation: the text's end is lost
+    assert head_tail[0] == full[:22] + full[-10:]  # the closing [SEP] stays last, the essay's end is kept
+    assert head_tail[0][-1] == tokenizer.sep_token_id and len(head_tail[0]) == 32
+    assert head_tail[1] == head_only[1] == tokenizer("short text")["input_ids"]
+
+
+def test_a_run_predicts_with_the_tail_tokens_it_trained_with(tiny_bert):
+    import pandas as pd
+
+    from kaggle_kit.config import TrainConfig
+    from kaggle_kit.predict.inference import build_model_inputs, load_tokenizer
+    from kaggle_kit.registry import get_competition
+
+    comp = get_competition("ell")
+    tokenizer = load_tokenizer(tiny_bert)
+    df = pd.DataFrame({"text_id": ["a"], "full_text": [" ".join(f"word{i}" for i in range(300))]})
+    full = tokenizer(df["full_text"][0])["input_ids"]
+    ids = build_model_inputs(comp, df, tokenizer, TrainConfig(max_len=32, tail_tokens=10), None, {})
+    assert ids[0][-10:] == full[-10:] and ids[0][:22] == full[:22]
+
+
+def test_tail_tokens_must_leave_room_for_the_start():
+    import pytest
+    from pydantic import ValidationError
+
+    from kaggle_kit.config import TrainConfig
+
+    with pytest.raises(ValidationError, match="--tail-tokens 64: must be below --max-len 64"):
+        TrainConfig(max_len=64, tail_tokens=64)

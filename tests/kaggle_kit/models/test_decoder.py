@@ -52,3 +52,9 @@ def test_a_decoder_run_pools_the_last_token_by_default_and_refuses_cls(family, r
     code, _, err = run_kit(capsys, *common, "--out", tmp_path / "run")
     assert code == 0, err
     assert json.loads((tmp_path / "run" / "run_config.json").read_text())["pooling"] == "last-token"
+    assert "last-token pooling reads their last token, which is then mid-text" in err  # essays are cut at 32
+    if family == "tiny_llama":
+        code, _, err = run_kit(capsys, *common, "--tail-tokens", "8", "--out", tmp_path / "tail")
+        assert code == 0, err
+        assert json.loads((tmp_path / "tail" / "run_config.json").read_text())["tail_tokens"] == 8
+        assert "mid-text" not in err
