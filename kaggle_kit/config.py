@@ -90,8 +90,9 @@ class TrainConfig(BaseModel):
     max_len: int = setting(512, "Max tokens per input (longer inputs are truncated); beyond a model's position "
                                 "limit (or --window-len) the input runs as sliding windows.", ge=8)
     tail_tokens: int = setting(0, "Head+tail truncation: an input longer than --max-len keeps its last N tokens "
-                                  "and the rest from its start (an essay's conclusion; a decoder prompt's closing "
-                                  "tokens, where last-token pooling reads). 0: keep the first --max-len tokens.",
+                                  "(the closing special token among them) and the rest from its start: an essay's "
+                                  "conclusion, a decoder prompt's end, where last-token pooling reads. 0: the "
+                                  "tokenizer's own truncation (the first --max-len tokens).",
                                ge=0, metavar="N")
     batch_size: int = setting(8, "Training batch size (per optimizer micro-step).", ge=1)
     eval_batch_size: int = setting(32, "Inference batch size.", ge=1, resume_safe=True)

@@ -142,8 +142,8 @@ BREAKS = [
           "if elapsed + per_fold > self.budget_seconds:", "if False:", (RUNTIME,)),
     Break("deadline guard stops as soon as all folds would overrun", "kaggle_kit/ship/kaggle_runtime.py",
           "if elapsed + per_fold > self.budget_seconds:", "if projected > self.budget_seconds:", (RUNTIME,)),
-    Break("deadline guard projects with the total fold time", "kaggle_kit/ship/kaggle_runtime.py",
-          "else seconds / max(done, 1)", "else seconds", (RUNTIME,)),
+    Break("deadline guard (called without fold_seconds) projects with the total fold time",
+          "kaggle_kit/ship/kaggle_runtime.py", "else seconds / max(done, 1)", "else seconds", (RUNTIME,)),
     Break("deadline guard ignores the setup time", "kaggle_kit/ship/kaggle_runtime.py",
           "elapsed = self.clock() - self.started_at", "elapsed = seconds", (RUNTIME,)),
     Break("verify_files skips the sha256 check", "kaggle_kit/ship/kaggle_runtime.py",
@@ -210,6 +210,14 @@ BREAKS = [
           "scale * len(mine) * world_size / len(rows), pseudo)", "scale, pseudo)", (DISTRIBUTED, LOADER)),
     Break("data-parallel validation: every rank predicts rank 0's rows", "kaggle_kit/train/distributed.py",
           "return order[dist.rank::dist.world_size]", "return order[::dist.world_size]", (DISTRIBUTED,)),
+    Break("--tail-tokens ignored when building a run's inputs (plain truncation)", "kaggle_kit/predict/inference.py",
+          "cfg.max_len, tail_tokens=cfg.tail_tokens, cut=cut)", "cfg.max_len, cut=cut)",
+          ("tests/kaggle_kit/data/test_batching.py",)),
+    Break("predict_runs gives the deadline guard the total fold time, not the mean", "kaggle_kit/predict/inference.py",
+          "fold_seconds = float(np.mean(list(report.seconds.values())))",
+          "fold_seconds = float(np.sum(list(report.seconds.values())))", (PREDICT,)),
+    Break("head+tail truncation keeps the head only", "kaggle_kit/data/batching.py",
+          "x[:head] + x[-tail_tokens:]", "x[:max_len]", ("tests/kaggle_kit/data/test_batching.py",)),
 ]
 
 

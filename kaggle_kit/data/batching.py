@@ -8,16 +8,27 @@ import numpy as np
 import torch
 
 
-def tokenize(tokenizer, texts: Sequence[str], max_len: int, chunk: int = 1024, tail_tokens: int = 0
-             ) -> list[list[int]]:
-    """Token ids per text, at most max_len, unpadded: the first max_len tokens, or with `tail_tokens` the first
-    max_len - tail_tokens and the last tail_tokens (the closing special token stays the last one)."""
+def tokenize(tokenizer, texts: Sequence[str], max_len: int, chunk: int = 1024, tail_tokens: int = 0,
+             cut: list[bool] | None = None) -> list[list[int]]:
+    """Token ids per text, at most max_len, unpadded: the tokenizer's own truncation (the first max_len tokens), or
+    with `tail_tokens` the first max_len - tail_tokens and the last tail_tokens, the closing special token among
+    them. `cut`, when given, receives per text whether it was longer than max_len (a text of exactly max_len tokens
+    is not cut)."""
     ids: list[list[int]] = []
     for start in range(0, len(texts), chunk):
-        enc = tokenizer(list(texts[start:start + chunk]), truncation=not tail_tokens, max_length=max_len,
-                        padding=False, return_attention_mask=False, return_token_type_ids=False, verbose=False)
-        ids.extend(enc["input_ids"])
+        part = list(texts[start:start + chunk])
+        enc = tokenizer(part, truncation=not tail_tokens, max_length=max_len, padding=False,
+                        return_attention_mask=False, return_token_type_ids=False, verbose=False)["input_ids"]
+        if cut is not None and not tail_tokens:
+            full = [i for i, x in enumerate(enc) if len(x) == max_len]  # full or cut: only the whole text tells
+            whole = tokenizer([part[i] for i in full], padding=False, return_attention_mask=False,
+                              return_token_type_ids=False, verbose=False)["input_ids"] if full else []
+            longer = {i for i, x in zip(full, whole, strict=True) if len(x) > max_len}
+            cut.extend(i in longer for i in range(len(enc)))
+        ids.extend(enc)
     if tail_tokens:
+        if cut is not None:
+            cut.extend(len(x) > max_len for x in ids)
         head = max_len - tail_tokens
         ids = [x if len(x) <= max_len else x[:head] + x[-tail_tokens:] for x in ids]
     return ids

@@ -166,13 +166,15 @@ def lora_base(cfg: TrainConfig, base_model: Path | None) -> Path:
 
 
 def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: TrainConfig, data_dir: Path | None,
-                       files: dict[str, Path], split: str = "test") -> list[list[int]]:
+                       files: dict[str, Path], split: str = "test", cut: list[bool] | None = None
+                       ) -> list[list[int]]:
     """Token ids per row, built by the plugin with the run's own input format, seed and extra files; `split` says
-    whether the rows are train.csv's or test.csv's (per-row files live in data_dir/train/ or data_dir/test/)."""
+    whether the rows are train.csv's or test.csv's (per-row files live in data_dir/train/ or data_dir/test/);
+    `cut` receives per row whether --max-len cut it."""
     ctx = InputContext(sep_token=tokenizer.sep_token or "[SEP]",
                        input_format=cfg.input_format or comp.input_formats[0], seed=cfg.seed,
                        data_dir=data_dir, options=cfg.extra, files=files, chat=chat_renderer(tokenizer), split=split)
-    return tokenize(tokenizer, comp.build_inputs(df, ctx), cfg.max_len, tail_tokens=cfg.tail_tokens)
+    return tokenize(tokenizer, comp.build_inputs(df, ctx), cfg.max_len, tail_tokens=cfg.tail_tokens, cut=cut)
 
 
 def chat_renderer(tokenizer):

@@ -133,14 +133,17 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
     if is_decoder(backbone_config):
         prepare_tokenizer(tokenizer, backbone_config)
     targets = comp.schema.target_names
-    ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir, files, split="train")
-    lengths = np.array([len(x) for x in ids])
-    log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% truncated at %d", comp.name, len(train_df),
-             cfg.folds, np.median(lengths), 100 * np.mean(lengths >= cfg.max_len), cfg.max_len)
-    if cfg.pooling == "last-token" and not cfg.tail_tokens and np.any(lengths >= cfg.max_len):
+    cut: list[bool] = []
+    ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir, files, split="train", cut=cut)
+    lengths, n_cut = np.array([len(x) for x in ids]), int(np.sum(cut))
+    log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% cut at --max-len %d%s", comp.name,
+             len(train_df), cfg.folds, np.median(lengths), 100 * n_cut / len(ids), cfg.max_len,
+             f" (keeping their last {cfg.tail_tokens} tokens)" if cfg.tail_tokens and n_cut else "")
+    if (cfg.pooling == "last-token" and not cfg.tail_tokens and n_cut
+            and getattr(tokenizer, "truncation_side", "right") == "right"):
         log.warning("WARNING: %d inputs are cut at --max-len %d and last-token pooling reads their last token, "
                     "which is then mid-text, not the prompt's end: --tail-tokens N keeps each input's last N "
-                    "tokens", int(np.sum(lengths >= cfg.max_len)), cfg.max_len)
+                    "tokens", n_cut, cfg.max_len)
     y = train_df[targets].to_numpy(dtype=np.float32)
     pseudo = load_pseudo(comp, cfg, train_df, tokenizer, data_dir, files, ids, folds) if cfg.pseudo else None
     y_fit = distilled_targets(comp, cfg, train_df, y) if cfg.distill else None

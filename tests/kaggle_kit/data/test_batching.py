@@ -90,3 +90,17 @@ def test_tail_tokens_must_leave_room_for_the_start():
 
     with pytest.raises(ValidationError, match="--tail-tokens 64: must be below --max-len 64"):
         TrainConfig(max_len=64, tail_tokens=64)
+
+
+def test_cut_flags_only_inputs_longer_than_max_len(tiny_bert):
+    from kaggle_kit.data.batching import tokenize
+    from kaggle_kit.predict.inference import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_bert)
+    texts = [" ".join(f"word{i}" for i in range(n)) for n in (2, 300)]
+    exact_len = len(tokenizer(texts[0])["input_ids"])
+    for tail in (0, 3):
+        cut = []
+        ids = tokenize(tokenizer, [texts[0], texts[1], "x"], exact_len, tail_tokens=tail, cut=cut)
+        assert cut == [False, True, False], tail  # a text of exactly max_len tokens fills it without being cut
+        assert [len(x) for x in ids][:2] == [exact_len, exact_len]

@@ -14,7 +14,13 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from kaggle_kit.data.load import load_train
-from kaggle_kit.predict.inference import build_model_inputs, load_tokenizer, predict_runs, run_files
+from kaggle_kit.predict.inference import (
+    PredictionReport,
+    build_model_inputs,
+    load_tokenizer,
+    predict_runs,
+    run_files,
+)
 from kaggle_kit.registry import all_competitions, get_competition
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.tasks.targets import output_slices
@@ -175,3 +181,24 @@ def test_ensemble_weights_blend_the_runs_predictions(ell_tiny_run, ell_small_dir
     only_first = predict_runs(comp, rows, [ell_tiny_run, other], weights=[1.0, 0.0])
     np.testing.assert_allclose(only_first, first, rtol=0, atol=1e-6)
 
+
+
+def test_the_deadline_guard_gets_the_mean_fold_time_of_the_folds_done(ell_tiny_run, ell_small_dir, tmp_path):
+    comp = get_competition("ell")
+    rows = load_train(comp, ell_small_dir).head(4)
+    other = tmp_path / "other"
+    shutil.copytree(ell_tiny_run, other)
+    ticks = iter(range(0, 10_000, 7))  # every reading of the clock is 7 s after the previous one
+    asked, stop_at = [], 3
+    report = PredictionReport()
+
+    def should_continue(done, total, elapsed, fold_seconds=None, parallel=1):
+        asked.append((done, total, fold_seconds, parallel, list(report.seconds.values())))
+        return done < stop_at
+
+    predict_runs(comp, rows, [ell_tiny_run, other], device="cpu", should_continue=should_continue,
+                 clock=lambda: float(next(ticks)), report=report)
+    assert [a[0] for a in asked] == [1, 2, 3] and all(a[1] == 4 and a[3] == 1 for a in asked)
+    for done, _, fold_seconds, _, seconds in asked:
+        assert len(seconds) == done and fold_seconds == pytest.approx(np.mean(seconds))  # the mean, not the sum
+    assert len(report.folds_used) == 3 and len(report.folds_skipped) == 1
