@@ -102,6 +102,9 @@ def measure(args, queue) -> None:
     if not train and args.variant == "kit" and args.quantize:
         from kaggle_kit.predict.quantize import quantize_model
 
+        widest = max((m for m in model.backbone.modules() if isinstance(m, torch.nn.Linear)),
+                     key=lambda m: m.in_features * m.out_features)
+        gemm_shape = (widest.in_features, widest.out_features)
         model = quantize_model(model, args.quantize)
     batches = _batches(args, ids, train=train)
     with torch.inference_mode(not train):
@@ -121,8 +124,7 @@ def measure(args, queue) -> None:
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if not train and args.variant == "kit" and args.quantize and device.type == "cpu":
         rows = args.eval_batch_size * int(np.median([len(x) for x in ids]))
-        float_model = _setup(args)[3]
-        result["int8_gemm"] = int8_gemm_speedup(float_model, rows)
+        result["int8_gemm"] = int8_gemm_speedup(*gemm_shape, rows)
     queue.put(result)
 
 
@@ -140,15 +142,14 @@ def cpu_int8_features() -> str:
     return f"{torch.backends.cpu.get_cpu_capability()}, int8 dot products: {', '.join(int8) or 'none (no VNNI/AMX)'}"
 
 
-def int8_gemm_speedup(model, rows: int, repeats: int = 5) -> dict:
-    """fp32 vs int8-dynamic time of the backbone's widest linear layer on `rows` tokens: int8's ceiling here."""
+def int8_gemm_speedup(in_features: int, out_features: int, rows: int, repeats: int = 5) -> dict:
+    """fp32 vs int8-dynamic time of a linear layer of the backbone's widest shape on `rows` tokens: int8's ceiling
+    here (random weights: the time does not depend on the values)."""
     import warnings
 
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-    layer = max((m for m in model.backbone.modules() if isinstance(m, torch.nn.Linear)),
-                key=lambda m: m.in_features * m.out_features)
-    layer = torch.nn.Linear(layer.in_features, layer.out_features).eval()
+    layer = torch.nn.Linear(in_features, out_features).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         layer.qconfig = torch.ao.quantization.default_dynamic_qconfig
