@@ -23,8 +23,11 @@ def start_training(out, ell_small_dir, tiny_bert):
     command = [sys.executable, "-m", "kaggle_kit", "train", "ell", "--data", str(ell_small_dir), "--model",
                str(tiny_bert), "--folds", "2", "--epochs", "10", "--max-len", "32", "--batch-size", "8",
                "--max-train-samples", "24", "--threads", "1", "--out", str(out)]
+    # A suite started as a background job inherits SIGINT ignored (bash does that to background jobs), and Python
+    # then keeps it ignored; the child gets the default disposition back, as a process started from a terminal has.
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_training(process, run, timeout=180):
