@@ -26,10 +26,24 @@ METRIC_COLUMNS = ("train_loss", "lr", "grad_norm", "val_score")
 
 
 class NullMonitor:
-    """What a trainer reports to when nobody listens (a trainer used on its own)."""
+    """What a trainer reports to when nobody listens (a trainer used on its own, a rank other than 0, a fold
+    worker whose parent holds the run's session): every report is a no-op, so callers need not ask which."""
 
     def log(self, row: dict[str, Any]) -> None:
         pass
+
+    def beat(self) -> None:
+        pass
+
+    def fold_done(self, fold: int, result: dict[str, Any]) -> None:
+        pass
+
+    def finished(self, cv: dict[str, Any]) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def session(self, cfg: Any) -> Iterator[NullMonitor]:
+        yield self
 
 
 @contextlib.contextmanager
@@ -79,6 +93,9 @@ class RunMonitor(NullMonitor):
         values = {k: float(row[k]) for k in METRIC_COLUMNS if k in row and math.isfinite(float(row[k]))}
         if values:
             self._track("log_metrics", int(row["fold"]), int(row["step"]), values)
+        self.heartbeat.beat()
+
+    def beat(self) -> None:
         self.heartbeat.beat()
 
     def fold_done(self, fold: int, result: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from kaggle_kit.config import TrainConfig
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
 from kaggle_kit.runs.folder import RunDir
-from kaggle_kit.runs.monitor import NullMonitor, RunMonitor
+from kaggle_kit.runs.monitor import NullMonitor
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
@@ -96,8 +96,7 @@ def train_in_workers(cfg: TrainConfig, run: RunDir, folds: list[int], device: to
                          "s" if slot.threads > 1 else "")
                 running[k] = (process, fold, time.monotonic())
             time.sleep(POLL_SECONDS)
-            if isinstance(monitor, RunMonitor):
-                monitor.heartbeat.beat()
+            monitor.beat()
             for k, (process, fold, started) in list(running.items()):
                 code = process.poll()
                 if code is None:
@@ -106,7 +105,7 @@ def train_in_workers(cfg: TrainConfig, run: RunDir, folds: list[int], device: to
                 if code == 0 and run.fold_done(fold):
                     log.info("fold %d: worker finished in %.0fs", fold, time.monotonic() - started)
                     result = read_json(run.fold_result(fold))
-                    if isinstance(monitor, RunMonitor) and not result.get("full_train"):
+                    if not result.get("full_train"):
                         monitor.fold_done(fold, result)
                     continue
                 failed[fold] = _describe_exit(code)

@@ -281,7 +281,7 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
         from kaggle_kit.train.frozen import FrozenFoldTrainer as trainer_class
     # rank 0 of the process that owns the run reports its heartbeat and tracker; a fold worker's parent does that
     monitor = RunMonitor(run) if dist.is_main and finalize_run else NullMonitor()
-    with monitor.session(cfg) if isinstance(monitor, RunMonitor) else contextlib.nullcontext():
+    with monitor.session(cfg):
         trainer = trainer_class(cfg, comp, prep.backbone_config, prep.model_path, prep.tokenizer.pad_token_id or 0,
                                 device, run, monitor=monitor, dist=dist)
         for fold in cfg.fold_list():
@@ -304,8 +304,7 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
                 outcome = trainer.fit(fold, train_part, valid_part, pseudo=pseudo_part)
                 if dist.is_main:
                     save_fold_outcome(run, outcome, valid_part, comp)
-                    if isinstance(monitor, RunMonitor):
-                        monitor.fold_done(fold, read_json(run.fold_result(fold)))
+                    monitor.fold_done(fold, read_json(run.fold_result(fold)))
                 log.info("fold %d: best %s %.4f at step %d (%.0fs, %s)", fold, comp.metric.name, outcome.score,
                          outcome.best_step, outcome.seconds, fold_throughput(cfg, train_part, outcome.seconds, device))
             if device.type == "cuda":
