@@ -231,9 +231,11 @@ def _write_run_setup(cfg: TrainConfig, run: RunDir, prep: Prepared) -> None:
         pd.DataFrame({comp.schema.id_column: prep.row_ids, "fold": prep.folds}).to_csv(tmp, index=False)
 
 
-def _record_full_train(cfg: TrainConfig, run: RunDir) -> None:
-    """--resume --full-train: the run records it."""
-    if cfg.full_train and not run.load_config().full_train:
+def _start_run(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool) -> None:
+    """A new run writes its setup; a resumed one records --full-train if this launch adds it."""
+    if not resume:
+        _write_run_setup(cfg, run, prep)
+    elif cfg.full_train and not run.load_config().full_train:
         write_json(run.config, {**read_json(run.config), "full_train": True})
 
 
@@ -242,10 +244,7 @@ def _train_in_workers(prep: Prepared, run: RunDir, resume: bool) -> TrainResult:
     the folds once the last one is in."""
     from kaggle_kit.train.fold_workers import train_in_workers
 
-    if not resume:
-        _write_run_setup(prep.cfg, run, prep)
-    else:
-        _record_full_train(prep.cfg, run)
+    _start_run(prep.cfg, run, prep, resume)
     log.info("run folder: %s (%d fold workers)", run.path, prep.cfg.fold_workers)
     for fold in filter(run.fold_done, prep.cfg.fold_list()):
         log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
@@ -265,10 +264,8 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
                finalize_run: bool = True) -> TrainResult:
     comp = prep.comp
     device = prep.device
-    if not resume and dist.is_main:
-        _write_run_setup(cfg, run, prep)
-    elif dist.is_main and finalize_run:
-        _record_full_train(cfg, run)
+    if dist.is_main and (finalize_run or not resume):  # a fold worker resumes the run its parent set up
+        _start_run(cfg, run, prep, resume)
     distributed.check_same_data(dist, prep.folds, prep.y, [len(x) for x in prep.ids])
     log.info("run folder: %s (device %s%s)", run.path, describe(device),
              f", {dist.world_size} data-parallel processes" if dist.active else "")
