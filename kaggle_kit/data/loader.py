@@ -9,7 +9,6 @@ workers (on CUDA) batches are built off the main thread and arrive in pinned mem
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from kaggle_kit.data.batching import bucketed_batches, collate, sorted_batches
+from kaggle_kit.data.batching import collate, sorted_batches
 
 # DataLoader workers per process on CUDA: padding a batch takes about a millisecond, two keep a GPU fed.
 CUDA_LOADER_WORKERS = 2
@@ -63,27 +62,6 @@ class StageSampler(Sampler[BatchPlan]):
         return iter(list(self.plans))
 
 
-class BucketedBatchSampler(Sampler[BatchPlan]):
-    """Each epoch (each `iter`): the global length-bucketed batches of `batch_size * world_size` rows drawn from
-    `rng`, then this rank's share of each. With one rank this is exactly `bucketed_batches(lengths, batch_size,
-    rng)`, called once per epoch: the order of the single-process loop."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, rng: np.random.Generator, rank: int = 0,
-                 world_size: int = 1):
-        self.lengths = np.asarray(lengths)
-        self.global_batch = batch_size * world_size
-        self.rng = rng
-        self.rank = rank
-        self.world_size = world_size
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.global_batch)
-
-    def __iter__(self) -> Iterator[BatchPlan]:
-        for rows in bucketed_batches(self.lengths, self.global_batch, self.rng):
-            yield shard_rows(rows, self.rank, self.world_size)
-
-
 class TokenBatches(Dataset):
     """Indexed by a BatchPlan: the padded batch of its rows, with targets and the loss weight when there are
     targets. Holds only token id lists and a float array, so it pickles cheaply to loader workers."""
@@ -123,13 +101,6 @@ def make_loader(dataset: TokenBatches, plans, device: torch.device, workers: int
                       pin_memory=cuda, persistent_workers=workers > 0, generator=torch.Generator())
 
 
-def train_loader(ids: Sequence[Sequence[int]], y: np.ndarray, pad_id: int, batch_size: int, rng: np.random.Generator,
-                 device: torch.device, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """Training micro-batches of this rank, a new bucketed order each epoch (each `iter`)."""
-    sampler = BucketedBatchSampler([len(x) for x in ids], batch_size, rng, rank, world_size)
-    return make_loader(TokenBatches(ids, pad_id, y), sampler, device)
-
-
 def to_device(batch: dict, device: torch.device) -> dict:
     """Tensors to `device` without waiting (pinned memory makes the copy asynchronous)."""
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -141,10 +112,10 @@ def inference_plans(lengths: Sequence[int], batch_size: int, max_tokens: int | N
     return [BatchPlan(tuple(int(i) for i in rows)) for rows in sorted_batches(lengths, batch_size, max_tokens)]
 
 
-def inference_batches(ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device: torch.device,
-                      max_tokens: int | None = None) -> Iterator[tuple[BatchPlan, dict[str, torch.Tensor]]]:
-    """(plan, batch on `device`) in length-sorted order; padded by loader workers on CUDA, inline on a CPU."""
-    plans = inference_plans([len(x) for x in ids], batch_size, max_tokens)
+def inference_batches(ids: Sequence[Sequence[int]], pad_id: int, plans: Sequence[BatchPlan], device: torch.device
+                      ) -> Iterator[tuple[BatchPlan, dict[str, torch.Tensor]]]:
+    """(plan, batch on `device`) for `plans` (from `inference_plans`), in their order; padded by loader workers on
+    CUDA, inline on a CPU."""
     dataset = TokenBatches(ids, pad_id)
     if device.type != "cuda":
         for plan in plans:

@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 
 from kaggle_kit.competition import Competition, InputContext
 from kaggle_kit.config import TrainConfig
-from kaggle_kit.data.batching import sorted_batches, tokenize
+from kaggle_kit.data.batching import tokenize
 from kaggle_kit.data.load import find_extra_files
-from kaggle_kit.data.loader import inference_batches
+from kaggle_kit.data.loader import inference_batches, inference_plans
 from kaggle_kit.device import autocast, inference_dtype, pick_device
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
@@ -43,9 +43,9 @@ def infer(model: KitModel, ids: Sequence[Sequence[int]], pad_id: int, batch_size
     """
     model.eval()
     rows, outputs = [], []
-    plans = inference_batches(ids, pad_id, batch_size, device, max_tokens)
-    n_batches = len(sorted_batches([len(x) for x in ids], batch_size, max_tokens))
-    for plan, batch in tqdm(plans, total=n_batches, desc=desc, disable=desc is None, leave=False, unit="batch"):
+    plans = inference_plans([len(x) for x in ids], batch_size, max_tokens)
+    batches = inference_batches(ids, pad_id, plans, device)
+    for plan, batch in tqdm(batches, total=len(plans), desc=desc, disable=desc is None, leave=False, unit="batch"):
         with autocast(device, dtype):
             outputs.append(model(**batch).float())
         rows.extend(plan.rows)

@@ -3,23 +3,37 @@ import pytest
 import torch
 
 from kaggle_kit.data.batching import bucketed_batches
-from kaggle_kit.data.loader import BucketedBatchSampler, inference_batches, shard_rows, train_loader
+from kaggle_kit.data.loader import (
+    StageSampler,
+    TokenBatches,
+    inference_batches,
+    inference_plans,
+    make_loader,
+    shard_rows,
+)
 
 
-def test_one_rank_draws_the_single_process_order_epoch_after_epoch():
+def stage_sampler(lengths, batch_size, rng, rank=0, world_size=1):
+    """One epoch's plans as the trainer sets them: global bucketed batches, this rank's share of each."""
+    return StageSampler([shard_rows(b, rank, world_size) for b in bucketed_batches(lengths, batch_size * world_size,
+                                                                                    rng)])
+
+
+def test_one_rank_takes_the_single_process_order_epoch_after_epoch():
     lengths = np.random.default_rng(0).integers(5, 300, 203)
-    sampler = BucketedBatchSampler(lengths, 8, np.random.default_rng(7))
-    reference = np.random.default_rng(7)
+    drawn, reference = np.random.default_rng(7), np.random.default_rng(7)
     for _ in range(3):  # the generator carries over from epoch to epoch, as in the loop before the DataLoader
+        sampler = stage_sampler(lengths, 8, drawn)
         expected = bucketed_batches(lengths, 8, reference)
         assert [plan.rows for plan in sampler] == [tuple(b) for b in expected]
+        assert [plan.rows for plan in sampler] == [tuple(b) for b in expected]  # a second iter yields the same
     assert len(sampler) == 26
 
 
 @pytest.mark.parametrize("rows", [46, 37])  # global batches of 3 x 4 rows: the last holds 10 rows, or 1
 def test_ranks_split_every_global_batch_and_weight_it_whole(rows):
     lengths = np.random.default_rng(1).integers(5, 300, rows)
-    ranks = [list(BucketedBatchSampler(lengths, 4, np.random.default_rng(3), rank, 3)) for rank in range(3)]
+    ranks = [list(stage_sampler(lengths, 4, np.random.default_rng(3), rank, 3)) for rank in range(3)]
     global_batches = bucketed_batches(lengths, 12, np.random.default_rng(3))
     assert all(len(r) == len(global_batches) for r in ranks)
     for step, batch in enumerate(global_batches):
@@ -36,10 +50,11 @@ def test_a_rank_without_rows_computes_with_weight_zero():
     assert shard_rows(np.array([5, 9, 4]), 1, 3).rows == (9,)
 
 
-def test_train_loader_pads_and_carries_targets_and_weights():
+def test_the_training_loader_pads_and_carries_targets_and_weights():
     ids = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
     y = np.arange(8, dtype=np.float32).reshape(4, 2)
-    loader = train_loader(ids, y, pad_id=0, batch_size=2, rng=np.random.default_rng(0), device=torch.device("cpu"))
+    sampler = stage_sampler([len(x) for x in ids], 2, np.random.default_rng(0))
+    loader = make_loader(TokenBatches(ids, 0, y), sampler, torch.device("cpu"))
     seen = []
     for batch in loader:
         width = batch["input_ids"].shape[1]
@@ -53,5 +68,6 @@ def test_train_loader_pads_and_carries_targets_and_weights():
 
 def test_inference_batches_run_longest_first():
     ids = [[1] * n for n in (3, 9, 1, 7)]
-    order = [plan.rows for plan, _ in inference_batches(ids, 0, 2, torch.device("cpu"))]
+    plans = inference_plans([len(x) for x in ids], 2)
+    order = [plan.rows for plan, _ in inference_batches(ids, 0, plans, torch.device("cpu"))]
     assert order == [(1, 3), (0, 2)]
