@@ -25,6 +25,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def check_gpus_exist(gpus: list[int]) -> None:
+    """Every GPU a --devices list names is one of this machine's (training and prediction check the same way)."""
+    count = torch.cuda.device_count()
+    missing = [g for g in gpus if not 0 <= g < count]
+    if missing:
+        raise KitError(f"--devices {','.join(map(str, gpus))}: GPU {missing[0]} does not exist; this machine has "
+                       f"{count} (0..{count - 1})")
+
+
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for full fp32."""
     if device.type != "cuda":

@@ -56,15 +56,6 @@ def parse_weights(weights: str | None) -> list[float] | None:
         raise KitError(f"--weights {weights!r}: expected comma-separated numbers, e.g. 0.6,0.4") from None
 
 
-def parse_devices(devices: str | None) -> list[int] | None:
-    if not devices:
-        return None
-    try:
-        return [int(d) for d in devices.split(",")]
-    except ValueError:
-        raise KitError(f"--devices {devices!r}: expected comma-separated GPU numbers, e.g. 0,1") from None
-
-
 def require_module(module: str, extra: str) -> None:
     import importlib.util
 

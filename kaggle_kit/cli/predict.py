@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from kaggle_kit.cli.app import app, parse_devices, parse_weights, quiet_transformers, say, setup_logging
+from kaggle_kit.cli.app import app, parse_weights, quiet_transformers, say, setup_logging
 from kaggle_kit.errors import KitError
 
 
@@ -37,6 +37,7 @@ def predict(
                                       "slightly different predictions; see `kit bundle --quantize`)."),
 ) -> None:
     """Fold-averaged, post-processed predictions in the sample submission's row and column order."""
+    from kaggle_kit.config import check_value
     from kaggle_kit.data.load import load_test, read_csv
     from kaggle_kit.fileio import atomic_path
     from kaggle_kit.predict.inference import predict_runs, submission_frame
@@ -62,8 +63,8 @@ def predict(
         weight_list = parse_weights(weights)
     preds = predict_runs(comp, test_df, run, weight_list, device=device, batch_size=batch_size,
                          data_dir=input.parent, base_model=base_model, folds=folds,
-                         postprocess_state=postprocess_state, merge_lora=merge, devices=parse_devices(devices),
-                         workers=workers, quantize=quantize)
+                         postprocess_state=postprocess_state, merge_lora=merge,
+                         devices=check_value("devices", devices, "command line"), workers=workers, quantize=quantize)
     sub = submission_frame(comp, test_df, preds, sample)
     with atomic_path(output) as tmp:
         sub.to_csv(tmp, index=False)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kaggle_kit.device import check_gpus_exist
 from kaggle_kit.errors import KitError
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,8 @@ def inference_slots(device: torch.device, devices: Sequence[int] | None = None,
     default) splitting torch's threads. A single slot means: predict in this process, as before."""
     threads = torch.get_num_threads()
     if device.type == "cuda" and device.index is None:
-        count = torch.cuda.device_count()
-        gpus = list(devices) if devices is not None else list(range(count))
-        bad = [g for g in gpus if not 0 <= g < count]
-        if bad:
-            raise KitError(f"--devices {','.join(map(str, gpus))}: GPU {bad[0]} does not exist; this machine has "
-                           f"{count} (0..{count - 1})")
+        gpus = list(devices) if devices is not None else list(range(torch.cuda.device_count()))
+        check_gpus_exist(gpus)
         gpus = gpus[:workers] if workers else gpus
         if len(gpus) > 1:
             return [Slot(torch.device("cuda", g), max(1, threads // len(gpus))) for g in gpus]

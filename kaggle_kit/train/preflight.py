@@ -18,7 +18,7 @@ import torch
 from kaggle_kit.competition import Competition
 from kaggle_kit.config import TrainConfig
 from kaggle_kit.data.load import SAMPLE
-from kaggle_kit.device import resolved_precision
+from kaggle_kit.device import check_gpus_exist, resolved_precision
 from kaggle_kit.errors import KitError
 from kaggle_kit.tasks.losses import check_loss_trains, get_loss
 
@@ -97,10 +97,7 @@ def check_devices(cfg: TrainConfig, device: torch.device) -> None:
     if device.type != "cuda":
         raise KitError(f"--devices {shown}: names GPUs, but this run trains on {device.type}; on a CPU use "
                        f"--fold-workers N alone (they share --threads)")
-    count = torch.cuda.device_count()
-    missing = [d for d in cfg.devices if d >= count]
-    if missing:
-        raise KitError(f"--devices {shown}: GPU {missing[0]} does not exist; this machine has {count} (0..{count - 1})")
+    check_gpus_exist(cfg.devices)
     if len(set(cfg.devices)) != len(cfg.devices):
         raise KitError(f"--devices {shown}: a GPU is named twice")
 

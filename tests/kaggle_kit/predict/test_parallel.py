@@ -98,3 +98,14 @@ def test_devices_are_checked(ell_tiny_run, test_rows):
     report = PredictionReport()
     predict_runs(get_competition("ell"), test_rows, [ell_tiny_run], device="cpu", report=report)
     assert [fold for _, fold in report.folds_used] == [0, 1]
+
+
+@pytest.mark.parametrize(("given", "said"), [("a,1", "--devices: 'a' is not a whole number"),
+                                             ("-1", "--devices: must be at least 0 (got -1)")])
+def test_kit_predict_reads_devices_as_kit_train_does(ell_tiny_run, ell_small_dir, tmp_path, capsys, given, said):
+    from tests.helpers import assert_one_line_error
+
+    code, _, err = run_kit(capsys, "predict", "ell", "--run", ell_tiny_run, "--input", ell_small_dir / "test.csv",
+                           "--output", tmp_path / "sub.csv", f"--devices={given}")
+    assert_one_line_error(code, err, said)
+    assert not (tmp_path / "sub.csv").exists()
