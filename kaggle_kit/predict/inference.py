@@ -405,11 +405,11 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     used_weight = np.zeros(comp.n_outputs)
     for i, ((_, cfg, _, trained), item, weight) in enumerate(zip(plan, inputs, weights, strict=True)):
         loss_spec = get_loss(cfg.loss or comp.default_loss, comp.losses)
+        predicted = [fold for fold in item.folds if (i, fold) in raw_outputs]
         fold_preds = [in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw_outputs[i, fold]), trained).numpy(),
-                                      trained, comp) for fold in item.folds if (i, fold) in raw_outputs]
+                                      trained, comp) for fold in predicted]
         if report.keep_members:
-            report.members.extend((i, fold, pred) for fold, pred in
-                                  zip([f for f in item.folds if (i, f) in raw_outputs], fold_preds, strict=True))
+            report.members.extend((i, fold, pred) for fold, pred in zip(predicted, fold_preds, strict=True))
         if fold_preds:
             blended += weight * np.mean(fold_preds, axis=0)
             used_weight += weight
