@@ -143,55 +143,43 @@ def tiny_deberta(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory.mktemp("models") / "tiny-deberta-v2", "deberta")
 
 
+def _tiny_run(tmp_path_factory, competition: str, data: Path, model: Path, *flags: str) -> Path:
+    """`kit train COMPETITION` of `model` on `data`, 2 folds of 1 epoch, into a fresh runs/<competition>-tiny."""
+    from tests.helpers import invoke
+
+    out = tmp_path_factory.mktemp("runs") / f"{competition}-tiny"
+    code = invoke("train", competition, "--data", data, "--model", model, "--folds", "2", "--epochs", "1", *flags,
+                  "--out", out)
+    assert code == 0
+    return out
+
+
 @pytest.fixture(scope="session")
 def ell_tiny_run(tmp_path_factory, ell_small_dir, tiny_bert) -> Path:
     """A complete 2-fold run of the tiny BERT on 48 real essays (about 10 s), shared by every test that needs one."""
-    from tests.helpers import invoke
-
-    out = tmp_path_factory.mktemp("runs") / "ell-tiny"
-    code = invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
-                  "--max-len", "64", "--batch-size", "4", "--eval-every", "2", "--pooling", "attention",
-                  "--llrd", "0.8", "--fgm-eps", "0.5", "--ema", "0.9", "--out", out)
-    assert code == 0
-    return out
+    return _tiny_run(tmp_path_factory, "ell", ell_small_dir, tiny_bert, "--max-len", "64", "--batch-size", "4",
+                     "--eval-every", "2", "--pooling", "attention", "--llrd", "0.8", "--fgm-eps", "0.5", "--ema", "0.9")
 
 
 @pytest.fixture(scope="session")
 def uspppm_tiny_run(tmp_path_factory, uspppm_small_dir, tiny_bert) -> Path:
     """A complete 2-fold run of the tiny BERT on 549 real pairs (default input format, BCE and its sigmoid)."""
-    from tests.helpers import invoke
-
-    out = tmp_path_factory.mktemp("runs") / "uspppm-tiny"
-    code = invoke("train", "uspppm", "--data", uspppm_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
-                  "--max-len", "32", "--batch-size", "16", "--eval-every", "1", "--out", out)
-    assert code == 0
-    return out
+    return _tiny_run(tmp_path_factory, "uspppm", uspppm_small_dir, tiny_bert, "--max-len", "32", "--batch-size", "16",
+                     "--eval-every", "1")
 
 
 @pytest.fixture(scope="session")
 def fbe_tiny_run(tmp_path_factory, fbe_small_dir, tiny_bert) -> Path:
     """A complete 2-fold run of the tiny BERT on the derived FBE fixture (3-class cross-entropy, softmax, fitted
     temperature in postprocess.json). Tests must leave it as they found it."""
-    from tests.helpers import invoke
-
-    out = tmp_path_factory.mktemp("runs") / "fbe-tiny"
-    code = invoke("train", "fbe", "--data", fbe_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
-                  "--max-len", "64", "--batch-size", "8", "--out", out)
-    assert code == 0
-    return out
+    return _tiny_run(tmp_path_factory, "fbe", fbe_small_dir, tiny_bert, "--max-len", "64", "--batch-size", "8")
 
 
 @pytest.fixture(scope="session")
 def aes2_tiny_run(tmp_path_factory, aes2_small_dir, tiny_bert) -> Path:
     """A complete 2-fold run of the tiny BERT on the derived AES2 fixture (MSE, clip to 1-6, thresholds fitted on
     the OOF predictions in postprocess.json). Tests must leave it as they found it."""
-    from tests.helpers import invoke
-
-    out = tmp_path_factory.mktemp("runs") / "aes2-tiny"
-    code = invoke("train", "aes2", "--data", aes2_small_dir, "--model", tiny_bert, "--folds", "2", "--epochs", "1",
-                  "--max-len", "64", "--batch-size", "4", "--out", out)
-    assert code == 0
-    return out
+    return _tiny_run(tmp_path_factory, "aes2", aes2_small_dir, tiny_bert, "--max-len", "64", "--batch-size", "4")
 
 
 @pytest.fixture(scope="session")
