@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,14 @@ class Schema:
         return [self.id_column, *(c for t in self.targets for c in t.submission_columns)]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.id_column, str) or not self.id_column:
+            raise ValueError(f"schema: id_column {self.id_column!r} must be a column name")
+        if not isinstance(self.input_columns, tuple) or not all(isinstance(c, str) and c for c in self.input_columns):
+            raise ValueError(f"schema: input_columns {self.input_columns!r} must be a tuple of column names, e.g. "
+                             f"('full_text',)")
+        if (not isinstance(self.targets, tuple) or not self.targets
+                or not all(isinstance(t, Target) for t in self.targets)):
+            raise ValueError(f"schema: targets {self.targets!r} must be a non-empty tuple of Target(...)")
         columns = [self.id_column, *self.input_columns, *self.output_columns]
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         if repeated:
@@ -158,6 +167,26 @@ def clip(low: float, high: float) -> PostProcess:
     return _clip
 
 
+# The built-in losses' names (kaggle_kit/tasks/losses.py's LOSSES, which imports torch: a plugin is checked
+# without it; tests/kaggle_kit/test_competition.py keeps the two lists equal).
+BUILT_IN_LOSSES = ("rmse", "mse", "smoothl1", "bce", "pearson", "cross-entropy")
+# `kit train NAME` and runs/NAME/: a name that is also a folder name.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def _metric_hint(value: Any) -> str:
+    """The kaggle_kit.tasks.metrics constants, the one a string such as 'roc_auc' probably meant first."""
+    from kaggle_kit.tasks import metrics
+
+    known = {name: m for name, m in vars(metrics).items() if isinstance(m, Metric) and name.isupper()}
+    text = str(value).lower()
+    guess = [name for name, m in known.items() if m.name.lower() in text or name.lower() in text]
+    hint = f"did you mean {guess[0]}? " if isinstance(value, str) and guess else ""
+    return (f"{hint}use one of kaggle_kit.tasks.metrics' {', '.join(known)}, or declare your own "
+            f"Metric(name, greater_is_better, per_column=...)")
+
+
 @dataclass(frozen=True)
 class Competition:
     """Everything the trainer, predictor and bundler need to know about one competition."""
@@ -189,6 +218,7 @@ class Competition:
     version: str = "1"
 
     def __post_init__(self) -> None:
+        self._check_fields()
         for target in self.schema.targets:
             if self.metric.kinds is not None and target.kind not in self.metric.kinds:
                 raise ValueError(f"{self.name}: metric {self.metric.name} does not score {target.kind} targets "
@@ -199,6 +229,62 @@ class Competition:
         if self.postprocessor is not None and not isinstance(self.postprocessor, PostProcessor):
             raise ValueError(f"{self.name}: postprocessor needs a name, fit(pred, truth, targets) and "
                              f"apply(pred, state, targets)")
+
+    def _check_fields(self) -> None:
+        """Each field's type and values, so a mistake in a plugin is one line naming the plugin and the field,
+        when it is declared, and not a traceback from deep inside a training run."""
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            raise ValueError(f"Competition name {self.name!r} must be letters, digits, '.', '_' or '-' (it names "
+                             f"`kit train NAME` and the runs/NAME/ folder)")
+        name = self.name
+
+        def bad(field_name: str, value: Any, needs: str) -> ValueError:
+            return ValueError(f"{name}: {field_name} {value!r} {needs}")
+
+        for field_name in ("title", "data_hint", "version"):
+            if not isinstance(getattr(self, field_name), str):
+                raise bad(field_name, getattr(self, field_name), "must be a string")
+        if not isinstance(self.kaggle_slug, str) or not SLUG_PATTERN.fullmatch(self.kaggle_slug):
+            raise bad("kaggle_slug", self.kaggle_slug, "must be the competition's URL name on Kaggle (lower-case "
+                                                       "letters, digits and '-', e.g. 'feedback-prize-2021')")
+        if not isinstance(self.schema, Schema):
+            raise bad("schema", self.schema, "must be a kaggle_kit.competition.Schema")
+        if not isinstance(self.metric, Metric):
+            raise bad("metric", self.metric, f"is a {type(self.metric).__name__}, not a "
+                                             f"kaggle_kit.tasks.metrics.Metric; {_metric_hint(self.metric)}")
+        for field_name in ("build_inputs", "fold_strategy", "postprocess"):
+            if not callable(getattr(self, field_name)):
+                raise bad(field_name, getattr(self, field_name), "must be a function")
+        if (not isinstance(self.input_formats, tuple) or not self.input_formats
+                or not all(isinstance(f, str) and f for f in self.input_formats)):
+            raise bad("input_formats", self.input_formats, "must be a non-empty tuple of names, e.g. ('essay',) "
+                                                           "(the first is the default --input-format)")
+        self._check_losses(bad)
+        if not isinstance(self.presets, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, Mapping) for k, v in self.presets.items()):
+            raise bad("presets", self.presets, "must map preset names to settings, e.g. {'quick': {'max_len': 256}}")
+        if isinstance(self.hidden_test_size, bool) or not isinstance(self.hidden_test_size, int) or (
+                self.hidden_test_size < 1):
+            raise bad("hidden_test_size", self.hidden_test_size, "must be a whole number of rows, at least 1")
+        for field_name, kind in (("extra_files", ExtraFile), ("row_files", RowFile)):
+            value = getattr(self, field_name)
+            if not isinstance(value, tuple) or not all(isinstance(v, kind) for v in value):
+                raise bad(field_name, value, f"must be a tuple of {kind.__name__}(...)")
+
+    def _check_losses(self, bad: Callable[[str, Any, str], ValueError]) -> None:
+        if not isinstance(self.losses, Mapping) or not all(isinstance(k, str) and k for k in self.losses):
+            raise bad("losses", self.losses, "must map loss names to kaggle_kit.tasks.losses.LossSpec")
+        if self.losses:  # LossSpec needs torch, which a plugin declaring its own losses has imported already
+            from kaggle_kit.tasks.losses import LossSpec
+
+            for loss_name, spec in self.losses.items():
+                if not isinstance(spec, LossSpec):
+                    raise bad(f"losses[{loss_name!r}]", spec, f"is a {type(spec).__name__}, not a "
+                                                              f"kaggle_kit.tasks.losses.LossSpec")
+        known = list(dict.fromkeys([*BUILT_IN_LOSSES, *self.losses]))
+        if not isinstance(self.default_loss, str) or self.default_loss not in known:
+            raise bad("default_loss", self.default_loss, f"is not a built-in loss or one of the plugin's losses "
+                                                         f"({', '.join(known)})")
 
     @property
     def n_outputs(self) -> int:

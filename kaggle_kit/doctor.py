@@ -3,7 +3,8 @@
 Each row is ok, info, warn or fail:
 - fail: something that breaks later, after work was done - a kaggle-kit requirement missing or outside its range
   here (a run dies on import), the Kaggle image's Python too old for the kit wheel (the notebook's install
-  fails), the Kaggle image list unreadable (`kit bundle` fails), less than MIN_FREE_GIB free for a bundle.
+  fails), the Kaggle image list unreadable (`kit bundle` fails), less than MIN_FREE_GIB free for a bundle, a
+  competition plugin that fails to load (its commands fail).
 - warn: something a command refuses at once with its own clear line, or that may surprise: an optional extra
   missing, no Kaggle credentials,
   transformers or tokenizers newer here than on the Kaggle image (the notebook must read what they save), less
@@ -173,6 +174,17 @@ def disk_row(folder: Path) -> Row:
     return Row("disk", "ok", value, note)
 
 
+def plugin_rows() -> list[Row]:
+    """The competition plugins: one ok row for those that load, a fail row per broken one (its commands fail)."""
+    from kaggle_kit.registry import all_competitions, broken_plugins
+
+    names = list(all_competitions())
+    rows = [Row("plugins", "ok", f"{len(names)} loaded", ", ".join(names))]
+    for name, plugin in broken_plugins().items():
+        rows.append(Row(f"plugin {name}", "fail", "broken", f"{plugin.source}: {plugin.error}"))
+    return rows
+
+
 def run_checks(image_packages: str | Path | None = None, folder: Path = Path(".")) -> list[Row]:
     from kaggle_kit.ship.bundle import load_image_packages
 
@@ -190,6 +202,7 @@ def run_checks(image_packages: str | Path | None = None, folder: Path = Path("."
     rows.append(credentials_row())
     rows += device_rows()
     rows.append(disk_row(folder))
+    rows += plugin_rows()
     return rows
 
 

@@ -17,8 +17,9 @@ from kaggle_kit.errors import Interrupted, KitError
 
 @app.command("list")
 def list_competitions() -> None:
-    """List the competition plugins kaggle-kit knows (built-in and installed through entry points)."""
-    from kaggle_kit.registry import all_competitions
+    """List the competition plugins kaggle-kit knows (built-in and installed through entry points); a plugin that
+    fails to load is one `broken:` line with its entry point and error."""
+    from kaggle_kit.registry import all_competitions, broken_plugins
 
     table = Table(title="competitions")
     for column in ("name", "title", "kaggle slug", "task", "metric", "targets", "default loss"):
@@ -26,7 +27,10 @@ def list_competitions() -> None:
     for comp in all_competitions().values():
         table.add_row(comp.name, comp.title, comp.kaggle_slug, comp.task, comp.metric.name,
                       ", ".join(comp.schema.target_names), comp.default_loss)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for plugin in broken_plugins().values():
+        console.print(f"broken: {plugin.line()}", soft_wrap=True, highlight=False, markup=False)
 
 
 def train(competition: str, config: Path | None, out: Path | None, resume: bool, seeds: str | None,
