@@ -56,9 +56,9 @@ def describe_error(err: BaseException) -> str:
     return text
 
 
-def _checked(comp: object, source: str) -> Competition:
+def _checked(comp: object, attribute: str) -> Competition:
     if not isinstance(comp, Competition):
-        raise KitError(f"{source} is a {type(comp).__name__}, not a kaggle_kit Competition")
+        raise KitError(f"{attribute} is a {type(comp).__name__}, not a kaggle_kit.competition.Competition")
     return comp
 
 
@@ -78,7 +78,7 @@ def all_competitions() -> dict[str, Competition]:
             comp = getattr(importlib.import_module(source), "COMPETITION", None)
             if comp is None:  # a helper module, not a plugin
                 continue
-            comp = _checked(comp, f"{source}.COMPETITION")
+            comp = _checked(comp, "COMPETITION")
         except Exception as err:  # one plugin's error never takes down the others
             broken[module_info.name] = BrokenPlugin(module_info.name, source, describe_error(err))
             continue
@@ -87,7 +87,7 @@ def all_competitions() -> dict[str, Competition]:
         if entry.name in found or entry.module in tried:  # kaggle-kit's own entry points name the built-ins
             continue
         try:
-            comp = _checked(entry.load(), f"entry point {entry.name!r} ({entry.value})")
+            comp = _checked(entry.load(), entry.attr or entry.module)
         except Exception as err:  # one plugin's error never takes down the others
             broken[entry.name] = BrokenPlugin(entry.name, entry.value, describe_error(err))
             continue

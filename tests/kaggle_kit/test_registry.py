@@ -39,9 +39,9 @@ def test_entry_point_that_is_not_a_competition(monkeypatch):
     registry.all_competitions.cache_clear()
     try:
         assert "ell" in registry.all_competitions()
-        assert registry.broken_plugins()["bad"].error == (
-            "entry point 'bad' (bad_plugin:COMPETITION) is a int, not a kaggle_kit Competition")
-        with pytest.raises(KitError, match="is a int, not a kaggle_kit Competition"):
+        assert registry.broken_plugins()["bad"].line() == (
+            "bad (bad_plugin:COMPETITION): COMPETITION is a int, not a kaggle_kit.competition.Competition")
+        with pytest.raises(KitError, match="is a int, not a kaggle_kit.competition.Competition"):
             registry.get_competition("bad")
     finally:
         registry.all_competitions.cache_clear()
