@@ -145,3 +145,17 @@ def test_kit_predict_lenient_gives_empty_and_blank_rows_the_fallback(ell_tiny_ru
     for row in ("EMPTY1", "BLANK1"):
         assert np.allclose(lenient.loc[row, TARGETS].to_numpy(float), [fallback[t] for t in TARGETS])
     assert np.abs(lenient.loc[good.index, TARGETS].to_numpy() - good[TARGETS].to_numpy()).max() <= 1e-5
+
+
+@pytest.mark.e2e
+def test_a_declared_fallback_that_does_not_fit_stops_training_before_it_starts(ell_small_dir, tiny_bert, tmp_path,
+                                                                               capsys, monkeypatch):
+    from kaggle_kit import registry
+
+    comps = dict(registry.all_competitions())
+    comps["ell"] = dataclasses.replace(comps["ell"], fallback=(3.0, 3.0))
+    monkeypatch.setattr(registry, "all_competitions", lambda: comps)
+    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "2",
+                           "--epochs", "1", "--max-len", "32", "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "ell: the plugin's fallback has 2 value(s); the plugin has 6 prediction column(s)")
+    assert not (tmp_path / "run" / "run_config.json").exists()
