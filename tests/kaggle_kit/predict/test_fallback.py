@@ -159,3 +159,18 @@ def test_a_declared_fallback_that_does_not_fit_stops_training_before_it_starts(e
                            "--epochs", "1", "--max-len", "32", "--out", tmp_path / "run")
     assert_one_line_error(code, err, "ell: the plugin's fallback has 2 value(s); the plugin has 6 prediction column(s)")
     assert not (tmp_path / "run" / "run_config.json").exists()
+
+
+@pytest.mark.e2e
+def test_when_every_row_is_unusable_every_row_gets_the_fallback(ell_tiny_run, monkeypatch):
+    from kaggle_kit.predict import inference
+
+    def never(*args, **kwargs):
+        raise AssertionError("no row to predict, so no model is loaded")
+
+    monkeypatch.setattr(inference, "predict_runs", never)
+    df = pd.DataFrame({"text_id": ["a", "b"], "full_text": ["", " "]})
+    preds, rows = fb.predict_with_fallback(get_competition("ell"), df, [ell_tiny_run], device="cpu")
+    fallback = json.loads((ell_tiny_run / "fallback.json").read_text())["prediction"]
+    assert np.allclose(preds, [[fallback[t] for t in TARGETS]] * 2)
+    assert rows.summary() == "2 of 2 test rows got the fallback prediction (2 empty text)"

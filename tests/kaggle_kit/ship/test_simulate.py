@@ -192,3 +192,17 @@ def test_empty_blank_and_unbuildable_hidden_rows_get_the_fallback_through_the_no
     assert code == 0, err
     lenient = pd.read_csv(tmp_path / "lenient.csv", dtype={"id": str}).set_index("id")
     assert np.abs(lenient["score"] - sub.loc[lenient.index, "score"]).max() <= 1e-4
+
+
+def test_simulate_refuses_a_notebook_whose_guard_fired(ell_tiny_bundle, ell_small_dir, tmp_path, capsys):
+    """A sample submission with an id test.csv lacks fails the prediction: the notebook's guard still writes the
+    fallback submission (Kaggle would score it), and kit simulate says so instead of passing."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(ell_small_dir / "test.csv", data / "test.csv")
+    sample = pd.read_csv(ell_small_dir / "sample_submission.csv")
+    pd.concat([sample, sample.head(1).assign(text_id="NOT-IN-TEST")]).to_csv(data / "sample_submission.csv",
+                                                                             index=False)
+    code, _, err = run_kit(capsys, "simulate", "--bundle", ell_tiny_bundle, "--data", data)
+    assert_one_line_error(code, err, "the notebook's prediction failed (KitError: sample submission has 1 id(s) "
+                          "not in the test file", "its last-resort guard wrote the fallback prediction for every row")
