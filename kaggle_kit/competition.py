@@ -137,6 +137,9 @@ class InputContext:
 InputBuilder = Callable[[pd.DataFrame, InputContext], list[str]]
 FoldStrategy = Callable[[pd.DataFrame, list[str], int, int], np.ndarray]
 PostProcess = Callable[[np.ndarray], np.ndarray]
+# A final prediction (after post-processing), one value per prediction column or one for all; a callable gets the
+# training labels (n, n_targets; class indices for classification targets) and the targets.
+Fallback = float | Sequence[float] | Callable[[np.ndarray, Sequence[Target]], Sequence[float]]
 
 
 @runtime_checkable
@@ -216,6 +219,10 @@ class Competition:
     row_files: tuple[RowFile, ...] = ()
     # Recorded in each run: bump it when a change to the plugin changes what an old run would predict.
     version: str = "1"
+    # The prediction for a hidden-test row that cannot be predicted (empty text, an input that cannot be built):
+    # None = the training labels' mean / class prior; a number or one per prediction column; or a callable
+    # (labels, targets) -> values. Recorded in each run's fallback.json (kaggle_kit/predict/fallback.py).
+    fallback: Fallback | None = None
 
     def __post_init__(self) -> None:
         self._check_fields()

@@ -35,6 +35,10 @@ def predict(
     quantize: str = typer.Option(None, "--quantize", metavar="int8",
                                  help="On a CPU: int8 dynamic quantisation of the backbone's linear layers (faster, "
                                       "slightly different predictions; see `kit bundle --quantize`)."),
+    lenient: bool = typer.Option(False, "--lenient",
+                                 help="As the Kaggle notebook does: rows with an empty or blank text, or whose input "
+                                      "cannot be built, get the runs' fallback prediction (counted in the log) "
+                                      "instead of stopping with an error."),
 ) -> None:
     """Fold-averaged, post-processed predictions in the sample submission's row and column order."""
     from kaggle_kit.config import check_value
@@ -46,7 +50,7 @@ def predict(
     setup_logging()
     quiet_transformers()
     comp = get_competition(competition)
-    test_df = load_test(comp, input)
+    test_df = load_test(comp, input, lenient=lenient)
     sample_path = sample_submission or input.parent / "sample_submission.csv"
     sample = read_csv(sample_path) if sample_path.is_file() else None
     folds, postprocess_state = None, None
@@ -61,10 +65,16 @@ def predict(
         raise KitError("give --run RUN_DIR (repeat to blend) or --ensemble FILE")
     else:
         weight_list = parse_weights(weights)
-    preds = predict_runs(comp, test_df, run, weight_list, device=device, batch_size=batch_size,
-                         data_dir=input.parent, base_model=base_model, folds=folds,
-                         postprocess_state=postprocess_state, merge_lora=merge,
-                         devices=check_value("devices", devices, "command line"), workers=workers, quantize=quantize)
+    options = dict(device=device, batch_size=batch_size, base_model=base_model, folds=folds,
+                   postprocess_state=postprocess_state, merge_lora=merge,
+                   devices=check_value("devices", devices, "command line"), workers=workers, quantize=quantize)
+    if lenient:
+        from kaggle_kit.predict.fallback import predict_with_fallback
+
+        preds, fallback = predict_with_fallback(comp, test_df, run, weight_list, data_dir=input.parent, **options)
+        say(fallback.summary())
+    else:
+        preds = predict_runs(comp, test_df, run, weight_list, data_dir=input.parent, **options)
     sub = submission_frame(comp, test_df, preds, sample)
     with atomic_path(output) as tmp:
         sub.to_csv(tmp, index=False)

@@ -129,6 +129,8 @@ def copy_row_files(comp: Competition, df: pd.DataFrame, source: Path, source_spl
     competition folder; its quick check poses training rows as test rows)."""
     for row_file in comp.row_files:
         for value in df[row_file.column].unique():
+            if not row_file.path(source, source_split, value).is_file():
+                continue  # a lenient test file's missing row file stays missing, as on Kaggle
             target = row_file.path(dest, dest_split, value)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(row_file.path(source, source_split, value), target)
@@ -142,12 +144,16 @@ def _check_inputs(df: pd.DataFrame, path: Path, comp: Competition) -> None:
             raise KitError(f"{_where(path, df, int(empty[0]), comp.schema.id_column, column)}: empty input text")
 
 
-def validate_test(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFrame:
+def validate_test(df: pd.DataFrame, path: Path, comp: Competition, lenient: bool = False) -> pd.DataFrame:
+    """`lenient` (the notebook, `kit predict --lenient`): only the file's structure is checked (columns, ids); rows
+    with an empty text or a missing row file are left to kaggle_kit.predict.fallback, which gives them the fallback
+    prediction instead of stopping."""
     schema = comp.schema
     _require_columns(df, path, schema.test_columns())
     _check_ids(df, path, schema.id_column)
-    _check_inputs(df, path, comp)
-    _check_row_files(df, path, comp, "test")
+    if not lenient:
+        _check_inputs(df, path, comp)
+        _check_row_files(df, path, comp, "test")
     return df
 
 
@@ -227,5 +233,5 @@ def load_train(comp: Competition, data_dir: Path) -> pd.DataFrame:
     return validate_train(read_csv(path), path, comp)
 
 
-def load_test(comp: Competition, path: Path) -> pd.DataFrame:
-    return validate_test(read_csv(path), path, comp)
+def load_test(comp: Competition, path: Path, lenient: bool = False) -> pd.DataFrame:
+    return validate_test(read_csv(path), path, comp, lenient)

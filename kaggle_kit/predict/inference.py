@@ -171,10 +171,16 @@ def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: Trai
     """Token ids per row, built by the plugin with the run's own input format, seed and extra files; `split` says
     whether the rows are train.csv's or test.csv's (per-row files live in data_dir/train/ or data_dir/test/);
     `cut` receives per row whether --max-len cut it."""
-    ctx = InputContext(sep_token=tokenizer.sep_token or "[SEP]",
-                       input_format=cfg.input_format or comp.input_formats[0], seed=cfg.seed,
-                       data_dir=data_dir, options=cfg.extra, files=files, chat=chat_renderer(tokenizer), split=split)
+    ctx = input_context(comp, tokenizer, cfg, data_dir, files, split)
     return tokenize(tokenizer, comp.build_inputs(df, ctx), cfg.max_len, tail_tokens=cfg.tail_tokens, cut=cut)
+
+
+def input_context(comp: Competition, tokenizer, cfg: TrainConfig, data_dir: Path | None, files: dict[str, Path],
+                  split: str = "test") -> InputContext:
+    """What the plugin's input builder gets for a run's rows (also used to find test rows it cannot build)."""
+    return InputContext(sep_token=tokenizer.sep_token or "[SEP]",
+                        input_format=cfg.input_format or comp.input_formats[0], seed=cfg.seed,
+                        data_dir=data_dir, options=cfg.extra, files=files, chat=chat_renderer(tokenizer), split=split)
 
 
 def chat_renderer(tokenizer):

@@ -60,6 +60,11 @@ class RunDir:
         return self.path / "postprocess.json"
 
     @property
+    def fallback(self) -> Path:
+        """The prediction for hidden-test rows that cannot be predicted (kaggle_kit/predict/fallback.py)."""
+        return self.path / "fallback.json"
+
+    @property
     def metrics(self) -> Path:
         return self.path / "metrics.csv"
 

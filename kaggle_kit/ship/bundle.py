@@ -298,6 +298,8 @@ def model_files(r: BundleRun) -> list[tuple[Path, str]]:
         files.append((r.run.cv, f"{base}/cv.json"))
     if r.run.postprocess.is_file():  # the plugin's post-processor state fitted on the run's OOF (QWK thresholds)
         files.append((r.run.postprocess, f"{base}/postprocess.json"))
+    if r.run.fallback.is_file():  # what hidden-test rows that cannot be predicted get
+        files.append((r.run.fallback, f"{base}/fallback.json"))
     if r.run.manifest.is_file():  # data sha256, git commit, seed, versions: where these weights came from
         files.append((r.run.manifest, f"{base}/run_manifest.json"))
     files += [(p, f"{base}/tokenizer/{p.name}") for p in sorted(r.run.tokenizer.iterdir()) if p.is_file()]
@@ -530,6 +532,14 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
                 write_json(dataset / dest, shareable_run_manifest(read_json(src)))
             else:
                 shutil.copyfile(src, dataset / dest)
+        if not r.run.fallback.is_file():  # an older run: the notebook still needs one, computed here
+            from kaggle_kit.predict.fallback import run_fallback
+
+            values, source = run_fallback(comp, r.run)
+            log(f"{r.name}: no fallback.json (trained before runs recorded one); the bundle's is {source}")
+            write_json(dataset / f"models/{r.name}/fallback.json",
+                       {"prediction": dict(zip(comp.schema.output_columns, map(float, values), strict=True)),
+                        "source": source})
     if base is not None and base.get("folder"):
         log(f"copying the base model {base['folder']} into the bundle ({base['path']})")
         shutil.copytree(base.pop("folder"), dataset / base["path"])

@@ -226,24 +226,39 @@ def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_
                    budget_hours: float = DEFAULT_BUDGET_HOURS, started_at: float | None = None,
                    clock: Callable[[], float] = time.time, device: str = "auto",
                    batch_size: int | None = None, input_root: str | Path | None = None) -> dict[str, Any]:
-    """Predict the competition's test.csv with the bundle's runs and write submission.csv.
+    """Predict the competition's test.csv with the bundle's runs and write submission.csv; never stop without one.
 
-    Also writes kit_run_report.json beside the submission: folds used and skipped, seconds per fold, and
-    where kaggle_kit was imported from (kit simulate checks it came from the installed wheel).
+    Rows with an empty text or an input the plugin cannot build get the runs' fallback prediction (counted in the
+    log and the report). Any other failure here (the last-resort guard) writes the fallback for every row of
+    sample_submission.csv, prints why, and returns: a notebook that stops scores nothing on the hidden rerun, a
+    submission of priors at least scores. It raises only when even that submission cannot be written.
+    Also writes kit_run_report.json beside the submission: folds used and skipped, seconds per fold, fallback rows,
+    the failure if any, and where kaggle_kit was imported from (kit simulate checks it came from the installed
+    wheel).
     """
-    import kaggle_kit
+    dataset_dir, competition_dir, output_path = Path(dataset_dir), Path(competition_dir), Path(output_path)
+    started_at = clock() if started_at is None else started_at
+    try:
+        return _predict_submission(dataset_dir, competition_dir, output_path, budget_hours, started_at, clock, device,
+                                   batch_size, input_root)
+    except Exception as error:  # noqa: BLE001 - the last-resort guard: any failure still gets a submission
+        return write_fallback_submission(dataset_dir, competition_dir, output_path, error, started_at, clock)
+
+
+def _predict_submission(dataset_dir: Path, competition_dir: Path, output_path: Path, budget_hours: float,
+                        started_at: float, clock: Callable[[], float], device: str, batch_size: int | None,
+                        input_root: str | Path | None) -> dict[str, Any]:
     from kaggle_kit.data.load import load_test, read_csv
     from kaggle_kit.errors import KitError
-    from kaggle_kit.fileio import atomic_path, read_json, write_json
-    from kaggle_kit.predict.inference import PredictionReport, predict_runs, submission_frame
+    from kaggle_kit.fileio import atomic_path, read_json
+    from kaggle_kit.predict.fallback import predict_with_fallback
+    from kaggle_kit.predict.inference import PredictionReport, submission_frame
     from kaggle_kit.predict.quantize import manifest_mode
     from kaggle_kit.registry import get_competition
 
-    dataset_dir, competition_dir, output_path = Path(dataset_dir), Path(competition_dir), Path(output_path)
-    started_at = clock() if started_at is None else started_at
     manifest = read_json(dataset_dir / MANIFEST_NAME)
     comp = get_competition(manifest["competition"])
-    test_df = load_test(comp, competition_dir / "test.csv")
+    test_df = load_test(comp, competition_dir / "test.csv", lenient=True)
     sample = read_csv(competition_dir / "sample_submission.csv")
     runs = manifest["runs"]
     base = manifest.get("base_model")
@@ -256,11 +271,14 @@ def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_
     guard = DeadlineGuard(budget_hours * 3600, started_at, clock)
     report = PredictionReport()
     predict_start = clock()
-    preds = predict_runs(comp, test_df, [dataset_dir / r["path"] for r in runs], [r["weight"] for r in runs],
-                         device=device, batch_size=batch_size, data_dir=competition_dir, should_continue=guard,
-                         clock=clock, report=report, folds=[r["folds"] for r in runs], base_model=base_model,
-                         postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
-                         merge_lora=bool((base or {}).get("merge")), quantize=manifest_mode(manifest))
+    preds, fallback = predict_with_fallback(
+        comp, test_df, [dataset_dir / r["path"] for r in runs], [r["weight"] for r in runs], data_dir=competition_dir,
+        device=device, batch_size=batch_size, should_continue=guard, clock=clock, report=report,
+        folds=[r["folds"] for r in runs], base_model=base_model,
+        postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
+        merge_lora=bool((base or {}).get("merge")), quantize=manifest_mode(manifest))
+    if fallback.count:
+        print(fallback.summary())
     sub = submission_frame(comp, test_df, preds, sample)
     problems = submission_problems(sub, sample, comp.schema.id_column)
     if problems:
@@ -276,12 +294,72 @@ def run_submission(dataset_dir: str | Path, competition_dir: str | Path, output_
         "predict_seconds": clock() - predict_start,
         "elapsed_seconds": clock() - started_at,
         "deadline_stopped": guard.stopped,
-        "kaggle_kit_version": kaggle_kit.__version__,
-        "kaggle_kit_file": kaggle_kit.__file__,
-        "python": platform.python_version(),
-        "versions": installed_versions(RUNTIME_PACKAGES),
+        "fallback_rows": fallback.record(test_df[comp.schema.id_column].tolist()),
+        "failure": None,
+        **_environment(),
     }
-    write_json(output_path.parent / REPORT_NAME, summary)
+    _write_report(output_path, summary)
     skipped = f", skipped {len(report.folds_skipped)} fold(s) for time" if report.folds_skipped else ""
     print(f"wrote {output_path}: {len(sub)} rows from {len(report.folds_used)} fold(s){skipped}")
     return summary
+
+
+def write_fallback_submission(dataset_dir: Path, competition_dir: Path, output_path: Path, error: BaseException,
+                              started_at: float, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """The last resort: sample_submission.csv's rows, each with the runs' blended fallback prediction, and a report
+    that says why. Re-raises `error` when even this cannot be written (then Kaggle has nothing to score anyway, and
+    the error is what the log should show)."""
+    import traceback
+
+    reason = f"{type(error).__name__}: {error}"
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else "unknown"
+    print(f"ERROR: prediction failed: {reason}\n  at {where}\nwriting the fallback prediction for every row, so "
+          f"that the submission is still scored")
+    try:
+        from kaggle_kit.data.load import read_csv
+        from kaggle_kit.fileio import atomic_path, read_json
+        from kaggle_kit.predict.fallback import blended_fallback, fallback_submission
+        from kaggle_kit.registry import get_competition
+
+        manifest = read_json(dataset_dir / MANIFEST_NAME)
+        comp = get_competition(manifest["competition"])
+        sample = read_csv(competition_dir / "sample_submission.csv")
+        runs = manifest["runs"]
+        fallback = blended_fallback(comp, [dataset_dir / r["path"] for r in runs], [r["weight"] for r in runs])
+        sub = fallback_submission(comp, sample, fallback)
+        problems = submission_problems(sub, sample, comp.schema.id_column)
+        if problems:
+            raise RuntimeError(f"the fallback submission is not valid either: {problems[0]}")
+        with atomic_path(output_path) as tmp:
+            sub.to_csv(tmp, index=False)
+    except Exception as second:
+        print(f"ERROR: could not write even the fallback submission ({type(second).__name__}: {second}); "
+              f"Kaggle has nothing to score")
+        raise error from second
+    summary = {
+        "rows": len(sub), "folds_used": [], "folds_skipped": [], "fold_seconds": {}, "fold_load_seconds": {},
+        "predict_seconds": 0.0, "elapsed_seconds": clock() - started_at, "deadline_stopped": False,
+        "fallback_rows": {"count": len(sub), "of": len(sub), "kinds": {"prediction failed": len(sub)},
+                          "summary": f"all {len(sub):,} rows got the fallback prediction (prediction failed: "
+                                     f"{reason})", "rows": [], "value": fallback.tolist()},
+        "failure": {"error": reason, "where": where,
+                    "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__))},
+        **_environment(),
+    }
+    _write_report(output_path, summary)
+    print(f"wrote {output_path}: {len(sub)} rows, every one the fallback prediction (see {REPORT_NAME})")
+    return summary
+
+
+def _environment() -> dict[str, Any]:
+    import kaggle_kit
+
+    return {"kaggle_kit_version": kaggle_kit.__version__, "kaggle_kit_file": kaggle_kit.__file__,
+            "python": platform.python_version(), "versions": installed_versions(RUNTIME_PACKAGES)}
+
+
+def _write_report(output_path: Path, summary: dict[str, Any]) -> None:
+    from kaggle_kit.fileio import write_json
+
+    write_json(output_path.parent / REPORT_NAME, summary)

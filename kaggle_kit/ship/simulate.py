@@ -79,6 +79,7 @@ class Simulation:
     environment: str = ""
     python: str = ""
     versions: dict[str, str] = field(default_factory=dict)  # what the notebook's kernel imported
+    fallback: str = ""  # the notebook's line on test rows that got the fallback prediction, if any
 
 
 # ---- the environment ------------------------------------------------------------------------------------------
@@ -294,7 +295,7 @@ def kaggle_folders(root: Path, bundle_dir: Path, comp, data_dir: Path, layout: s
         shutil.copyfile(data_dir / name, competition / name)
     from kaggle_kit.data.load import copy_row_files, load_test  # per-row files (FBE's essays) go in test/
 
-    copy_row_files(comp, load_test(comp, data_dir / "test.csv"), data_dir, "test", competition, "test")
+    copy_row_files(comp, load_test(comp, data_dir / "test.csv", lenient=True), data_dir, "test", competition, "test")
     if base_model is not None:  # a LoRA bundle's base, attached as a Kaggle Model would be
         name = Path(base_model).resolve().name.lower()
         mount = (inputs / "models" / "owner" / name if layout == "new" else inputs / name) / "transformers/default/1"
@@ -329,18 +330,20 @@ def prepared_notebook(bundle_dir: Path, params: dict[str, str], path: Path) -> P
 
 def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path, data_dir: Path, test_df,
                                 sample, submission, base_model: Path | None = None) -> float:
-    """Largest absolute difference between the notebook's submission and `predict_runs` in this process."""
-    from kaggle_kit.predict.inference import predict_runs, submission_difference, submission_frame
+    """Largest absolute difference between the notebook's submission and `kit predict --lenient`'s code in this
+    process (the rows it can predict by `predict_runs`, the others by the runs' fallback)."""
+    from kaggle_kit.predict.fallback import predict_with_fallback
+    from kaggle_kit.predict.inference import submission_difference, submission_frame
     from kaggle_kit.predict.quantize import manifest_mode
 
     dataset = bundle_dir / "dataset"
     runs = manifest["runs"]
-    preds = predict_runs(comp, test_df, [dataset / r["path"] for r in runs], [r["weight"] for r in runs],
-                         device="cpu", folds=[r["folds"] for r in runs], data_dir=data_dir,
-                         postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
-                         base_model=base_model or _copied_base(manifest, dataset),
-                         merge_lora=bool((manifest.get("base_model") or {}).get("merge")),
-                         quantize=manifest_mode(manifest))
+    preds, _ = predict_with_fallback(comp, test_df, [dataset / r["path"] for r in runs], [r["weight"] for r in runs],
+                                     device="cpu", folds=[r["folds"] for r in runs], data_dir=data_dir,
+                                     postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
+                                     base_model=base_model or _copied_base(manifest, dataset),
+                                     merge_lora=bool((manifest.get("base_model") or {}).get("merge")),
+                                     quantize=manifest_mode(manifest))
     return submission_difference(comp, submission, submission_frame(comp, test_df, preds, sample))
 
 
@@ -382,7 +385,7 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     bundle_dir, data_dir = Path(bundle_dir), Path(data_dir)
     manifest = load_bundle_manifest(bundle_dir)
     comp = get_competition(manifest["competition"])
-    test_df = load_test(comp, data_dir / "test.csv")
+    test_df = load_test(comp, data_dir / "test.csv", lenient=True)  # as the notebook reads it
     sample = read_csv(data_dir / "sample_submission.csv")
     image = image or load_image_packages()
     assumed = manifest.get("image_packages", {})
@@ -434,6 +437,10 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
         for line in found_inputs(executed):
             log(f"notebook: {line.replace(str(root), '<tmp>')}")
         report = read_json(working / REPORT_NAME)
+        if report.get("failure"):
+            failure = report["failure"]
+            raise KitError(f"simulate: the notebook's prediction failed ({failure['error']}, at {failure['where']}); "
+                           f"its last-resort guard wrote the fallback prediction for every row")
         if not Path(report["kaggle_kit_file"]).resolve().is_relative_to((root / "venv").resolve()):
             raise KitError(f"simulate: the notebook imported kaggle_kit from {report['kaggle_kit_file']}, "
                            f"not from the wheel it installed into {root / 'venv'}")
@@ -460,7 +467,13 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     projected = total - sum(infer.values()) + sum(infer.values()) * comp.hidden_test_size / len(test_df)
     return Simulation(Path(output) if output else None, len(submission), network, phases, infer, projected,
                       comp.hidden_test_size, diff, report["kaggle_kit_file"], layout, environment,
-                      report.get("python", ""), report.get("versions", {}))
+                      report.get("python", ""), report.get("versions", {}), fallback_line(report))
+
+
+def fallback_line(report: dict[str, Any]) -> str:
+    """'3 of 2,700 test rows got the fallback prediction (...)' from the notebook's report, or '' for none."""
+    record = report.get("fallback_rows") or {}
+    return record.get("summary", "") if record.get("count") else ""
 
 
 def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8, log: Callable[[str], None] = print,
@@ -492,6 +505,8 @@ def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8, log: Call
 def print_simulation(sim: Simulation, log: Callable[[str], None] = print) -> None:
     log(f"simulate: valid submission, {sim.rows} rows, equal to `kit predict` (max |diff| {sim.max_abs_diff:.1e}); "
         f"{sim.layout} input layout, network blocked by {sim.network}")
+    if sim.fallback:
+        log(f"simulate: {sim.fallback}")
     log(f"simulate: the notebook ran in the {sim.environment}: Python {sim.python}, "
         + ", ".join(f"{name} {version}" for name, version in sim.versions.items()))
     for phase, seconds in sim.phases.items():

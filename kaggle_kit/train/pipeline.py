@@ -21,6 +21,7 @@ from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import atomic_path, read_json, sha256_file, write_json
 from kaggle_kit.models.decoder import is_decoder, prepare_tokenizer
 from kaggle_kit.models.model import check_model_dir, default_model_path, load_backbone_config
+from kaggle_kit.predict.fallback import fallback_record
 from kaggle_kit.predict.inference import build_model_inputs, load_tokenizer
 from kaggle_kit.registry import get_competition
 from kaggle_kit.runs import plots
@@ -145,6 +146,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
                     "which is then mid-text, not the prompt's end: --tail-tokens N keeps each input's last N "
                     "tokens", n_cut, cfg.max_len)
     y = train_df[targets].to_numpy(dtype=np.float32)
+    fallback_record(comp, train_df[targets].to_numpy(float))  # a plugin fallback that does not fit stops here
     pseudo = load_pseudo(comp, cfg, train_df, tokenizer, data_dir, files, ids, folds) if cfg.pseudo else None
     y_fit = distilled_targets(comp, cfg, train_df, y) if cfg.distill else None
     return Prepared(cfg=cfg, comp=comp, data=data, data_dir=data_dir, model_path=model_path, device=device,
@@ -424,6 +426,8 @@ def _finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> d
     plots.learning_curves(metrics, comp.metric.name, run.plots / "learning_curves.png")
     plots.predicted_vs_true(truth, pred, comp.schema.targets, run.plots / "predicted_vs_true.png")
     write_json(run.cv, cv)
+    # what hidden-test rows that cannot be predicted get (kit predict --lenient, the notebook)
+    write_json(run.fallback, fallback_record(comp, train_df[targets].to_numpy(float)))
     manifest = run.load_manifest()
     cfg = run.load_config()
     complete = set(done) >= set(cfg.fold_list()) and (not cfg.full_train or run.fold_done(cfg.full_fold))

@@ -314,3 +314,28 @@ def test_image_list_is_refreshed_from_a_pip_freeze(tmp_path, capsys):
     freeze.write_text("# python: 3.12\nthis is not a freeze\n")
     code, _, err = run_kit(capsys, "image-list", freeze, "--out", out)
     assert_one_line_error(code, err, "line 2: not a pip freeze line")
+
+
+def test_a_run_without_fallback_json_gets_one_computed_in_the_bundle(ell_tiny_run, ell_small_dir, tmp_path,
+                                                                     image_packages_of_this_env):
+    """Runs trained before runs recorded their fallback: the bundle computes it (here from the run's train.csv),
+    so the notebook always has one, and lists it in the manifest like every other file."""
+    import shutil
+
+    import pandas as pd
+
+    old = tmp_path / "ell-old"
+    shutil.copytree(ell_tiny_run, old)
+    (old / "fallback.json").unlink()
+    lines = []
+    bundle = build_bundle(get_competition("ell"), [old], tmp_path / "bundles", owner="kit-tester",
+                          image=load_image_packages(image_packages_of_this_env), log=lines.append)
+    manifest = json.loads((bundle.dataset / "manifest.json").read_text())
+    shipped = bundle.dataset / "models" / "ell-old" / "fallback.json"
+    assert manifest["files"]["models/ell-old/fallback.json"]["sha256"] == sha256_file(shipped)
+    record = json.loads(shipped.read_text())
+    targets = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
+    mean = pd.read_csv(ell_small_dir / "train.csv")[targets].mean()
+    assert [round(record["prediction"][t], 6) for t in targets] == [round(v, 6) for v in mean]
+    assert "computed from" in record["source"]
+    assert any("ell-old: no fallback.json" in line for line in lines)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kaggle_kit.errors import KitError
 from kaggle_kit.predict.inference import predict_runs
 from kaggle_kit.registry import get_competition
 from kaggle_kit.ship.kaggle_runtime import DeadlineGuard, run_submission, submission_problems, verify_files
@@ -242,3 +243,46 @@ def test_guard_counts_folds_running_in_parallel():
     assert "projected to end at 5.50 h" in lines[0]
     elapsed["now"] = 2.5 * 3600
     assert guard(2, 4, 2 * 3600, fold_seconds=2 * 3600, parallel=2)
+
+
+def _fail_inside_prediction(monkeypatch):
+    from kaggle_kit.predict import inference
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(inference, "predict_runs", boom)
+
+
+def test_a_failure_inside_prediction_still_writes_the_fallback_submission(ell_tiny_bundle, ell_small_dir, tmp_path,
+                                                                         monkeypatch, capsys):
+    """The last-resort guard: any exception after the inputs are found gives every row the fallback, says why, and
+    the notebook ends normally (a submission of priors still scores; a stopped notebook scores nothing)."""
+    _fail_inside_prediction(monkeypatch)
+    out = tmp_path / "working" / "submission.csv"
+    out.parent.mkdir()
+    report = run_submission(ell_tiny_bundle / "dataset", ell_small_dir, out, device="cpu")
+    printed = capsys.readouterr().out
+    assert "ERROR: prediction failed: RuntimeError: CUDA error: an illegal memory access" in printed
+    assert "test_kaggle_runtime.py" in printed and "in boom" in printed  # the traceback's last line
+    sub, sample = pd.read_csv(out), pd.read_csv(ell_small_dir / "sample_submission.csv")
+    assert submission_problems(sub, sample, "text_id") == []
+    fallback = json.loads((ell_tiny_bundle / "dataset" / "models" / "ell-tiny" / "fallback.json").read_text())
+    assert np.allclose(sub[TARGETS].to_numpy(), [[fallback["prediction"][t] for t in TARGETS]] * len(sample))
+    saved = json.loads((tmp_path / "working" / "kit_run_report.json").read_text())
+    assert saved["failure"]["error"].startswith("RuntimeError: CUDA error") and saved == json.loads(json.dumps(report))
+    assert saved["fallback_rows"]["count"] == len(sample)
+
+
+def test_the_guard_stops_the_notebook_only_when_nothing_can_be_written(ell_tiny_bundle, ell_small_dir, tmp_path,
+                                                                       monkeypatch, capsys):
+    _fail_inside_prediction(monkeypatch)
+    competition = tmp_path / "competition"
+    competition.mkdir()
+    shutil.copy(ell_small_dir / "test.csv", competition / "test.csv")  # no sample_submission.csv
+    out = tmp_path / "working" / "submission.csv"
+    out.parent.mkdir()
+    with pytest.raises(KitError, match="sample_submission.csv: file not found"):  # the notebook's cell fails
+        run_submission(ell_tiny_bundle / "dataset", competition, out, device="cpu")
+    assert "could not write even the fallback submission" in capsys.readouterr().out
+    assert not out.exists()
