@@ -317,7 +317,8 @@ class PlannedRun:
 def plan_runs(comp: Competition, run_paths: Sequence[Path],
               weights: Sequence[float | Sequence[float]] | None = None,
               folds: Sequence[Sequence[int]] | None = None, merge_lora: bool = False) -> list[PlannedRun]:
-    """Which runs and folds to predict, every check made before a model is loaded."""
+    """Which runs and folds to predict, every check made before a model is loaded: each run's competition first,
+    then its folds (every finished one, or `folds`) against the weight files recorded at save."""
     weights = list(weights) if weights is not None else [1.0 / len(run_paths)] * len(run_paths)
     if len(weights) != len(run_paths):
         raise KitError(f"{len(weights)} ensemble weights for {len(run_paths)} runs")
@@ -328,19 +329,21 @@ def plan_runs(comp: Competition, run_paths: Sequence[Path],
     plan = []
     for i, path in enumerate(run_paths):
         run = RunDir(Path(path))
+        cfg = check_run_for(comp, run)  # first: a run of another competition is named as that, whatever else is wrong
         if folds is None:
-            run_folds = run.finished_folds()
+            run_folds = run.select_folds()
             status = run.load_manifest().get("status")
             if run_folds and status != "complete":
                 log.warning("%s: run status is %r, predicting with its finished folds %s", run.path, status, run_folds)
-        else:
+        elif run.finished_folds():
+            run_folds = run.select_folds(folds[i])
+        else:  # a bundle's model folder holds the weights alone; the notebook checks them against the bundle manifest
             run_folds = list(folds[i])
             missing = [f for f in run_folds if not run.weights(f).is_file()]
             if missing:
                 raise KitError(f"{run.weights(missing[0])}: file not found")
         if not run_folds:
-            raise KitError(f"{run.path}: no finished fold weights (fold*.safetensors) to predict with")
-        cfg = check_run_for(comp, run)
+            raise KitError(f"{run.path}: no finished folds (folds/foldN.json) to predict with")
         if merge_lora and (cfg.load_in_4bit or cfg.load_in_8bit):
             raise KitError(f"{run.path}: --merge: this run holds its base in {4 if cfg.load_in_4bit else 8} bits; "
                            f"merging re-quantises the weights and changes the predictions: predict unmerged")
