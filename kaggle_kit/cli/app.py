@@ -56,6 +56,29 @@ def parse_weights(weights: str | None) -> list[float] | None:
         raise KitError(f"--weights {weights!r}: expected comma-separated numbers, e.g. 0.6,0.4") from None
 
 
+def folds_option():
+    """`--folds`, declared once for `kit predict` and `kit bundle`."""
+    return typer.Option(None, "--folds", metavar="LIST",
+                        help="Use only these finished folds of the one --run, e.g. 0,2 [default: every finished fold; "
+                             "a missing or changed fold file is refused]. The CV printed and bundled is recomputed "
+                             "on these folds' OOF rows.")
+
+
+def parse_folds(folds: str | None, runs: int, ensemble: bool) -> list[list[int]] | None:
+    """`--folds 0,2` as the fold list of the one run it may name."""
+    if folds is None:
+        return None
+    try:
+        numbers = [int(f) for f in folds.split(",")]
+    except ValueError:
+        raise KitError(f"--folds {folds!r}: expected comma-separated fold numbers, e.g. 0,2") from None
+    if len(set(numbers)) != len(numbers):
+        raise KitError(f"--folds {folds}: a fold is named twice")
+    if ensemble or runs != 1:
+        raise KitError(f"--folds {folds}: picks the folds of one --run (an ensemble file names its own folds)")
+    return [numbers]
+
+
 def require_module(module: str, extra: str) -> None:
     import importlib.util
 

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from kaggle_kit.cli.app import app, parse_weights, quiet_transformers, say, setup_logging
+from kaggle_kit.cli.app import (
+    app,
+    folds_option,
+    parse_folds,
+    parse_weights,
+    quiet_transformers,
+    say,
+    setup_logging,
+)
 from kaggle_kit.errors import KitError
 
 
@@ -39,6 +47,7 @@ def predict(
                                  help="As the Kaggle notebook does: rows with an empty or blank text, or whose input "
                                       "cannot be built, get the runs' fallback prediction (counted in the log) "
                                       "instead of stopping with an error."),
+    folds_text: str = folds_option(),
 ) -> None:
     """Fold-averaged, post-processed predictions in the sample submission's row and column order."""
     from kaggle_kit.config import check_value
@@ -53,7 +62,8 @@ def predict(
     test_df = load_test(comp, input, lenient=lenient)
     sample_path = sample_submission or input.parent / "sample_submission.csv"
     sample = read_csv(sample_path) if sample_path.is_file() else None
-    folds, postprocess_state = None, None
+    folds, postprocess_state = parse_folds(folds_text, len(run or []), ensemble is not None), None
+    cv = chosen_folds_cv(comp, run[0], folds[0]) if folds is not None else None
     if ensemble is not None:
         from kaggle_kit.predict.ensemble_file import load_ensemble, read_ensemble_file
 
@@ -79,3 +89,29 @@ def predict(
     with atomic_path(output) as tmp:
         sub.to_csv(tmp, index=False)
     say(f"wrote {output} ({len(sub)} rows, columns: {', '.join(sub.columns)})")
+    if folds is not None:
+        say(describe_folds_cv(run[0], folds[0], cv))
+
+
+def chosen_folds_cv(comp, run_path: Path, folds: list[int]) -> dict | None:
+    """The run's CV on the OOF rows of `folds`, after the run's competition and those folds' files are checked."""
+    from kaggle_kit.predict.inference import check_run_for
+    from kaggle_kit.runs.folder import RunDir
+    from kaggle_kit.train.pipeline import cv_on_folds
+
+    run = RunDir(run_path)
+    check_run_for(comp, run)
+    return cv_on_folds(comp, run, run.select_folds(folds))
+
+
+def describe_folds_cv(run_path: Path, folds: list[int], cv: dict | None) -> str:
+    from kaggle_kit.fileio import read_json
+    from kaggle_kit.runs.folder import RunDir
+
+    shown = ",".join(map(str, folds))
+    if cv is None:
+        return f"--folds {shown}: no validated fold among them (the full-train model has no OOF rows), so no CV"
+    whole = RunDir(run_path).cv
+    all_folds = f" (all folds: {read_json(whole)['score']:.4f})" if whole.is_file() else ""
+    return (f"CV on folds {shown}: {cv['metric']} {cv['score']:.4f} over their {cv['n_oof']} OOF rows"
+            f"{all_folds}")

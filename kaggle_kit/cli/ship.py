@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from kaggle_kit.cli.app import app, parse_weights, quiet_transformers, require_module, say, setup_logging
+from kaggle_kit.cli.app import (
+    app,
+    folds_option,
+    parse_folds,
+    parse_weights,
+    quiet_transformers,
+    require_module,
+    say,
+    setup_logging,
+)
 
 
 @app.command()
@@ -52,6 +61,7 @@ def bundle(
     quantize: str = typer.Option(None, "--quantize", metavar="int8",
                                  help="CPU-only sessions predict with int8 linear layers (faster); each run's OOF "
                                       "rows are predicted with and without it here and both scores recorded."),
+    folds_text: str = folds_option(),
 ) -> None:
     """A Kaggle dataset (wheels, models, manifest) and an offline inference notebook, in bundles/<slug>/."""
     from kaggle_kit.errors import KitError
@@ -73,6 +83,7 @@ def bundle(
     if ensemble is None and not run:
         raise KitError("give --run RUN_DIR (repeat to blend) or --ensemble FILE")
     weight_list = parse_weights(weights)
+    run_folds = parse_folds(folds_text, len(run or []), ensemble is not None)
     image = load_image_packages(image_packages)
     if quantize:
         setup_logging()
@@ -80,7 +91,7 @@ def bundle(
     result = build_bundle(comp, run or [], out, weight_list, slug=slug, owner=owner, license_name=license,
                           accelerator_name=accelerator or DEFAULT_ACCELERATOR, image=image, log=say,
                           ensemble_file=ensemble, base_model=base_model, force=force,
-                          assume_tflops=assume_tflops, merge=merge, quantize=quantize)
+                          assume_tflops=assume_tflops, merge=merge, quantize=quantize, run_folds=run_folds)
     say(f"bundle: {result.path} ({result.size_bytes() / 1e6:.1f} MB; wheels: "
         f"{', '.join(Path(w).name for w in result.wheels)})")
     say(f"next: kit simulate --bundle {result.path} --data DIR [--image], then kit submit {comp.name} "

@@ -47,6 +47,14 @@ def expand_runs(runs: Sequence[Path], patterns: Sequence[str]) -> list[Path]:
     return unique
 
 
+def member_folds(comp: Competition, run: RunDir) -> list[int]:
+    """A member's finished folds, checked: a run of another competition is named as that before anything else."""
+    competition = run.load_config().competition
+    if competition != comp.name:
+        raise KitError(f"--run {run.path}: a run of {competition!r}, not of {comp.name!r}")
+    return run.select_folds()
+
+
 def per_target_metric(comp: Competition) -> bool:
     """Per-target weights where the competition's score is a mean of per-target scores and there are several."""
     return len(comp.schema.target_names) > 1 and comp.metric.combine == "mean"
@@ -61,6 +69,9 @@ class EnsembleFit:
 
 def fit_ensemble(comp: Competition, run_dirs: Sequence[Path], data_dir: Path | None = None, max_steps: int = 30,
                  chunks: int = 5, seed: int = 42) -> EnsembleFit:
+    """Hill-climbed weights on the runs' OOF rows; every run checked first (its competition, then each finished
+    fold's weight file against its record: an ensemble file names folds that `kit predict` and `kit bundle` use)."""
+    run_folds = [member_folds(comp, RunDir(Path(r))) for r in run_dirs]
     names = comp.schema.target_names
     targets = comp.schema.targets
     folder = resolve_data_dir(comp, data_dir or RunDir(Path(run_dirs[0])).load_config().data)
@@ -98,8 +109,8 @@ def fit_ensemble(comp: Competition, run_dirs: Sequence[Path], data_dir: Path | N
         "competition": comp.name,
         "metric": comp.metric.name,
         "greater_is_better": comp.metric.greater_is_better,
-        "runs": [{"path": str(Path(r)), "name": Path(r).name, "folds": RunDir(Path(r)).finished_folds()}
-                 for r in run_dirs],
+        "runs": [{"path": str(Path(r)), "name": Path(r).name, "folds": folds}
+                 for r, folds in zip(run_dirs, run_folds, strict=True)],
         "weights": weights,
         "fit": {"method": "hill climbing with replacement, step count chosen on held-out OOF chunks",
                 "max_steps": max_steps, "chunks": chunks, "seed": seed, "n_oof_rows": len(y),

@@ -309,76 +309,81 @@ def predict_fold(inputs: RunInputs, fold: int, device: torch.device, quantize: s
     return raw, loaded, time.monotonic() - started
 
 
-def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
-                 weights: Sequence[float | Sequence[float]] | None = None,
-                 device: str = "auto", batch_size: int | None = None, data_dir: Path | None = None,
-                 should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
-                 report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None,
-                 base_model: Path | None = None, postprocess_state: dict | None = None,
-                 merge_lora: bool = False, devices: Sequence[int] | None = None, workers: int | None = None,
-                 quantize: str | None = None) -> np.ndarray:
-    """Post-processed predictions (n_rows, n_outputs): folds averaged within a run, runs blended by weight, then
-    the plugin's post-processing: its stateless `postprocess`, then its fitted `postprocessor` with the single
-    run's own state, or for several runs `postprocess_state` (a bundle's, fitted on the blended OOF predictions)
-    or a state fitted here on the runs' blended OOF predictions.
+@dataclass
+class PlannedRun:
+    """One run as prediction will use it: checked, with the folds to predict and its blend weight (per output)."""
 
-    Folds (of every run) are spread over the devices: every visible GPU (or `devices`) when predicting on CUDA, or
-    `workers` CPU processes sharing the cores; one device predicts in this process. Results do not depend on how
-    the folds were spread: each fold is predicted whole on one device, and folds are averaged in their order. LoRA
-    runs predict in this process (their base may be split over every GPU).
-    Before each fold after the first `should_continue` may stop the remaining work; the folds done so far are still
-    used, so a deadline never costs the submission (at least one fold always runs). `folds` names the folds of each
-    run to use; a bundle passes them because its model folders hold only the weights, not the per-fold training
-    records that `RunDir.finished_folds` looks for. `base_model` is where LoRA runs find their base model when it
-    is not where training found it; `merge_lora` folds their adapters into it (refused for 4/8-bit bases, where
-    merging re-quantises the weights and changes the outputs). `quantize` ("int8") applies to CPU inference only.
-    """
-    from kaggle_kit.predict import parallel
-    from kaggle_kit.predict.quantize import applies, check_mode
+    run: RunDir
+    cfg: TrainConfig
+    folds: list[int]
+    trained: list[Target]
+    weight: np.ndarray
 
-    report = report if report is not None else PredictionReport()
+
+def plan_runs(comp: Competition, run_paths: Sequence[Path],
+              weights: Sequence[float | Sequence[float]] | None = None,
+              folds: Sequence[Sequence[int]] | None = None, merge_lora: bool = False) -> list[PlannedRun]:
+    """Which runs and folds to predict, every check made before a model is loaded: each run's competition first,
+    then its folds (every finished one, or `folds`) against the weight files recorded at save."""
     weights = list(weights) if weights is not None else [1.0 / len(run_paths)] * len(run_paths)
     if len(weights) != len(run_paths):
         raise KitError(f"{len(weights)} ensemble weights for {len(run_paths)} runs")
     # a weight is one number per run, or one per target (a `kit ensemble` file's per-target weights)
     weights = [output_weights(w, comp.schema.targets) for w in weights]
-    torch_device = pick_device(device)
-    slots = parallel.inference_slots(torch_device, devices, workers)
-    quantize = check_mode(quantize) if applies(check_mode(quantize), torch_device) else None
-    plan = []
     if folds is not None and len(folds) != len(run_paths):
         raise KitError(f"{len(folds)} fold lists for {len(run_paths)} runs")
+    plan = []
     for i, path in enumerate(run_paths):
         run = RunDir(Path(path))
+        cfg = check_run_for(comp, run)  # first: a run of another competition is named as that, whatever else is wrong
         if folds is None:
-            run_folds = run.finished_folds()
+            run_folds = run.select_folds()
             status = run.load_manifest().get("status")
             if run_folds and status != "complete":
                 log.warning("%s: run status is %r, predicting with its finished folds %s", run.path, status, run_folds)
-        else:
+        elif run.finished_folds():
+            run_folds = run.select_folds(folds[i])
+        else:  # a bundle's model folder holds the weights alone; the notebook checks them against the bundle manifest
             run_folds = list(folds[i])
             missing = [f for f in run_folds if not run.weights(f).is_file()]
             if missing:
                 raise KitError(f"{run.weights(missing[0])}: file not found")
         if not run_folds:
-            raise KitError(f"{run.path}: no finished fold weights (fold*.safetensors) to predict with")
-        cfg = check_run_for(comp, run)
+            raise KitError(f"{run.path}: no finished folds (folds/foldN.json) to predict with")
         if merge_lora and (cfg.load_in_4bit or cfg.load_in_8bit):
             raise KitError(f"{run.path}: --merge: this run holds its base in {4 if cfg.load_in_4bit else 8} bits; "
                            f"merging re-quantises the weights and changes the predictions: predict unmerged")
-        plan.append((run, cfg, run_folds, run_targets(comp, cfg, run.path)))
-    total = sum(len(run_folds) for _, _, run_folds, _ in plan)
-    if len(slots) > 1 and any(AdapterSpec.of(cfg) is not None for _, cfg, _, _ in plan):
+        plan.append(PlannedRun(run, cfg, run_folds, run_targets(comp, cfg, run.path), weights[i]))
+    return plan
+
+
+def predict_plan(comp: Competition, df: pd.DataFrame, plan: Sequence[PlannedRun], device: str = "auto",
+                 batch_size: int | None = None, data_dir: Path | None = None,
+                 should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
+                 report: PredictionReport | None = None, base_model: Path | None = None, merge_lora: bool = False,
+                 devices: Sequence[int] | None = None, workers: int | None = None,
+                 quantize: str | None = None) -> dict[tuple[int, int], np.ndarray]:
+    """Raw outputs of the planned folds, keyed by (run index, fold): the folds spread over the devices, stopped
+    early when `should_continue` says so (at least one fold always runs)."""
+    from kaggle_kit.predict import parallel
+    from kaggle_kit.predict.quantize import applies, check_mode
+
+    report = report if report is not None else PredictionReport()
+    torch_device = pick_device(device)
+    slots = parallel.inference_slots(torch_device, devices, workers)
+    quantize = check_mode(quantize) if applies(check_mode(quantize), torch_device) else None
+    total = sum(len(p.folds) for p in plan)
+    if len(slots) > 1 and any(AdapterSpec.of(p.cfg) is not None for p in plan):
         log.info("LoRA runs: predicting in this process on %s (a large base is split over every GPU instead)",
                  torch_device)
         slots = [parallel.Slot(torch_device, torch.get_num_threads())]
     start = clock()
     inputs = []
-    for run, cfg, run_folds, _ in plan:
-        tokenizer = load_tokenizer(run.tokenizer)
-        ids = build_model_inputs(comp, df, tokenizer, cfg, data_dir, run_files(comp, run, cfg, data_dir))
-        inputs.append(RunInputs(run, cfg, run_folds, ids, tokenizer.pad_token_id or 0,
-                                batch_size or cfg.eval_batch_size, comp.n_outputs, base_model, merge_lora))
+    for p in plan:
+        tokenizer = load_tokenizer(p.run.tokenizer)
+        ids = build_model_inputs(comp, df, tokenizer, p.cfg, data_dir, run_files(comp, p.run, p.cfg, data_dir))
+        inputs.append(RunInputs(p.run, p.cfg, p.folds, ids, tokenizer.pad_token_id or 0,
+                                batch_size or p.cfg.eval_batch_size, comp.n_outputs, base_model, merge_lora))
     jobs = [(i, fold) for i, item in enumerate(inputs) for fold in item.folds]
     raw_outputs: dict[tuple[int, int], np.ndarray] = {}
 
@@ -406,28 +411,69 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     else:
         parallel.predict_folds(slots, inputs, jobs, quantize, may_start, finished)
     report.folds_skipped.extend((inputs[i].name, fold) for i, fold in jobs if (i, fold) not in raw_outputs)
+    return raw_outputs
 
-    blended = np.zeros((len(df), comp.n_outputs), dtype=np.float64)
+
+def blend_plan(comp: Competition, n_rows: int, plan: Sequence[PlannedRun],
+               raw_outputs: dict[tuple[int, int], np.ndarray], report: PredictionReport | None = None,
+               postprocess_state: dict | None = None) -> np.ndarray:
+    """The loss's link on each fold's raw outputs, folds averaged within a run, runs blended by weight (over the
+    runs that predicted at least one fold), then the plugin's post-processing."""
+    report = report if report is not None else PredictionReport()
+    blended = np.zeros((n_rows, comp.n_outputs), dtype=np.float64)
     used_weight = np.zeros(comp.n_outputs)
-    for i, ((_, cfg, _, trained), item, weight) in enumerate(zip(plan, inputs, weights, strict=True)):
-        loss_spec = get_loss(cfg.loss or comp.default_loss, comp.losses)
-        predicted = [fold for fold in item.folds if (i, fold) in raw_outputs]
-        fold_preds = [in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw_outputs[i, fold]), trained).numpy(),
-                                      trained, comp) for fold in predicted]
+    for i, p in enumerate(plan):
+        loss_spec = get_loss(p.cfg.loss or comp.default_loss, comp.losses)
+        predicted = [fold for fold in p.folds if (i, fold) in raw_outputs]
+        fold_preds = [in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw_outputs[i, fold]), p.trained).numpy(),
+                                      p.trained, comp) for fold in predicted]
         if report.keep_members:
             report.members.extend((i, fold, pred) for fold, pred in zip(predicted, fold_preds, strict=True))
         if fold_preds:
-            blended += weight * np.mean(fold_preds, axis=0)
-            used_weight += weight
+            blended += p.weight * np.mean(fold_preds, axis=0)
+            used_weight += p.weight
     preds = comp.postprocess(blended / used_weight)
-    if postprocess_state is None and len(plan) == 1 and plan[0][0].postprocess.is_file():
-        postprocess_state = read_json(plan[0][0].postprocess)
+    if postprocess_state is None and len(plan) == 1 and plan[0].run.postprocess.is_file():
+        postprocess_state = read_json(plan[0].run.postprocess)
     elif postprocess_state is None and len(plan) > 1 and comp.postprocessor is not None:
         from kaggle_kit.predict.ensemble import blended_postprocess
 
-        postprocess_state = blended_postprocess(comp, run_paths, weights)
-    where = str(plan[0][0].path) if len(plan) == 1 else "the ensemble"
+        postprocess_state = blended_postprocess(comp, [p.run.path for p in plan], [p.weight for p in plan])
+    where = str(plan[0].run.path) if len(plan) == 1 else "the ensemble"
     return apply_record(comp.postprocessor, postprocess_state, preds, comp.schema.targets, where)
+
+
+def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
+                 weights: Sequence[float | Sequence[float]] | None = None,
+                 device: str = "auto", batch_size: int | None = None, data_dir: Path | None = None,
+                 should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
+                 report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None,
+                 base_model: Path | None = None, postprocess_state: dict | None = None,
+                 merge_lora: bool = False, devices: Sequence[int] | None = None, workers: int | None = None,
+                 quantize: str | None = None) -> np.ndarray:
+    """Post-processed predictions (n_rows, n_outputs): folds averaged within a run, runs blended by weight, then
+    the plugin's post-processing: its stateless `postprocess`, then its fitted `postprocessor` with the single
+    run's own state, or for several runs `postprocess_state` (a bundle's, fitted on the blended OOF predictions)
+    or a state fitted here on the runs' blended OOF predictions. Three steps: `plan_runs` (which runs and folds,
+    every check), `predict_plan` (the folds over the devices), `blend_plan` (link, fold mean, run blend,
+    post-processing).
+
+    Folds (of every run) are spread over the devices: every visible GPU (or `devices`) when predicting on CUDA, or
+    `workers` CPU processes sharing the cores; one device predicts in this process. Results do not depend on how
+    the folds were spread: each fold is predicted whole on one device, and folds are averaged in their order. LoRA
+    runs predict in this process (their base may be split over every GPU).
+    Before each fold after the first `should_continue` may stop the remaining work; the folds done so far are still
+    used, so a deadline never costs the submission (at least one fold always runs). `folds` names the folds of each
+    run to use; a bundle passes them because its model folders hold only the weights, not the per-fold training
+    records that `RunDir.finished_folds` looks for. `base_model` is where LoRA runs find their base model when it
+    is not where training found it; `merge_lora` folds their adapters into it (refused for 4/8-bit bases, where
+    merging re-quantises the weights and changes the outputs). `quantize` ("int8") applies to CPU inference only.
+    """
+    report = report if report is not None else PredictionReport()
+    plan = plan_runs(comp, run_paths, weights, folds, merge_lora)
+    raw_outputs = predict_plan(comp, df, plan, device, batch_size, data_dir, should_continue, clock, report,
+                               base_model, merge_lora, devices, workers, quantize)
+    return blend_plan(comp, len(df), plan, raw_outputs, report, postprocess_state)
 
 
 def submission_frame(comp: Competition, test_df: pd.DataFrame, preds: np.ndarray,

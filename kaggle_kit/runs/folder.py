@@ -6,6 +6,7 @@ import datetime as dt
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -119,7 +120,51 @@ class RunDir:
         return [f for f in self.finished_folds() if not self.is_full_train_fold(f)]
 
     def finished_folds(self) -> list[int]:
-        return sorted(int(p.stem[4:]) for p in self.path.glob("fold*.safetensors") if self.fold_done(int(p.stem[4:])))
+        """The folds the run's records list as finished: a result file (folds/foldN.json, written last, with the
+        OOF predictions beside it unless it is the full-train model). Taken from the records, never from the weight
+        files present: a lost weight file must be refused by `check_fold_weights`, not silently leave its fold
+        out."""
+        folds = [int(p.stem[4:]) for p in self.path.glob("folds/fold*.json") if p.stem[4:].isdigit()]
+        return sorted(f for f in folds if self.fold_oof(f).is_file() or self.is_full_train_fold(f))
+
+    def recorded_weights(self, fold: int) -> dict[str, Any] | None:
+        """The fold's weight file as recorded when it was saved ({"sha256", "size"} in folds/foldN.json); None for
+        runs made before kaggle-kit recorded it."""
+        try:
+            record = read_json(self.fold_result(fold)).get("weights")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return record if isinstance(record, dict) and record.get("sha256") else None
+
+    def select_folds(self, folds: Sequence[int] | None = None) -> list[int]:
+        """`folds` (default: every finished fold), each a finished fold of this run, with its weight file checked
+        (`check_fold_weights`); one line naming the fold when one is not."""
+        finished = self.finished_folds()
+        if folds is None:
+            return self.check_fold_weights(finished)
+        unknown = sorted(set(folds) - set(finished))
+        if unknown:
+            listed = ",".join(map(str, finished)) or "none"
+            raise KitError(f"--folds {','.join(map(str, folds))}: fold {unknown[0]} is not a finished fold of "
+                           f"{self.path} (finished: {listed})")
+        return self.check_fold_weights(list(folds))
+
+    def check_fold_weights(self, folds: Sequence[int]) -> list[int]:
+        """Each fold's weight file present, with the size and sha256 recorded when it was saved; `folds` back.
+
+        Runs made before kaggle-kit recorded the sha256 are checked for presence only. A missing or changed file is
+        one error naming the fold and the folds that are intact, so predicting without it is a choice (--folds),
+        never a silent subset."""
+        problems = {fold: weight_file_problem(self.weights(fold), self.recorded_weights(fold), "training")
+                    for fold in folds}
+        damaged = [fold for fold, problem in problems.items() if problem]
+        if damaged:
+            fold = damaged[0]
+            intact = [f for f in folds if f not in damaged]
+            hint = (f"restore it, or predict without it: --folds {','.join(map(str, intact))}" if intact
+                    else "restore it, or retrain the run")
+            raise KitError(f"{self.weights(fold)}: fold {fold} is listed as finished but {problems[fold]} ({hint})")
+        return list(folds)
 
     def load_config(self) -> TrainConfig:
         if not self.config.is_file():
@@ -156,6 +201,38 @@ class RunDir:
     def status(self) -> str:
         """running, complete, partial, interrupted, failed, or dead (a `running` manifest whose process is gone)."""
         return effective_status(self.load_manifest())
+
+
+def weights_record(path: Path) -> dict[str, Any]:
+    """What a fold's result records of its weight file at save, for `weight_file_problem` to compare against."""
+    return {"sha256": _sha256(path), "size": path.stat().st_size}
+
+
+def weight_file_problem(path: Path, recorded: dict[str, Any] | None, since: str) -> str | None:
+    """Why a weight file is not the one recorded (missing, or its size or sha256 changed since `since`); None when
+    it is (or, with nothing recorded, when it is present)."""
+    if not path.is_file():
+        return "its weight file is missing"
+    if not recorded:
+        return None
+    if recorded.get("size") is not None and path.stat().st_size != recorded["size"]:
+        return (f"its weight file changed since {since} ({path.stat().st_size} bytes, {recorded['size']} recorded "
+                f"at save)")
+    if _sha256(path) != recorded["sha256"]:
+        return f"its weight file changed since {since} (sha256 differs from the one recorded at save)"
+    return None
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a weight file, read once per process while the file stays the same (size and mtime)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
 
 
 _LOCKS: dict[Path, Any] = {}

@@ -32,7 +32,7 @@ import kaggle_kit
 from kaggle_kit.competition import Competition
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import default_mode, read_json, sha256_file, write_json, write_text
-from kaggle_kit.runs.folder import RunDir
+from kaggle_kit.runs.folder import RunDir, weight_file_problem
 from kaggle_kit.ship.image import ImagePackages, load_image_packages, missing_from_image
 from kaggle_kit.ship.kaggle_metadata import (
     DATASET_METADATA,
@@ -240,7 +240,9 @@ class Bundle:
 def check_runs(comp: Competition, run_paths: list[Path], weights: list | None,
                folds: list[list[int]] | None = None) -> list[BundleRun]:
     """The runs, checked, with their weights normalised (each target's column, for a `kit ensemble` file's
-    per-target weights) and the folds they predict with (all finished ones, or an ensemble file's)."""
+    per-target weights) and the folds they predict with (all finished ones, or an ensemble file's or --folds'),
+    each fold's weight file checked against its record. With fewer folds than the run validated, the CV the bundle
+    records is recomputed on those folds' OOF rows."""
     if not run_paths:
         raise KitError("--run: give at least one run folder")
     if weights is not None and len(weights) != len(run_paths):
@@ -257,12 +259,9 @@ def check_runs(comp: Competition, run_paths: list[Path], weights: list | None,
         cfg = run.load_config()
         if cfg.competition != comp.name:
             raise KitError(f"--run {path}: a run of {cfg.competition!r}, not of {comp.name!r}")
-        finished = run.finished_folds()
-        run_folds = list(folds[index]) if folds is not None else finished
+        run_folds = run.select_folds(folds[index] if folds is not None else None)
         if not run_folds:
-            raise KitError(f"--run {path}: no finished folds (fold*.safetensors) to bundle")
-        if set(run_folds) - set(finished):
-            raise KitError(f"--run {path}: fold(s) {sorted(set(run_folds) - set(finished))} are not finished")
+            raise KitError(f"--run {path}: no finished folds (folds/foldN.json) to bundle")
         for needed in (run.tokenizer, run.backbone / "config.json"):
             if not needed.exists():
                 raise KitError(f"--run {path}: {needed.relative_to(run.path)} not found")
@@ -271,6 +270,10 @@ def check_runs(comp: Competition, run_paths: list[Path], weights: list | None,
             name += "-2"
         names.add(name)
         cv = read_json(run.cv) if run.cv.is_file() else None
+        if cv is not None and {f for f in run_folds if not run.is_full_train_fold(f)} != set(run.cv_folds()):
+            from kaggle_kit.train.pipeline import cv_on_folds
+
+            cv = cv_on_folds(comp, run, run_folds)  # the CV these folds stand for, not the run's all-fold one
         runs.append(BundleRun(run, name, run_folds, weight, cv))
     return runs
 
@@ -334,24 +337,30 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
                  downloader: Downloader = pip_download, log: Callable[[str], None] = print,
                  ensemble_file: Path | None = None, base_model: str | None = None, force: bool = False,
                  assume_tflops: float | None = None, merge: bool = False,
-                 quantize: str | None = None) -> Bundle:
+                 quantize: str | None = None, run_folds: list[list[int]] | None = None) -> Bundle:
     """Write `out_root/<slug>/dataset/` and `out_root/<slug>/notebook/`, replacing an older bundle of that slug.
 
     Everything is written to a staging folder first, so a failure never leaves half a bundle under the slug.
     A bundle whose notebook is projected past Kaggle's time limit is refused before anything is written, unless
-    `force`.
+    `force`. `run_folds` (--folds) names the folds of each run to bundle instead of every finished one.
     """
     if slug is not None and not (SLUG_PATTERN.match(slug) and 6 <= len(slug) <= 40):
         raise KitError(f"--slug {slug!r}: use 6-40 lowercase letters, digits and single hyphens "
                        f"(the notebook's slug adds '-inference')")
     machine = accelerator(accelerator_name)
     image = image or load_image_packages()
-    folds = None
+    folds = run_folds
+    if ensemble_file is not None and run_folds is not None:
+        raise KitError("--folds: an ensemble file names its own folds; drop --folds")
     if ensemble_file is not None:
         run_paths, weights, folds, ensemble = ensemble_from_file(comp, ensemble_file, log)
     else:
         weights, ensemble = ensemble_weights(comp, run_paths, weights, log)
     runs = check_runs(comp, run_paths, weights, folds)
+    for r in runs:
+        if r.cv is not None:
+            log(f"{r.name}: folds {','.join(map(str, r.folds))}, CV {r.cv['metric']} {r.cv['score']:.4f} over "
+                f"{r.cv.get('n_oof')} OOF rows of folds {','.join(map(str, r.cv.get('folds_trained') or []))}")
     base = base_model_plan(runs, base_model)
     if merge:
         if base is None:
@@ -452,7 +461,7 @@ def projected_time(comp: Competition, runs: list[BundleRun], accelerator_name: s
 
     if accelerator_name not in ACCELERATORS:
         return {"skipped": f"no throughput assumption for {accelerator_name}"}
-    costs = [bundle_run_cost(r.name, r.run, len(r.folds), accelerator_name) for r in runs]
+    costs = [bundle_run_cost(r.name, r.run, len(r.folds), accelerator_name, fold=r.folds[0]) for r in runs]
     result = project(costs, comp.hidden_test_size, accelerator_name, assume_tflops)
     for cost in costs:
         log(f"projection: {cost.name}: {cost.parameters / 1e6:,.0f}M parameters ({cost.weights_format}), "
@@ -573,6 +582,7 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
                     "wheel": f"wheels/{shipped[-1].name}"} if plugin is not None else None),
         "runs": [{"name": r.name, "path": f"models/{r.name}", "folds": r.folds, "weight": r.weight,
                   "cv_score": r.cv.get("score") if r.cv else None,
+                  "cv_folds": r.cv.get("folds_trained") if r.cv else None,
                   "metric": r.cv.get("metric") if r.cv else comp.metric.name} for r in runs],
         "ensemble": ensemble,
         "base_model": base,
@@ -630,6 +640,20 @@ def check_extra_files(comp: Competition, runs: list[BundleRun]) -> None:
             if not r.run.extra_file(extra.name).is_file():
                 raise KitError(f"--run {r.run.path}: has no {r.run.extra_file(extra.name).relative_to(r.run.path)}; "
                                f"it was trained before runs carried their extra files: retrain it to bundle it")
+
+
+def check_bundled_folds(bundle_dir: Path, manifest: dict[str, Any]) -> None:
+    """Every fold the bundle's manifest lists, against the size and sha256 recorded at bundling: what the notebook's
+    `verify_files` checks on Kaggle, checked here before a notebook is run."""
+    dataset = bundle_dir / "dataset"
+    files = manifest.get("files") or {}
+    for r in manifest.get("runs") or []:
+        for fold in r["folds"]:
+            name = f"{r['path']}/fold{fold}.safetensors"
+            problem = weight_file_problem(dataset / name, files.get(name), "bundling")
+            if problem:
+                raise KitError(f"{dataset / name}: fold {fold} of {r['name']} is listed in the bundle's manifest but "
+                               f"{problem} (restore it, or bundle again with kit bundle)")
 
 
 def load_bundle_manifest(bundle_dir: Path) -> dict[str, Any]:

@@ -112,9 +112,10 @@ def safetensors_parameters(path) -> int:
     return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
 
 
-def bundle_run_cost(name: str, run, folds: int, accelerator: str) -> RunCost:
+def bundle_run_cost(name: str, run, folds: int, accelerator: str, fold: int | None = None) -> RunCost:
     """One bundled run's cost: parameters from the weights' headers (a LoRA run's base from its folder, else from
-    the recorded file sizes at 2 bytes a weight), tokens per row as training measured them (else max_len)."""
+    the recorded file sizes at 2 bytes a weight), tokens per row as training measured them (else max_len); `fold`
+    is a bundled fold to read the headers of [default: the first finished one]."""
     from pathlib import Path
 
     cfg = run.load_config()
@@ -126,8 +127,8 @@ def bundle_run_cost(name: str, run, folds: int, accelerator: str) -> RunCost:
         files = [f for f in weight_files(base) if f.suffix == ".safetensors"] if base.is_dir() else []
         parameters = sum(safetensors_parameters(f) for f in files) if files else stored / 2
     else:
-        fold = run.weights(run.finished_folds()[0])
-        parameters, stored = safetensors_parameters(fold), fold.stat().st_size
+        weights = run.weights(fold if fold is not None else run.finished_folds()[0])
+        parameters, stored = safetensors_parameters(weights), weights.stat().st_size
     manifest = run.load_manifest() if run.manifest.is_file() else {}
     tokens = manifest.get("tokens_per_row") or cfg.max_len
     weights_format = ("4bit" if cfg.load_in_4bit else "int8" if cfg.load_in_8bit

@@ -378,13 +378,14 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
 
     from kaggle_kit.data.load import load_test, read_csv
     from kaggle_kit.registry import get_competition
-    from kaggle_kit.ship.bundle import load_bundle_manifest
+    from kaggle_kit.ship.bundle import check_bundled_folds, load_bundle_manifest
     from kaggle_kit.ship.image import load_image_packages
     from kaggle_kit.ship.kaggle_runtime import REPORT_NAME, submission_problems
 
     bundle_dir, data_dir = Path(bundle_dir), Path(data_dir)
     manifest = load_bundle_manifest(bundle_dir)
     comp = get_competition(manifest["competition"])
+    check_bundled_folds(bundle_dir, manifest)
     test_df = load_test(comp, data_dir / "test.csv", lenient=True)  # as the notebook reads it
     sample = read_csv(data_dir / "sample_submission.csv")
     image = image or load_image_packages()

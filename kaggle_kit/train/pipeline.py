@@ -15,7 +15,14 @@ import torch
 
 from kaggle_kit.competition import Competition
 from kaggle_kit.config import TrainConfig
-from kaggle_kit.data.load import SAMPLE, DataSource, find_extra_files, load_train, resolve_data_source
+from kaggle_kit.data.load import (
+    SAMPLE,
+    DataSource,
+    find_extra_files,
+    load_train,
+    resolve_data_dir,
+    resolve_data_source,
+)
 from kaggle_kit.device import describe, pick_device, seed_everything
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import atomic_path, read_json, sha256_file, write_json
@@ -384,19 +391,52 @@ def finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> di
     return cv
 
 
-def _finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> dict:
+def pooled_oof(run: RunDir, comp: Competition, train_df: pd.DataFrame, folds_used: list[int]
+               ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The OOF predictions of `folds_used` pooled in train.csv order: the frame, the truth, the predictions, and
+    each row's position in `train_df`. What cv.json scores."""
     targets = comp.schema.target_names
-    columns = comp.schema.output_columns
     id_col = comp.schema.id_column
-    done = run.cv_folds()
-    parts = [pd.read_csv(run.fold_oof(f), dtype={id_col: str}) for f in done]
+    parts = [pd.read_csv(run.fold_oof(f), dtype={id_col: str}) for f in folds_used]
     oof = pd.concat(parts, ignore_index=True)
     order = {v: i for i, v in enumerate(train_df[id_col].astype(str))}
+    unknown = [v for v in oof[id_col].astype(str) if v not in order]
+    if unknown:
+        raise KitError(f"{run.path}: OOF row {unknown[0]!r} is not in train.csv; was the run trained on other data?")
     oof = oof.iloc[np.argsort([order[v] for v in oof[id_col].astype(str)], kind="stable")].reset_index(drop=True)
     truth = train_df.set_index(train_df[id_col].astype(str)).loc[oof[id_col].astype(str), targets].to_numpy(float)
-    pred = oof[columns].to_numpy(float)
+    rows = np.array([order[v] for v in oof[id_col].astype(str)], dtype=np.int64)
+    return oof, truth, oof[comp.schema.output_columns].to_numpy(float), rows
+
+
+def cv_on_folds(comp: Competition, run: RunDir, folds_used: list[int], data_dir: Path | None = None) -> dict | None:
+    """cv.json's pooled score recomputed on the OOF rows of `folds_used` alone (what predicting with `--folds`
+    stands for), with the same metric and code as cv.json; None when they hold no validated fold (the full-train
+    model alone). The labels come from the run's train.csv (`data_dir` by default the run's data folder).
+
+    Scored before the plugin's fitted post-processor, as cv.json's `score` is; the run's postprocess.json (fitted
+    on every fold's OOF rows) is kept as it is: it was fitted on labelled training rows, whichever fold models
+    then predict."""
+    validated = [f for f in folds_used if not run.is_full_train_fold(f)]
+    if not validated:
+        return None
+    try:
+        train_df = load_train(comp, resolve_data_dir(comp, data_dir or run.data_dir()))
+    except KitError as err:
+        raise KitError(f"--folds {','.join(map(str, folds_used))}: the CV of these folds is scored on their OOF rows "
+                       f"against the run's train.csv, which is not available ({err})") from None
+    oof, truth, pred, _ = pooled_oof(run, comp, train_df, validated)
     pooled = comp.metric(truth, pred, comp.schema.targets)
-    oof_folds = folds[[order[v] for v in oof[id_col].astype(str)]]
+    return {"metric": comp.metric.name, "greater_is_better": comp.metric.greater_is_better, "score": pooled.score,
+            "per_target": pooled.per_target, "folds_trained": validated, "n_oof": len(oof)}
+
+
+def _finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> dict:
+    targets = comp.schema.target_names
+    done = run.cv_folds()
+    oof, truth, pred, rows = pooled_oof(run, comp, train_df, done)
+    pooled = comp.metric(truth, pred, comp.schema.targets)
+    oof_folds = folds[rows]
 
     baseline_pred = np.zeros_like(pred)
     for f in done:

@@ -31,7 +31,7 @@ from kaggle_kit.models.model import (
     window_of,
 )
 from kaggle_kit.predict.inference import infer
-from kaggle_kit.runs.folder import RunDir
+from kaggle_kit.runs.folder import RunDir, weights_record
 from kaggle_kit.runs.monitor import NullMonitor
 from kaggle_kit.tasks.losses import TargetLoss, apply_link, get_loss, initial_bias
 from kaggle_kit.train import distributed
@@ -371,7 +371,8 @@ class FoldTrainer:
 
 
 def save_fold_outcome(run: RunDir, outcome: FoldOutcome, valid: FoldData, comp: Competition) -> None:
-    """Predictions first, the result file last: the result file is what marks a fold as finished."""
+    """Predictions first, the result file last: the result file is what marks a fold as finished, and it records the
+    weight file's sha256 and size, which prediction and bundling check the file against."""
     oof = pd.DataFrame(outcome.valid_pred, columns=comp.schema.output_columns)
     oof.insert(0, comp.schema.id_column, valid.row_ids)
     with atomic_path(run.fold_oof(outcome.fold)) as tmp:
@@ -380,6 +381,7 @@ def save_fold_outcome(run: RunDir, outcome: FoldOutcome, valid: FoldData, comp: 
         "fold": outcome.fold, "score": outcome.score, "per_target": outcome.per_target,
         "best_step": outcome.best_step, "total_steps": outcome.total_steps, "seconds": round(outcome.seconds, 1),
         "n_valid": len(valid.ids), "n_pseudo": outcome.n_pseudo,
+        "weights": weights_record(run.weights(outcome.fold)),
     })
 
 
@@ -391,4 +393,5 @@ def save_full_train_outcome(run: RunDir, outcome: FoldOutcome, n_rows: int, n_ps
         "fold": outcome.fold, "full_train": True, "score": None, "per_target": {}, "best_step": outcome.best_step,
         "total_steps": outcome.total_steps, "stop_fraction": round(stop_at, 6), "seconds": round(outcome.seconds, 1),
         "n_train": n_rows, "n_pseudo": n_pseudo, "n_valid": 0, "from_folds": from_folds,
+        "weights": weights_record(run.weights(outcome.fold)),
     })

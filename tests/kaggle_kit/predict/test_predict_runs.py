@@ -14,6 +14,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from kaggle_kit.data.load import load_train
+from kaggle_kit.fileio import read_json, write_json
 from kaggle_kit.predict.inference import (
     PredictionReport,
     build_model_inputs,
@@ -22,7 +23,7 @@ from kaggle_kit.predict.inference import (
     run_files,
 )
 from kaggle_kit.registry import all_competitions, get_competition
-from kaggle_kit.runs.folder import RunDir
+from kaggle_kit.runs.folder import RunDir, weights_record
 from kaggle_kit.tasks.targets import output_slices
 from tests.helpers import same_weights_atol
 
@@ -138,6 +139,8 @@ def _with_shifted_bias(run: Path, dest: Path, shift: float, column: int | None =
         else:
             state["fc.bias"][column] += shift
         save_file(state, str(weights), metadata={"format": "pt"})
+        result = RunDir(dest).fold_result(int(weights.stem[4:]))  # deliberately new weights: recorded as such
+        write_json(result, {**read_json(result), "weights": weights_record(weights)})
     return dest
 
 

@@ -55,7 +55,7 @@ def test_layout_and_manifest(bundle_dir, ell_tiny_run):
         assert entry == {"sha256": sha256_file(dataset / rel), "size": (dataset / rel).stat().st_size}
     cv = json.loads((ell_tiny_run / "cv.json").read_text())
     assert manifest["runs"] == [{"name": name, "path": f"models/{name}", "folds": [0, 1], "weight": 1.0,
-                                 "cv_score": cv["score"], "metric": "MCRMSE"}]
+                                 "cv_score": cv["score"], "cv_folds": [0, 1], "metric": "MCRMSE"}]
     assert manifest["competition"] == "ell" and manifest["kit_version"] == "0.1.0" and manifest["created"]
     assert manifest["wheels"] == ["wheels/kaggle_kit-0.1.0-py3-none-any.whl"]
     trained = json.loads((ell_tiny_run / "manifest.json").read_text())

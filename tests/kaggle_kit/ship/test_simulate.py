@@ -63,12 +63,13 @@ def test_bundle_runs_the_offline_check_by_default(ell_tiny_run, image_packages_o
 def test_tampered_bundle_stops_the_notebook(ell_tiny_bundle, ell_small_dir, tmp_path, capsys):
     bundle = tmp_path / ell_tiny_bundle.name
     shutil.copytree(ell_tiny_bundle, bundle)
-    weights = bundle / "dataset" / "models" / "ell-tiny" / "fold0.safetensors"
-    data = bytearray(weights.read_bytes())
+    # not a fold's weights: `kit simulate` refuses those itself before the notebook runs (tests/kaggle_kit/runs)
+    tampered = bundle / "dataset" / "models" / "ell-tiny" / "run_config.json"
+    data = bytearray(tampered.read_bytes())
     data[len(data) // 2] ^= 0x01
-    weights.write_bytes(bytes(data))
+    tampered.write_bytes(bytes(data))
     code, _, err = run_kit(capsys, "simulate", "--bundle", bundle, "--data", ell_small_dir)
-    assert_one_line_error(code, err, "cell 'verify'", "models/ell-tiny/fold0.safetensors does not match manifest.json")
+    assert_one_line_error(code, err, "cell 'verify'", "models/ell-tiny/run_config.json does not match manifest.json")
 
 
 def test_the_stand_in_holds_only_listed_packages(tmp_path, image_packages_of_this_env):
