@@ -421,8 +421,11 @@ def _finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> d
     metrics = pd.concat([pd.read_csv(run.fold_log(f)) for f in done if run.fold_log(f).is_file()], ignore_index=True)
     with atomic_path(run.metrics) as tmp:
         metrics.to_csv(tmp, index=False)
-    plots.learning_curves(metrics, comp.metric.name, run.plots / "learning_curves.png")
-    plots.predicted_vs_true(truth, pred, comp.schema.targets, run.plots / "predicted_vs_true.png")
+    curves = plots.write_run_plots(run.plots, metrics, comp.metric.name, truth, pred, comp.schema.targets)
+    if curves:
+        cv["classification_curves"] = curves
+        for name, record in curves.items():
+            log.info("OOF %s", plots.scores_line(name, record))
     write_json(run.cv, cv)
     manifest = run.load_manifest()
     cfg = run.load_config()
