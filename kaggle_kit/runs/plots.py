@@ -221,7 +221,7 @@ def reliability_figure(y_true: np.ndarray, y_pred: np.ndarray, targets, scores: 
                   title=f"{target.name}: ECE {bins['ece']:.3f}")
         curve.legend(fontsize=8, loc="upper left")
         width = 1.0 / RELIABILITY_BINS
-        counts.bar(np.asarray(bins["bin_low"]) + width / 2, bins["count"], width * 0.9, color="tab:gray")
+        counts.bar(np.asarray(bins["bin_low"]) + width / 2, bins["count"], width * 0.9, color="tab:blue", alpha=0.5)
         counts.set(xlim=(0, 1), xlabel=f"mean predicted {what}", ylabel="rows")
     return fig
 
