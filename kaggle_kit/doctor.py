@@ -4,11 +4,11 @@ Each row is ok, info, warn or fail:
 - fail: something that breaks later, after work was done - a kaggle-kit requirement missing or outside its range
   here (a run dies on import), the Kaggle image's Python too old for the kit wheel (the notebook's install
   fails), the Kaggle image list unreadable (`kit bundle` fails), less than MIN_FREE_GIB free for a bundle.
-- warn: something a command refuses at once with its own clear line, or that may surprise: an optional extra
-  missing, no Kaggle credentials,
-  transformers or tokenizers newer here than on the Kaggle image (the notebook must read what they save), less
-  than LOW_FREE_GIB free.
-- info / ok: devices and the precision the kit would pick; other version differences from the image, and
+- warn: something to act on before it bites, each with the command that fixes or checks it: an optional extra
+  missing, transformers or tokenizers newer here than on the Kaggle image (the notebook must read what they
+  save), less than LOW_FREE_GIB free.
+- info / ok: nothing to do now: devices and the precision the kit would pick; no Kaggle credentials (only
+  `kit data` and `kit submit` need them, and they say so); other version differences from the image, and
   packages the image lacks (`kit bundle` downloads their wheels).
 `kit doctor` exits 1 when any row fails.
 """
@@ -108,12 +108,21 @@ def package_rows(core: list[Requirement], image) -> list[Row]:
                                                    f"downloads a wheel (needs PyPI at bundle time)"))
         elif canonicalize_name(req.name) in SAVED_WITH and _minor(here) > _minor(on_image):
             rows.append(Row(req.name, "warn", here, f"newer than the Kaggle image's {on_image}, which must read the "
-                                                   f"tokenizer and config this version saves"))
+                                                   f"tokenizer and config this version saves: before submitting, "
+                                                   f"check a bundle with the image's versions (kit simulate --bundle "
+                                                   f"BUNDLE --data DATA --image), or train with them "
+                                                   f"({image_pins_command(image)})"))
         elif _minor(here) != _minor(on_image):
             rows.append(Row(req.name, "info", here, f"Kaggle image has {on_image}"))
         else:
             rows.append(Row(req.name, "ok", here, f"Kaggle image has {on_image}"))
     return rows
+
+
+def image_pins_command(image) -> str:
+    """The pip command that installs the image's versions of the packages whose saved files the notebook reads."""
+    pins = [f"{name}=={image.versions[name]}" for name in SAVED_WITH if name in image.versions]
+    return "pip install " + " ".join(pins)
 
 
 def extra_rows(extras: dict[str, list[Requirement]]) -> list[Row]:
@@ -135,8 +144,9 @@ def credentials_row() -> Row:
     found = credential_sources()
     if found:
         return Row("kaggle credentials", "ok", "present", ", ".join(found))
-    return Row("kaggle credentials", "warn", "absent", "kit data and kit submit need them: KAGGLE_API_TOKEN or "
-               "~/.kaggle/access_token, or kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY (kaggle.com/settings/api)")
+    return Row("kaggle credentials", "info", "absent", "only kit data and kit submit need them (training on the "
+               "embedded sample does not): `kaggle auth login`, or an API token from kaggle.com/settings/api in "
+               "KAGGLE_API_TOKEN or ~/.kaggle/access_token (legacy: kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY)")
 
 
 def device_rows() -> list[Row]:
@@ -169,7 +179,8 @@ def disk_row(folder: Path) -> Row:
     if free < MIN_FREE_GIB:
         return Row("disk", "fail", value, f"under {MIN_FREE_GIB:g} GiB: {note}")
     if free < LOW_FREE_GIB:
-        return Row("disk", "warn", value, f"under {LOW_FREE_GIB:g} GiB: {note}")
+        return Row("disk", "warn", value, f"under {LOW_FREE_GIB:g} GiB: {note}; free some, or write elsewhere "
+                                          f"(kit bundle --out DIR, kit train --out DIR)")
     return Row("disk", "ok", value, note)
 
 
