@@ -387,8 +387,8 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     image = image or load_image_packages()
     assumed = manifest.get("image_packages", {})
     if (assumed.get("file"), assumed.get("date")) != (image.path.name, image.date):
-        log(f"warning: the bundle was made for the image list {assumed.get('file')} ({assumed.get('date')}), this "
-            f"simulation uses {image.path} ({image.date}); pass --image-packages to simulate the bundle's")
+        for line in image_list_mismatch(manifest, image):
+            log(line)
     if layout not in LAYOUTS:
         raise KitError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     attached = attached_base(manifest)
@@ -419,6 +419,8 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
             site_dir, left_out = image_site_dir(root, image)
             environment = (f"stand-in (this Python {platform.python_version()}, only the packages "
                            f"{image.path.name} lists; {len(left_out)} others hidden)")
+            for line in stand_in_differences(manifest, image):
+                log(line)
         python_in_venv = make_kernel_venv(root, interpreter, site_dir, block_with_socket_patch=not use_unshare)
         env = kernel_env(root, write_kernelspec(root, python_in_venv))
         notebook = prepared_notebook(bundle_dir, params, root / "notebook.ipynb")
@@ -461,6 +463,34 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     return Simulation(Path(output) if output else None, len(submission), network, phases, infer, projected,
                       comp.hidden_test_size, diff, report["kaggle_kit_file"], layout, environment,
                       report.get("python", ""), report.get("versions", {}))
+
+
+def image_list_mismatch(manifest: dict[str, Any], image: ImagePackages) -> list[str]:
+    """The bundle was built against one image list and is simulated against another: the versions the bundle
+    assumes against this simulation's list, and whether any difference matters."""
+    from kaggle_kit.ship.image import explain_differences, version_differences
+
+    made_for = manifest.get("image_packages", {})
+    bundle_side = f"the bundle (built for {made_for.get('file')}, {made_for.get('date')})"
+    # neither side saved the run's files (the training machine did): only the kind of release matters here
+    differences = version_differences(manifest.get("assumed_versions", {}), image.versions, ours_saves=False)
+    if not differences:
+        return [f"simulate: {bundle_side} and this simulation's list {image.path.name} ({image.date}) agree on every "
+                f"version the bundle assumes: the different list does not matter"]
+    return explain_differences(differences, bundle_side, f"this simulation's list {image.path} ({image.date})",
+                               "pass the bundle's list with --image-packages to simulate what it assumed, or "
+                               "rebuild the bundle with this one")
+
+
+def stand_in_differences(manifest: dict[str, Any], image: ImagePackages) -> list[str]:
+    """The stand-in runs this machine's versions of what the image list names: where those differ from the image's
+    in a way that matters, the simulation did not test what Kaggle will run."""
+    from kaggle_kit.ship.image import installed_here, version_differences
+
+    assumed = manifest.get("assumed_versions", {})
+    differences = [d for d in version_differences(installed_here(assumed), image.versions) if d.matters]
+    return [f"warning: the stand-in runs this machine's {d.name} {d.ours}, not the image list's {d.theirs} "
+            f"({d.why}): `kit simulate --image` runs the image's versions" for d in differences]
 
 
 def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8, log: Callable[[str], None] = print,
