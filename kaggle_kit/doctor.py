@@ -27,6 +27,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from kaggle_kit.errors import KitError
+from kaggle_kit.ship.image import SAVED_WITH  # one newer here than on the image may save what it cannot read
 
 MIN_FREE_GIB = 1.0
 LOW_FREE_GIB = 5.0
@@ -37,9 +38,6 @@ EXTRAS = {
     "simulate": "kit simulate and kit bundle's offline check (else kit bundle --no-check)",
 }
 STATUSES = ("ok", "info", "warn", "fail")
-# Packages whose files a run saves (tokenizer.json, config.json) and the Kaggle notebook reads back: one newer
-# here than on the image may write what the image cannot read.
-SAVED_WITH = ("transformers", "tokenizers")
 
 
 @dataclass(frozen=True)
