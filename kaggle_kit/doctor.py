@@ -5,11 +5,11 @@ Each row is ok, info, warn or fail:
   here (a run dies on import), the Kaggle image's Python too old for the kit wheel (the notebook's install
   fails), the Kaggle image list unreadable (`kit bundle` fails), less than MIN_FREE_GIB free for a bundle, a
   competition plugin that fails to load (its commands fail).
-- warn: something a command refuses at once with its own clear line, or that may surprise: an optional extra
-  missing, no Kaggle credentials,
-  transformers or tokenizers newer here than on the Kaggle image (the notebook must read what they save), less
-  than LOW_FREE_GIB free.
-- info / ok: devices and the precision the kit would pick; other version differences from the image, and
+- warn: something to act on before it bites, each with the command that fixes or checks it: an optional extra
+  missing, transformers or tokenizers newer here than on the Kaggle image (the notebook must read what they
+  save), less than LOW_FREE_GIB free.
+- info / ok: nothing to do now: devices and the precision the kit would pick; no Kaggle credentials (only
+  `kit data` and `kit submit` need them, and they say so); other version differences from the image, and
   packages the image lacks (`kit bundle` downloads their wheels).
 `kit doctor` exits 1 when any row fails.
 """
@@ -28,6 +28,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from kaggle_kit.errors import KitError
+from kaggle_kit.ship.image import SAVED_WITH  # one newer here than on the image may save what it cannot read
 
 MIN_FREE_GIB = 1.0
 LOW_FREE_GIB = 5.0
@@ -38,9 +39,6 @@ EXTRAS = {
     "simulate": "kit simulate and kit bundle's offline check (else kit bundle --no-check)",
 }
 STATUSES = ("ok", "info", "warn", "fail")
-# Packages whose files a run saves (tokenizer.json, config.json) and the Kaggle notebook reads back: one newer
-# here than on the image may write what the image cannot read.
-SAVED_WITH = ("transformers", "tokenizers")
 
 
 @dataclass(frozen=True)
@@ -109,12 +107,21 @@ def package_rows(core: list[Requirement], image) -> list[Row]:
                                                    f"downloads a wheel (needs PyPI at bundle time)"))
         elif canonicalize_name(req.name) in SAVED_WITH and _minor(here) > _minor(on_image):
             rows.append(Row(req.name, "warn", here, f"newer than the Kaggle image's {on_image}, which must read the "
-                                                   f"tokenizer and config this version saves"))
+                                                   f"tokenizer and config this version saves: before submitting, "
+                                                   f"check a bundle with the image's versions (kit simulate --bundle "
+                                                   f"BUNDLE --data DATA --image), or train with them "
+                                                   f"({image_pins_command(image)})"))
         elif _minor(here) != _minor(on_image):
             rows.append(Row(req.name, "info", here, f"Kaggle image has {on_image}"))
         else:
             rows.append(Row(req.name, "ok", here, f"Kaggle image has {on_image}"))
     return rows
+
+
+def image_pins_command(image) -> str:
+    """The pip command that installs the image's versions of the packages whose saved files the notebook reads."""
+    pins = [f"{name}=={image.versions[name]}" for name in SAVED_WITH if name in image.versions]
+    return "pip install " + " ".join(pins)
 
 
 def extra_rows(extras: dict[str, list[Requirement]]) -> list[Row]:
@@ -136,8 +143,9 @@ def credentials_row() -> Row:
     found = credential_sources()
     if found:
         return Row("kaggle credentials", "ok", "present", ", ".join(found))
-    return Row("kaggle credentials", "warn", "absent", "kit data and kit submit need them: KAGGLE_API_TOKEN or "
-               "~/.kaggle/access_token, or kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY (kaggle.com/settings/api)")
+    return Row("kaggle credentials", "info", "absent", "only kit data and kit submit need them (training on the "
+               "embedded sample does not): `kaggle auth login`, or an API token from kaggle.com/settings/api in "
+               "KAGGLE_API_TOKEN or ~/.kaggle/access_token (legacy: kaggle.json or KAGGLE_USERNAME + KAGGLE_KEY)")
 
 
 def device_rows() -> list[Row]:
@@ -170,7 +178,8 @@ def disk_row(folder: Path) -> Row:
     if free < MIN_FREE_GIB:
         return Row("disk", "fail", value, f"under {MIN_FREE_GIB:g} GiB: {note}")
     if free < LOW_FREE_GIB:
-        return Row("disk", "warn", value, f"under {LOW_FREE_GIB:g} GiB: {note}")
+        return Row("disk", "warn", value, f"under {LOW_FREE_GIB:g} GiB: {note}; free some, or write elsewhere "
+                                          f"(kit bundle --out DIR, kit train --out DIR)")
     return Row("disk", "ok", value, note)
 
 

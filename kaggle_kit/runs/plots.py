@@ -1,6 +1,15 @@
-"""PNG plots a competitor would rather look at than read: learning curves and predicted vs true.
+"""PNG plots a competitor would rather look at than read: learning curves, and the out-of-fold predictions drawn
+the way the target's kind is judged.
 
-Each plot is built by a `*_figure` function; the run folder gets PNG files, `kit report` embeds the same figures.
+Each plot is built by a `*_figure` function; the run folder gets PNG files (`write_run_plots`), `kit report` embeds
+the same figures. Which plots a run gets depends on its targets' kinds (kaggle_kit.tasks.targets):
+- regression: predicted against true (RMSE in the title);
+- binary: ROC curve (AUC), precision-recall curve (average precision) of the positive class's probability, a
+  reliability diagram (ECE in the title) and the confusion matrix at P >= 0.5;
+- multiclass: one-vs-rest ROC and precision-recall curves per class (per-class and macro AUC / AP), a reliability
+  diagram of the most probable class's probability (the confidence) and the confusion matrix of that class.
+Curves and scores come from scikit-learn (roc_curve, roc_auc_score, precision_recall_curve,
+average_precision_score, calibration_curve).
 """
 
 from __future__ import annotations
@@ -39,6 +48,194 @@ def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, targets, path: Pat
     _save(predicted_vs_true_figure(y_true, y_pred, targets), path)
 
 
+# Files in a run's plots/ folder, by the target kinds that get them.
+LEARNING_CURVES = "learning_curves.png"
+PREDICTED_VS_TRUE = "predicted_vs_true.png"  # regression targets
+CONFUSION_MATRIX = "confusion_matrix.png"  # binary and multiclass targets
+ROC_PR_CURVES = "roc_pr_curves.png"  # binary and multiclass targets
+RELIABILITY = "reliability.png"  # binary and multiclass targets
+CLASSIFICATION_KINDS = ("binary", "multiclass")
+RELIABILITY_BINS = 10
+
+
+def write_run_plots(folder: Path, metrics: pd.DataFrame, metric_name: str, y_true: np.ndarray, y_pred: np.ndarray,
+                    targets) -> dict[str, dict]:
+    """The plots of a finished run's pooled OOF predictions, each only for the target kinds it suits; returns the
+    classification scores the curves show (`classification_scores`), for cv.json."""
+    from kaggle_kit.tasks.targets import as_targets
+
+    targets = as_targets(targets)
+    learning_curves(metrics, metric_name, folder / LEARNING_CURVES)
+    regression = columns_of(y_true, y_pred, targets, ("regression",))
+    if regression[2]:
+        _save(predicted_vs_true_figure(*regression), folder / PREDICTED_VS_TRUE)
+    classification = columns_of(y_true, y_pred, targets, CLASSIFICATION_KINDS)
+    if not classification[2]:
+        return {}
+    scores = classification_scores(*classification)
+    _save(confusion_figure(*classification), folder / CONFUSION_MATRIX)
+    _save(roc_pr_figure(*classification, scores), folder / ROC_PR_CURVES)
+    _save(reliability_figure(*classification, scores), folder / RELIABILITY)
+    return scores
+
+
+def columns_of(y_true: np.ndarray, y_pred: np.ndarray, targets, kinds: tuple[str, ...]):
+    """The labels, prediction columns and targets of the targets of `kinds` only."""
+    from kaggle_kit.tasks.targets import output_slices
+
+    keep = [k for k, t in enumerate(targets) if t.kind in kinds]
+    slices = output_slices(targets)
+    columns = [c for k in keep for c in range(slices[k].start, slices[k].stop)]
+    return y_true[:, keep], y_pred[:, columns], [targets[k] for k in keep]
+
+
+def _target_columns(y_true: np.ndarray, y_pred: np.ndarray, targets):
+    """(target, its labels as class indices, its predictions: P(positive) for binary, (n, K) for multiclass)."""
+    from kaggle_kit.tasks.targets import output_slices
+
+    for k, (target, columns) in enumerate(zip(targets, output_slices(targets), strict=True)):
+        pred = y_pred[:, columns] if target.kind == "multiclass" else y_pred[:, columns.start]
+        yield target, y_true[:, k].astype(np.int64), pred
+
+
+def reliability_bins(hit: np.ndarray, probability: np.ndarray, bins: int = RELIABILITY_BINS) -> dict[str, list]:
+    """Binned calibration: probabilities cut into `bins` equal-width bins of [0, 1] (a probability on an edge falls
+    in the lower bin, as scikit-learn's calibration_curve cuts them); per non-empty bin the mean predicted
+    probability, the observed frequency of `hit` (0/1) and the row count; and the expected calibration error, the
+    count-weighted mean of |observed - predicted|. Probabilities outside [0, 1] (a regression loss on a binary
+    target) are clipped first."""
+    from sklearn.calibration import calibration_curve
+
+    probability = np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0)
+    hit = np.asarray(hit, dtype=np.int64)
+    observed, predicted = calibration_curve(hit, probability, n_bins=bins, strategy="uniform")
+    which = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], probability)
+    counts = np.bincount(which, minlength=bins)
+    lower = np.flatnonzero(counts) / bins
+    counts = counts[counts > 0]
+    ece = float(np.sum(counts / counts.sum() * np.abs(observed - predicted)))
+    return {"bin_low": lower.round(6).tolist(), "predicted": predicted.tolist(), "observed": observed.tolist(),
+            "count": counts.tolist(), "ece": ece}
+
+
+def _curve_scores(hit: np.ndarray, score: np.ndarray) -> dict[str, float | None]:
+    """ROC AUC and average precision of `score` for the 0/1 `hit`; None where one of the two is absent."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if hit.min() == hit.max():
+        return {"auc": None, "average_precision": None}
+    return {"auc": float(roc_auc_score(hit, score)), "average_precision": float(average_precision_score(hit, score))}
+
+
+def _macro(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, targets) -> dict[str, dict]:
+    """Per binary or multiclass target: ROC AUC and average precision (a multiclass target's one-vs-rest per class
+    and their unweighted mean, macro, over the classes present) and the reliability bins with their ECE (of P(positive)
+    for binary, of the top class's probability for multiclass)."""
+    out: dict[str, dict] = {}
+    for target, labels, pred in _target_columns(y_true, y_pred, targets):
+        if target.kind == "binary":
+            out[target.name] = {"kind": "binary", "positive_class": str(target.classes[1]),
+                                **_curve_scores(labels, pred), "reliability": reliability_bins(labels, pred)}
+            continue
+        per_class = {str(c): _curve_scores((labels == i).astype(np.int64), pred[:, i])
+                     for i, c in enumerate(target.classes)}
+        top = np.argmax(pred, axis=1)
+        out[target.name] = {"kind": "multiclass", "per_class": per_class,
+                            "auc_macro": _macro([v["auc"] for v in per_class.values()]),
+                            "average_precision_macro": _macro([v["average_precision"] for v in per_class.values()]),
+                            "reliability": reliability_bins((top == labels).astype(np.int64), pred.max(axis=1))}
+    return out
+
+
+def format_score(value: float | None) -> str:
+    """A classification score for a title or a log line: "n/a" where a class is absent from the labels."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def scores_line(name: str, record: dict) -> str:
+    """One target's `classification_scores` in a line, as kit train logs it."""
+    macro = "_macro" if record["kind"] == "multiclass" else ""
+    return (f"{name}: ROC AUC{' (macro)' if macro else ''} {format_score(record['auc' + macro])}, average precision "
+            f"{format_score(record['average_precision' + macro])}, ECE {record['reliability']['ece']:.4f}")
+
+
+def roc_pr_figure(y_true: np.ndarray, y_pred: np.ndarray, targets, scores: dict[str, dict] | None = None):
+    """One row per binary or multiclass target: its ROC curve (left) and precision-recall curve (right); a
+    multiclass target has one curve per class, one-vs-rest. Dotted: chance (the diagonal; the positive rate)."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    scores = scores or classification_scores(y_true, y_pred, targets)
+    fig, axes = plt.subplots(len(targets), 2, figsize=(10, 4.2 * len(targets)), squeeze=False, layout="constrained")
+    colors = plt.get_cmap("tab10")
+    for (roc_ax, pr_ax), (target, labels, pred) in zip(axes, _target_columns(y_true, y_pred, targets),
+                                                        strict=True):
+        record = scores[target.name]
+        if target.kind == "binary":
+            curves = [(str(target.classes[1]), (labels == 1).astype(np.int64), pred, record)]
+            title = f"AUC {format_score(record['auc'])}", f"AP {format_score(record['average_precision'])}"
+        else:
+            curves = [(str(c), (labels == i).astype(np.int64), pred[:, i], record["per_class"][str(c)])
+                      for i, c in enumerate(target.classes)]
+            title = (f"macro AUC {format_score(record['auc_macro'])}",
+                     f"macro AP {format_score(record['average_precision_macro'])}")
+        for i, (name, hit, score, values) in enumerate(curves):
+            if values["auc"] is None:
+                continue
+            fpr, tpr, _ = roc_curve(hit, score)
+            roc_ax.plot(fpr, tpr, color=colors(i % 10), label=f"{name} (AUC {values['auc']:.3f})")
+            precision, recall, _ = precision_recall_curve(hit, score)
+            pr_ax.step(recall, precision, where="post", color=colors(i % 10),
+                       label=f"{name} (AP {values['average_precision']:.3f})")
+            pr_ax.axhline(hit.mean(), color=colors(i % 10), ls=":", lw=1)
+        roc_ax.plot([0, 1], [0, 1], "k:", lw=1)
+        roc_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate", ylabel="true positive rate",
+                   title=f"{target.name}: ROC, {title[0]}")
+        pr_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
+                  title=f"{target.name}: precision-recall, {title[1]}")
+        for ax in (roc_ax, pr_ax):
+            ax.legend(fontsize=8, loc="lower right" if ax is roc_ax else "upper right")
+    return fig
+
+
+def reliability_figure(y_true: np.ndarray, y_pred: np.ndarray, targets, scores: dict[str, dict] | None = None):
+    """Per binary or multiclass target: observed frequency against mean predicted probability in equal-width bins
+    (dashed: perfectly calibrated), each point labelled with its row count, and the counts as bars below."""
+    scores = scores or classification_scores(y_true, y_pred, targets)
+    fig = plt.figure(figsize=(4.6 * len(targets), 5.2), layout="constrained")
+    grid = fig.add_gridspec(2, len(targets), height_ratios=(3, 1))
+    for k, target in enumerate(targets):
+        bins = scores[target.name]["reliability"]
+        curve, counts = fig.add_subplot(grid[0, k]), fig.add_subplot(grid[1, k])
+        curve.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+        curve.plot(bins["predicted"], bins["observed"], "o-", color="tab:blue", label="this run (OOF)")
+        for x, y, n in zip(bins["predicted"], bins["observed"], bins["count"], strict=True):
+            curve.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        what = "P(" + str(target.classes[1]) + ")" if target.kind == "binary" else "top-class probability"
+        hit = "positive" if target.kind == "binary" else "top class correct"
+        curve.set(xlim=(0, 1), ylim=(0, 1.02), ylabel=f"observed frequency ({hit})",
+                  title=f"{target.name}: ECE {bins['ece']:.3f}")
+        curve.legend(fontsize=8, loc="upper left")
+        width = 1.0 / RELIABILITY_BINS
+        counts.bar(np.asarray(bins["bin_low"]) + width / 2, bins["count"], width * 0.9, color="tab:blue", alpha=0.5)
+        counts.set(xlim=(0, 1), xlabel=f"mean predicted {what}", ylabel="rows")
+    return fig
+
+
+def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, targets):
+    """One confusion matrix per binary or multiclass target (the most probable class; P >= 0.5 for binary)."""
+    from kaggle_kit.tasks.metrics import predicted_labels
+
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 4), squeeze=False, layout="constrained")
+    for ax, (target, labels, pred) in zip(axes[0], _target_columns(y_true, y_pred, targets), strict=True):
+        _confusion(ax, labels, predicted_labels(pred, target).astype(np.int64), target)
+    return fig
+
+
 def learning_curves_figure(metrics: pd.DataFrame, metric_name: str):
     """Per fold: smoothed training loss against step, validation score on a second axis."""
     folds = sorted(metrics["fold"].unique())
@@ -62,7 +259,8 @@ def learning_curves_figure(metrics: pd.DataFrame, metric_name: str):
 
 def predicted_vs_true_figure(y_true: np.ndarray, y_pred: np.ndarray, targets):
     """One panel per target: predicted against true score, with a little jitter so discrete label levels stay
-    readable; for a classification target the confusion matrix of the most probable class."""
+    readable; for a classification target (in an ensemble report) the confusion matrix of the most probable
+    class. A run's plots draw regression targets only here (`write_run_plots`)."""
     from kaggle_kit.tasks.metrics import predicted_labels
     from kaggle_kit.tasks.targets import as_targets, output_slices
 

@@ -219,6 +219,7 @@ def run_report(run_path: Path, data_dir: Path | None = None) -> str:
 
     labels = load_labels(comp, summary, data_dir)
     notes += labels.warnings
+    regression = any(t.kind == "regression" for t in comp.schema.targets)
     oof = run_oof(comp, run)
     if labels.frame is not None and oof is not None:
         id_col = comp.schema.id_column
@@ -227,23 +228,11 @@ def run_report(run_path: Path, data_dir: Path | None = None) -> str:
         if len(known) < len(oof):
             notes.append(f"{len(oof) - len(known)} OOF rows have ids that are not in {labels.folder / 'train.csv'}")
         truth = frame.loc[known[id_col], targets].to_numpy(float)
-        pred = known[targets].to_numpy(float)
-        sections.append("<h2>Predicted vs true</h2>" + figure_html(
-            plots.predicted_vs_true_figure(truth, pred, targets), "predicted vs true",
-            f"Out-of-fold predictions of {len(known)} rows against their labels (dashed: perfect)."))
-        try:
-            lengths = token_lengths(comp, run, frame.loc[known[id_col]].reset_index(), labels.folder)
-        except (KitError, OSError, ValueError) as err:
-            sections.append(f"<h2>Residuals by text length</h2><p>Not available: {esc(err)}</p>")
-        else:
-            truncated = float(np.mean(lengths > (summary.max_len or np.inf)))
-            sections.append("<h2>Residuals by text length</h2>" + figure_html(
-                plots.residuals_by_length_figure(lengths, pred - truth, targets, summary.max_len),
-                "residuals by text length",
-                f"Residuals against the untruncated input length in the run's tokens; "
-                f"{100 * truncated:.0f}% of these rows were longer than max_len {summary.max_len}."))
+        pred = known[comp.schema.output_columns].to_numpy(float)
+        sections += oof_sections(comp, run, summary, frame, known, truth, pred, labels.folder)
     elif labels.why:
-        sections.append(f"<h2>Predicted vs true</h2><p class='note'>{esc(labels.why)}</p>")
+        sections.append(f"<h2>{'Predicted vs true' if regression else 'ROC and precision-recall curves'}</h2>"
+                        f"<p class='note'>{esc(labels.why)}</p>")
 
     sections.append("<h2>Config</h2>" + config_table(summary.config))
     sections.append("<h2>Manifest</h2><pre>" + esc(json.dumps(summary.manifest, indent=2, sort_keys=True,
@@ -251,6 +240,64 @@ def run_report(run_path: Path, data_dir: Path | None = None) -> str:
     if notes:
         sections.insert(0, "".join(f'<p class="note">{esc(n)}</p>' for n in notes))
     return page(f"{summary.name}", f"{comp.title} ({comp.name}) - run folder {run_path}", sections)
+
+
+def oof_sections(comp: Competition, run: RunDir, summary: RunSummary, frame: pd.DataFrame, known: pd.DataFrame,
+                 truth: np.ndarray, pred: np.ndarray, data_folder: Path | None) -> list[str]:
+    """The plots of the OOF predictions against their labels, by target kind (kaggle_kit.runs.plots): predicted vs
+    true and residuals by text length for regression targets; ROC and precision-recall curves, the reliability
+    diagram and the confusion matrix for binary and multiclass ones."""
+    id_col = comp.schema.id_column
+    targets = comp.schema.targets
+    sections = []
+    y_true, y_pred, regression = plots.columns_of(truth, pred, targets, ("regression",))
+    if regression:
+        names = [t.name for t in regression]
+        sections.append("<h2>Predicted vs true</h2>" + figure_html(
+            plots.predicted_vs_true_figure(y_true, y_pred, regression), "predicted vs true",
+            f"Out-of-fold predictions of {len(known)} rows against their labels (dashed: perfect)."))
+        try:
+            lengths = token_lengths(comp, run, frame.loc[known[id_col]].reset_index(), data_folder)
+        except (KitError, OSError, ValueError) as err:
+            sections.append(f"<h2>Residuals by text length</h2><p>Not available: {esc(err)}</p>")
+        else:
+            truncated = float(np.mean(lengths > (summary.max_len or np.inf)))
+            sections.append("<h2>Residuals by text length</h2>" + figure_html(
+                plots.residuals_by_length_figure(lengths, y_pred - y_true, names, summary.max_len),
+                "residuals by text length",
+                f"Residuals against the untruncated input length in the run's tokens; "
+                f"{100 * truncated:.0f}% of these rows were longer than max_len {summary.max_len}."))
+    y_true, y_pred, classified = plots.columns_of(truth, pred, targets, plots.CLASSIFICATION_KINDS)
+    if classified:
+        scores = plots.classification_scores(y_true, y_pred, classified)
+        rows = []
+        for target in classified:
+            record = scores[target.name]
+            ece = f"{record['reliability']['ece']:.4f}"
+            if target.kind == "binary":
+                rows.append([f"{target.name} (positive: {record['positive_class']})",
+                             plots.format_score(record["auc"]), plots.format_score(record["average_precision"]), ece])
+                continue
+            rows += [[f"{target.name}: {name}", plots.format_score(v["auc"]),
+                      plots.format_score(v["average_precision"]), ""] for name, v in record["per_class"].items()]
+            rows.append([f"{target.name}: macro", plots.format_score(record["auc_macro"]),
+                         plots.format_score(record["average_precision_macro"]), ece])
+        sections.append("<h2>ROC and precision-recall curves</h2>"
+                        + table_html(["target", "ROC AUC", "average precision", "ECE"], rows, text_columns=(0,))
+                        + figure_html(plots.roc_pr_figure(y_true, y_pred, classified, scores),
+                                      "ROC and precision-recall curves",
+                                      f"Out-of-fold probabilities of {len(known)} rows (before the plugin's "
+                                      f"post-processor); a multiclass target one-vs-rest per class, macro = "
+                                      f"unweighted mean over classes. Dotted: chance."))
+        sections.append("<h2>Reliability</h2>" + figure_html(
+            plots.reliability_figure(y_true, y_pred, classified, scores), "reliability diagram",
+            f"Observed frequency against mean predicted probability in {plots.RELIABILITY_BINS} equal-width bins "
+            f"(numbers: rows per bin); a multiclass target's top-class probability against how often that class is "
+            f"right. ECE: the row-weighted mean gap to the diagonal."))
+        sections.append("<h2>Confusion matrix</h2>" + figure_html(
+            plots.confusion_figure(y_true, y_pred, classified), "confusion matrix",
+            "Rows: true class, columns: the most probable class (P >= 0.5 for binary); shading: share of the row."))
+    return sections
 
 
 def config_table(config: dict[str, Any]) -> str:

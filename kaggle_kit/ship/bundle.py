@@ -569,6 +569,13 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
     missing_names = {canonicalize_name(r.name) for r in missing}
     assumed = {canonicalize_name(r.name): image.versions[canonicalize_name(r.name)] for r in requirements
                if canonicalize_name(r.name) not in missing_names}
+    from kaggle_kit.ship.image import explain_differences, installed_here, version_differences
+
+    for line in explain_differences(version_differences(installed_here(assumed), assumed), "this machine",
+                                    f"the Kaggle image list the bundle assumes ({image.path.name}, {image.date})",
+                                    "check the bundle with the image's versions: kit simulate --bundle BUNDLE "
+                                    "--data DATA --image"):
+        log(line)
     manifest = {
         "bundle_format": 2,
         "competition": comp.name,

@@ -132,3 +132,85 @@ def write_image_list(freeze: FreezeList, out: Path, python: str | None, date: st
     lines += [f"{name}=={version}" for name, version in sorted(freeze.pins.items(), key=lambda kv: kv[0].lower())]
     write_text(out, "\n".join(lines) + "\n")
     return load_image_packages(out)
+
+
+# Packages whose files a run saves (tokenizer.json, config.json) and the notebook reads back with its own version.
+SAVED_WITH = ("transformers", "tokenizers")
+
+
+@dataclass(frozen=True)
+class VersionDifference:
+    """One package at two versions, `ours` (this machine, or what was installed) and `theirs` (an image list, or
+    what a bundle assumed), and whether the difference can change what the notebook does."""
+
+    name: str
+    ours: str
+    theirs: str
+    matters: bool
+    why: str
+
+    def describe(self) -> str:
+        return f"{self.name} {self.ours} vs {self.theirs} ({self.why})"
+
+
+def _release(text: str) -> tuple[int, ...]:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(text).release + (0, 0)
+    except InvalidVersion:
+        return ()
+
+
+def version_difference(name: str, ours: str, theirs: str, ours_saves: bool = True) -> VersionDifference | None:
+    """Whether `ours` and `theirs` differ in a way that matters: a patch release never does (same file formats
+    and APIs); transformers or tokenizers newer on our side than on theirs does when ours saves the files theirs
+    reads (`ours_saves`: the tokenizer and config a run writes); a different major version of anything does;
+    other minor differences do not (kaggle-kit supports the ranges its requirements declare). None when the
+    releases are the same (a local build tag like +cpu aside)."""
+    name = canonicalize_name(name)
+    a, b = _release(ours.split("+")[0]), _release(theirs.split("+")[0])
+    if a and a == b:
+        return None
+    if a[:2] == b[:2] and a and b:
+        return VersionDifference(name, ours, theirs, False, "patch release: does not matter")
+    if ours_saves and name in SAVED_WITH and a > b:
+        return VersionDifference(name, ours, theirs, True, "newer on the saving side: the older version must read "
+                                                           "the tokenizer and config files it writes")
+    if a[:1] != b[:1]:
+        return VersionDifference(name, ours, theirs, True, "major version: APIs and file formats may differ")
+    return VersionDifference(name, ours, theirs, False, "minor version: within kaggle-kit's supported range")
+
+
+def version_differences(ours: dict[str, str], theirs: dict[str, str], ours_saves: bool = True
+                        ) -> list[VersionDifference]:
+    """The differences between two name -> version maps, for the names both have, by name."""
+    theirs = {canonicalize_name(k): v for k, v in theirs.items()}
+    found = [version_difference(k, v, theirs[canonicalize_name(k)], ours_saves) for k, v in sorted(ours.items())
+             if canonicalize_name(k) in theirs]
+    return [d for d in found if d is not None]
+
+
+def explain_differences(differences: list[VersionDifference], ours: str, theirs: str, remedy: str) -> list[str]:
+    """Log lines: one warning per difference that matters, naming whose versions differ and what to do; one line
+    for all that do not."""
+    lines = [f"warning: {ours} has {d.name} {d.ours}, {theirs} {d.theirs}: {d.why}; {remedy}"
+             for d in differences if d.matters]
+    harmless = [f"{d.name} {d.ours} vs {d.theirs}" for d in differences if not d.matters]
+    if harmless:
+        lines.append(f"versions: {ours} vs {theirs} differ only in ways that do not matter (patch or minor "
+                     f"releases): {', '.join(harmless)}")
+    return lines
+
+
+def installed_here(names) -> dict[str, str]:
+    """This interpreter's versions of `names`, for those installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found

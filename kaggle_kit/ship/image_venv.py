@@ -130,7 +130,7 @@ def ensure_image_venv(image: ImagePackages, requirements: list[Requirement], pyt
     installed = json.loads(subprocess.run([str(venv_python), "-m", "pip", "list", "--format=json",
                                            "--disable-pip-version-check"], capture_output=True, text=True,
                                           check=True).stdout)
-    differs, extra = [], []
+    differs, extra, mismatched = [], [], []
     for package in installed:
         name = canonicalize_name(package["name"])
         expected = image.versions.get(name)
@@ -138,10 +138,17 @@ def ensure_image_venv(image: ImagePackages, requirements: list[Requirement], pyt
             extra.append(f"{package['name']} {package['version']}")
         elif public_version(expected) != package["version"]:
             differs.append(f"{package['name']} {package['version']} (list: {expected})")
+            mismatched.append((package["name"], package["version"], expected))
     cuda = [e for e in extra if canonicalize_name(e.split()[0]).startswith(CUDA_PREFIXES)]
     other = [e for e in extra if e not in cuda]
     if differs:
-        log(f"image venv: WARNING versions differ from the image list: {', '.join(differs)}")
+        from kaggle_kit.ship.image import explain_differences, version_difference
+
+        found = [version_difference(*names) for names in mismatched]
+        for line in explain_differences([d for d in found if d is not None], "the image venv (what pip installed)",
+                                        f"the image list {image.path.name}", "the simulation tests the venv's "
+                                        "version, not the image's; fix the pin in the list and rebuild"):
+            log(f"image venv: {line}")
     if other:
         log(f"image venv: WARNING installed though not on the image list: {', '.join(other)}")
     if cuda:

@@ -9,7 +9,6 @@ inside their bodies, and the notebook carries a copy of their source.
 
 from __future__ import annotations
 
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from kaggle_kit.ship.projection import notebook_seconds
 
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "kit_run_report.json"
@@ -168,6 +169,10 @@ class DeadlineGuard:
     After each fold it logs the projected finish of all remaining folds (mean fold time so far) and stops when
     even the next fold would end past the budget. Stopping as soon as the whole remainder overruns would throw
     away folds that still fit; the folds already done always make a valid submission.
+
+    The logged finish is the same method as kit bundle's and kit simulate's projections
+    (kaggle_kit.ship.projection.notebook_seconds) with the numbers only the notebook has: the time elapsed on
+    Kaggle and the folds' measured times on the hidden test.
     """
 
     budget_seconds: float
@@ -183,7 +188,7 @@ class DeadlineGuard:
         elapsed = self.clock() - self.started_at
         per_fold = fold_seconds if fold_seconds is not None else seconds / max(done, 1)
         remaining = total - done
-        projected = elapsed + per_fold * math.ceil(remaining / max(parallel, 1))
+        projected = notebook_seconds(elapsed, per_fold, remaining, parallel)
         self.log(f"deadline guard: {done}/{total} folds done, {elapsed / 3600:.2f} h elapsed, all folds projected "
                  f"to end at {projected / 3600:.2f} h (budget {self.budget_seconds / 3600:.2f} h)")
         if elapsed + per_fold > self.budget_seconds:

@@ -10,10 +10,27 @@ The throughputs are assumptions, not measurements on Kaggle's T4 (none was avail
 at 65 fp16 tensor TFLOP/s and Hugging Face inference with padding reaches roughly a third of that, so 20 TFLOP/s is
 assumed for fp16 and half that for bitsandbytes 4/8-bit weights (dequantising costs time). `--assume-tflops`
 overrides it; `kit simulate` measures the real thing on the machine it runs on.
+
+Three projections of the notebook's time, one method (`notebook_seconds`): time that does not grow with the
+test (setup, imports, loading) plus one fold's time for each round of folds, a round being as many folds as run
+at once. They differ only in where each number comes from, because each is made at a different moment with
+different knowledge:
+- `kit bundle` (here, before upload, nothing measured): fixed = an assumed 120 s of setup; a fold = FLOPs of the
+  hidden test at the accelerator's assumed throughput + reading its weights; folds per round = the GPUs one model
+  fits (1 on a CPU, for a model split over both T4s, and for LoRA runs). Its error is the throughput assumption.
+- `kit simulate` (measured on this machine, on the given test rows): fixed = the notebook's measured time minus
+  its inference; a fold = its measured inference time scaled linearly by hidden rows / test rows; folds one after
+  another (the kernel runs on the CPU, CUDA hidden). It errs long on a GPU notebook (CPU speed, no parallel folds)
+  and short when the hidden texts are longer than the test rows'.
+- the notebook's DeadlineGuard (kaggle_runtime, measured on Kaggle, on the hidden test itself): fixed = the time
+  elapsed so far; a fold = the mean of the folds already done; rounds = the remaining folds over the GPUs. It is
+  the only one that sees the real machine and rows, so it alone decides to stop (when the next fold would end
+  past the budget, a rule of its own: it keeps folds that still fit even when the whole remainder would not).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 GIB = 1024**3
@@ -30,6 +47,12 @@ CPU_TFLOPS = 0.2  # a Kaggle CPU notebook (4 cores)
 DISK_GBPS = 0.3  # reading weights from an attached dataset or model
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "4bit": 0.56}
 HEADROOM_GIB = 2.0  # activations, CUDA context
+
+
+def notebook_seconds(fixed_seconds: float, fold_seconds: float, folds: int, parallel: int = 1) -> float:
+    """The notebook's time: `fixed_seconds` plus `fold_seconds` for each round of `parallel` folds at once (the
+    method all three projections share; see the module's docstring for where each takes its numbers)."""
+    return fixed_seconds + fold_seconds * math.ceil(folds / max(parallel, 1))
 
 
 def fits_one_gpu(model_gib: float, gpu_gib: float) -> bool:
@@ -92,8 +115,7 @@ def project(runs: list[RunCost], rows: int, accelerator: str, assume_tflops: flo
                 layout[run.name] += " - DOES NOT FIT: hold the weights in 4 bits (--load-in-4bit)"
         flops = 2.0 * run.parameters * rows * run.tokens_per_row
         fold_seconds = flops / (speed * 1e12) + run.parameters * run.stored_bytes_per_weight / (DISK_GBPS * 1e9)
-        rounds = -(-run.folds // parallel)
-        per_run[run.name] = rounds * fold_seconds
+        per_run[run.name] = notebook_seconds(0.0, fold_seconds, run.folds, parallel)
         total += per_run[run.name]
     assumptions = (f"{accelerator}: {gpus} GPU(s), {memory:g} GiB each, {assume_tflops or tflops:g} effective TFLOP/s "
                    f"per GPU for fp16 (half for 4/8-bit), 2 x parameters FLOPs per token, weights read at "

@@ -391,8 +391,8 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     image = image or load_image_packages()
     assumed = manifest.get("image_packages", {})
     if (assumed.get("file"), assumed.get("date")) != (image.path.name, image.date):
-        log(f"warning: the bundle was made for the image list {assumed.get('file')} ({assumed.get('date')}), this "
-            f"simulation uses {image.path} ({image.date}); pass --image-packages to simulate the bundle's")
+        for line in image_list_mismatch(manifest, image):
+            log(line)
     if layout not in LAYOUTS:
         raise KitError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     attached = attached_base(manifest)
@@ -423,6 +423,8 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
             site_dir, left_out = image_site_dir(root, image)
             environment = (f"stand-in (this Python {platform.python_version()}, only the packages "
                            f"{image.path.name} lists; {len(left_out)} others hidden)")
+            for line in stand_in_differences(manifest, image):
+                log(line)
         python_in_venv = make_kernel_venv(root, interpreter, site_dir, block_with_socket_patch=not use_unshare)
         env = kernel_env(root, write_kernelspec(root, python_in_venv))
         notebook = prepared_notebook(bundle_dir, params, root / "notebook.ipynb")
@@ -464,8 +466,13 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     phases["install"] = cells.get("install", 0.0)
     phases["load (imports, data, models)"] = cells.get("predict", 0.0) - sum(infer.values())
     phases["notebook total"] = total
-    # Model loading and setup do not grow with the test size; inference does, linearly in rows.
-    projected = total - sum(infer.values()) + sum(infer.values()) * comp.hidden_test_size / len(test_df)
+    # Model loading and setup do not grow with the test size; inference does, linearly in rows. The folds ran one
+    # after another here; kaggle_kit.ship.projection says how this projection and kit bundle's differ.
+    from kaggle_kit.ship.projection import notebook_seconds
+
+    scale = comp.hidden_test_size / len(test_df)
+    projected = notebook_seconds(total - sum(infer.values()), sum(infer.values()) / max(len(infer), 1) * scale,
+                                 len(infer))
     return Simulation(Path(output) if output else None, len(submission), network, phases, infer, projected,
                       comp.hidden_test_size, diff, report["kaggle_kit_file"], layout, environment,
                       report.get("python", ""), report.get("versions", {}), fallback_line(report))
@@ -475,6 +482,34 @@ def fallback_line(report: dict[str, Any]) -> str:
     """'3 of 2,700 test rows got the fallback prediction (...)' from the notebook's report, or '' for none."""
     record = report.get("fallback_rows") or {}
     return record.get("summary", "") if record.get("count") else ""
+
+
+def image_list_mismatch(manifest: dict[str, Any], image: ImagePackages) -> list[str]:
+    """The bundle was built against one image list and is simulated against another: the versions the bundle
+    assumes against this simulation's list, and whether any difference matters."""
+    from kaggle_kit.ship.image import explain_differences, version_differences
+
+    made_for = manifest.get("image_packages", {})
+    bundle_side = f"the bundle (built for {made_for.get('file')}, {made_for.get('date')})"
+    # neither side saved the run's files (the training machine did): only the kind of release matters here
+    differences = version_differences(manifest.get("assumed_versions", {}), image.versions, ours_saves=False)
+    if not differences:
+        return [f"simulate: {bundle_side} and this simulation's list {image.path.name} ({image.date}) agree on every "
+                f"version the bundle assumes: the different list does not matter"]
+    return explain_differences(differences, bundle_side, f"this simulation's list {image.path} ({image.date})",
+                               "pass the bundle's list with --image-packages to simulate what it assumed, or "
+                               "rebuild the bundle with this one")
+
+
+def stand_in_differences(manifest: dict[str, Any], image: ImagePackages) -> list[str]:
+    """The stand-in runs this machine's versions of what the image list names: where those differ from the image's
+    in a way that matters, the simulation did not test what Kaggle will run."""
+    from kaggle_kit.ship.image import installed_here, version_differences
+
+    assumed = manifest.get("assumed_versions", {})
+    differences = [d for d in version_differences(installed_here(assumed), image.versions) if d.matters]
+    return [f"warning: the stand-in runs this machine's {d.name} {d.ours}, not the image list's {d.theirs} "
+            f"({d.why}): `kit simulate --image` runs the image's versions" for d in differences]
 
 
 def quick_check(comp, bundle_dir: Path, run_path: Path, rows: int = 8, log: Callable[[str], None] = print,
@@ -517,7 +552,9 @@ def print_simulation(sim: Simulation, log: Callable[[str], None] = print) -> Non
     hours = sim.projected_seconds / 3600
     verdict = "within" if hours < 9 else "OVER"
     log(f"projected runtime for the hidden test ({sim.hidden_rows:,} rows) at this machine's measured throughput: "
-        f"{sim.projected_seconds:,.0f} s ({hours:.2f} h, {verdict} Kaggle's 9 h limit)")
+        f"{sim.projected_seconds:,.0f} s ({hours:.2f} h, {verdict} Kaggle's 9 h limit); measured here, folds one "
+        f"after another, inference scaled linearly in rows: long for a GPU notebook, where kit bundle's projection "
+        f"(assumed GPU throughput) is the nearer one")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,13 +89,14 @@ def train(cfg: TrainConfig, run_path: Path, resume: bool = False, dist: Dist = S
     it trains its folds and leaves the run's reports to the process that started the workers.
     """
     run = RunDir(run_path)
-    prep = dist.agree(lambda: prepare(cfg, run, resume, dist, fold_worker=not finalize_run))
+    with held_records() as before_run:
+        prep = dist.agree(lambda: prepare(cfg, run, resume, dist, fold_worker=not finalize_run))
     if dist.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(prep.cfg.threads or threads)
-        with log_to_file(run) if dist.is_main else contextlib.nullcontext():
+        with log_to_file(run, before_run if finalize_run else ()) if dist.is_main else contextlib.nullcontext():
             if prep.cfg.fold_workers > 1 and len([f for f in prep.cfg.fold_list() if not run.fold_done(f)]) > 1:
                 return _train_in_workers(prep, run, resume)
             return _run_folds(prep.cfg, run, prep, resume, dist, finalize_run)
@@ -122,6 +123,9 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
 
         log.info("training on the embedded %s sample, %s: no --data and no data/%s/; `kit data %s` downloads "
                  "the full data", comp.name, sample_info(data_dir).describe(len(train_df)), comp.name, comp.name)
+    elif dist.is_main:
+        log.info("training on %s (%d rows; %s)", data_dir / "train.csv", len(train_df),
+                 "--data" if data.kind == "option" else f"the default folder data/{comp.name}/, no --data")
     if resume and dist.is_main:
         _check_resumable(run, data_dir, fold_worker)
     model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
@@ -182,11 +186,36 @@ class _LockedFileHandler(logging.FileHandler):
             super().emit(record)
 
 
+class _HeldRecords(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]):
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @contextlib.contextmanager
-def log_to_file(run: RunDir) -> Iterator[None]:
-    """Everything logged during the run also lands in the run folder's train.log (appended on --resume)."""
+def held_records() -> Iterator[list[logging.LogRecord]]:
+    """What is logged while the run is prepared, before its folder exists (where the data came from, the token
+    counts), kept so that train.log starts with it too."""
+    records: list[logging.LogRecord] = []
+    handler = _HeldRecords(records)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield records
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+@contextlib.contextmanager
+def log_to_file(run: RunDir, earlier: Sequence[logging.LogRecord] = ()) -> Iterator[None]:
+    """Everything logged during the run also lands in the run folder's train.log (appended on --resume), after
+    the `earlier` records (logged before the folder existed, already shown on the console)."""
     handler = _LockedFileHandler(run.path / "train.log", run.lock())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for record in earlier:
+        handler.handle(record)
     logging.getLogger().addHandler(handler)
     try:
         yield
@@ -463,8 +492,11 @@ def _finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> d
     metrics = pd.concat([pd.read_csv(run.fold_log(f)) for f in done if run.fold_log(f).is_file()], ignore_index=True)
     with atomic_path(run.metrics) as tmp:
         metrics.to_csv(tmp, index=False)
-    plots.learning_curves(metrics, comp.metric.name, run.plots / "learning_curves.png")
-    plots.predicted_vs_true(truth, pred, comp.schema.targets, run.plots / "predicted_vs_true.png")
+    curves = plots.write_run_plots(run.plots, metrics, comp.metric.name, truth, pred, comp.schema.targets)
+    if curves:
+        cv["classification_curves"] = curves
+        for name, record in curves.items():
+            log.info("OOF %s", plots.scores_line(name, record))
     write_json(run.cv, cv)
     # what hidden-test rows that cannot be predicted get (kit predict --lenient, the notebook)
     write_json(run.fallback, fallback_record(comp, train_df[targets].to_numpy(float)))

@@ -98,6 +98,27 @@ def test_train_writes_class_probabilities_grouped_folds_and_calibration(fbe_tiny
     assert state["name"] == "temperature" and state["state"] == post["state"]
 
 
+
+@pytest.mark.e2e
+def test_train_plots_one_vs_rest_curves_and_reliability_not_a_regression_scatter(fbe_tiny_run, fbe_small_dir):
+    """The AUCs cv.json records (and the plots show) are scikit-learn's on the OOF rows; no RMSE scatter."""
+    from sklearn.metrics import roc_auc_score
+
+    from kaggle_kit.runs import plots
+
+    names = {p.name for p in (fbe_tiny_run / "plots").iterdir()}
+    assert names == {plots.LEARNING_CURVES, plots.ROC_PR_CURVES, plots.RELIABILITY, plots.CONFUSION_MATRIX}
+    train = pd.read_csv(fbe_small_dir / "train.csv")
+    labels = train["discourse_effectiveness"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    probs = pd.read_csv(fbe_tiny_run / "oof.csv")[CLASSES].to_numpy()
+    record = json.loads((fbe_tiny_run / "cv.json").read_text())["classification_curves"]["discourse_effectiveness"]
+    for i, name in enumerate(CLASSES):
+        assert record["per_class"][name]["auc"] == pytest.approx(roc_auc_score(labels == i, probs[:, i]), abs=1e-9)
+    assert record["auc_macro"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr"), abs=1e-6)
+    assert sum(record["reliability"]["count"]) == len(train)
+    log = (fbe_tiny_run / "train.log").read_text()
+    assert f"discourse_effectiveness: ROC AUC (macro) {record['auc_macro']:.4f}" in log
+
 @pytest.mark.e2e
 def test_predict_writes_the_sample_submissions_probability_columns(fbe_tiny_run, fbe_small_dir, tmp_path, capsys):
     out = tmp_path / "submission.csv"

@@ -75,7 +75,9 @@ def test_an_unreadable_image_list_fails(machine, capsys):
 @pytest.mark.parametrize("free_gib, status", [(0.5, "fail"), (3.0, "warn"), (50.0, "ok")])
 def test_free_disk_thresholds(machine, monkeypatch, free_gib, status):
     monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _: Usage(100 * 2**30, 0, free_gib * 2**30))
-    assert doctor.disk_row(machine).status == status
+    row = doctor.disk_row(machine)
+    assert row.status == status
+    assert (status == "warn") == ("kit bundle --out DIR" in row.note)
 
 
 def test_free_disk_is_measured_where_the_folder_will_be(machine, monkeypatch):
@@ -88,13 +90,17 @@ def test_free_disk_is_measured_where_the_folder_will_be(machine, monkeypatch):
 def test_tokenizer_packages_newer_than_the_image_warn_other_differences_inform(machine):
     rows = doctor.run_checks(_image(machine, tokenizers="0.19.0", tqdm="4.66.0", safetensors=None), machine)
     assert _row(rows, "tokenizers").status == "warn" and "0.19.0" in _row(rows, "tokenizers").note
+    assert "kit simulate --bundle BUNDLE --data DATA --image" in _row(rows, "tokenizers").note
+    assert "pip install transformers==" in _row(rows, "tokenizers").note and "tokenizers==0.19.0" in _row(
+        rows, "tokenizers").note
     assert _row(rows, "tqdm").status == "info"
     assert _row(rows, "safetensors").status == "info" and "downloads its wheel" in _row(rows, "safetensors").note
     assert not doctor.failed(rows)
 
 
 def test_credentials_are_present_or_absent_never_shown(machine, monkeypatch, capsys):
-    assert doctor.credentials_row().status == "warn" and doctor.credentials_row().value == "absent"
+    absent = doctor.credentials_row()
+    assert absent.status == "info" and absent.value == "absent" and "`kaggle auth login`" in absent.note
     monkeypatch.setenv("KAGGLE_API_TOKEN", SECRET)
     (machine / ".kaggle").mkdir()
     (machine / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "me", "key": SECRET}))
@@ -143,3 +149,19 @@ def test_a_missing_extra_warns_with_its_install_line(machine, monkeypatch):
     row = _row(rows, "[simulate]")
     assert row.status == "warn" and "nbclient" in row.value and "pip install 'kaggle-kit[simulate]'" in row.note
     assert not doctor.failed(rows)
+
+
+# What a row's note may tell the user to run: every warning says what to do.
+COMMANDS = ("pip install ", "kit simulate ", "kaggle auth login", "kit bundle ")
+
+
+def test_every_warning_of_the_readme_install_says_what_to_do(machine):
+    """This environment is the README's install (`pip install -c constraints-dev.txt -e ".[all]"`) checked against
+    the shipped image list, on a machine without credentials: each warn row names a command, and what needs no
+    action (no credentials before `kit data`) is info."""
+    rows = doctor.run_checks(None, machine)
+    assert not doctor.failed(rows)
+    assert _row(rows, "kaggle credentials").status == "info"
+    for row in rows:
+        if row.status == "warn":
+            assert any(command in row.note for command in COMMANDS), row

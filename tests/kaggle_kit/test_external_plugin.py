@@ -9,6 +9,7 @@ from importlib.metadata import EntryPoint
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from kaggle_kit import registry
 from tests.helpers import assert_one_line_error, run_kit
@@ -105,6 +106,19 @@ def test_an_external_plugin_trains_with_its_own_loss_and_metric(external_plugin,
     assert cv["metric"] == "brier" and cv["greater_is_better"] is False
     assert cv["score"] == pytest.approx(np.mean((oof["good"].to_numpy() - truth) ** 2), abs=1e-6)
     assert oof["good"].between(0, 1).all()  # the plugin loss's link, a sigmoid
+    curves = cv["classification_curves"]["good"]  # a binary run's curves, scored on the OOF rows as sklearn does
+    assert curves["auc"] == pytest.approx(roc_auc_score(truth, oof["good"]), abs=1e-9)
+    assert curves["average_precision"] == pytest.approx(average_precision_score(truth, oof["good"]), abs=1e-9)
+    assert curves["positive_class"] == "yes" and sum(curves["reliability"]["count"]) == len(truth)
+    assert {p.name for p in (run / "plots").iterdir()} == {"learning_curves.png", "roc_pr_curves.png",
+                                                           "reliability.png", "confusion_matrix.png"}
+    assert f"good: ROC AUC {curves['auc']:.4f}" in (run / "train.log").read_text()
+    report = tmp_path / "report.html"
+    code, _, err = run_kit(capsys, "report", run, "--data", external_plugin, "--out", report)
+    assert code == 0, err
+    html = report.read_text()
+    assert "<h2>ROC and precision-recall curves</h2>" in html and "<h2>Reliability</h2>" in html
+    assert f"<td>{curves['auc']:.4f}</td>" in html and "Predicted vs true" not in html
 
     out = tmp_path / "submission.csv"
     code, _, err = run_kit(capsys, "predict", "ext-binary", "--run", run, "--input", external_plugin / "test.csv",

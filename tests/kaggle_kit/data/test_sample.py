@@ -92,6 +92,8 @@ def test_train_without_data_uses_the_sample_says_so_and_records_it(tmp_path, mon
     said = [line for line in err.splitlines() if "embedded ell sample" in line]
     assert len(said) == 1 and "480 of 3,911 essays" in said[0] and "CC BY-NC-SA 4.0" in said[0]
     assert "`kit data ell`" in said[0]
+    logged = (run / "train.log").read_text()  # train.log too, though it was said before the run folder existed
+    assert logged.count("training on the embedded ell sample") == 1 and "480 of 3,911 essays" in logged
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["data_source"]["kind"] == "sample"
     assert json.loads((run / "run_config.json").read_text())["data"] == "sample"  # not the package's install path

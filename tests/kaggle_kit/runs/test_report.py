@@ -101,6 +101,20 @@ def test_default_output_is_report_html_in_the_run_folder(five_runs, tmp_path, ca
     assert "CV per fold and target (Pearson, higher is better)" in page.headings
 
 
+def test_report_of_a_multiclass_run_shows_curves_and_reliability_not_a_scatter(fbe_tiny_run, tmp_path, capsys):
+    out = tmp_path / "fbe.html"
+    report(capsys, fbe_tiny_run, "--out", out)
+    html = out.read_text()
+    page = check_self_contained(html)
+    assert page.headings[2:5] == ["ROC and precision-recall curves", "Reliability", "Confusion matrix"]
+    assert "Predicted vs true" not in page.headings and "Residuals by text length" not in page.headings
+    record = json.loads((fbe_tiny_run / "cv.json").read_text())["classification_curves"]["discourse_effectiveness"]
+    for name, values in record["per_class"].items():
+        assert f"<td class=\"text\">discourse_effectiveness: {name}</td><td>{values['auc']:.4f}</td>" in html
+    assert f"<td>{record['auc_macro']:.4f}</td>" in html and f"<td>{record['reliability']['ece']:.4f}</td>" in html
+    assert sum(1 for t, _ in page.tags if t == "img") == 5  # CV, learning curves, ROC/PR, reliability, confusion
+
+
 def test_report_without_labels_says_where_it_looked(five_runs, tmp_path, capsys):
     run = shutil.copytree(five_runs / "ell" / "b-mean", tmp_path / "moved")
     config = json.loads((run / "run_config.json").read_text())
@@ -229,10 +243,11 @@ def assert_renders(visit, page, images: int):
         assert area.std() > 10 and (saturation > 40).mean() > 0.001, image["alt"]
 
 
-def test_reports_render_in_headless_chromium(five_runs, tmp_path, capsys, browser):
+def test_reports_render_in_headless_chromium(five_runs, fbe_tiny_run, tmp_path, capsys, browser):
     pages = {}
     for name, args, images in [("run", ["a-attention"], 4), ("dead", ["c-dead"], 4), ("uspppm", ["d-bce"], 4),
-                               ("blend", ["--run", "a-attention", "--run", "b-mean"], 2)]:
+                               ("blend", ["--run", "a-attention", "--run", "b-mean"], 2),
+                               ("multiclass", [str(fbe_tiny_run)], 5)]:
         out = tmp_path / f"{name}.html"
         report(capsys, *args, "--root", five_runs, "--out", out)
         pages[name] = (out, images)
@@ -246,6 +261,9 @@ def test_reports_render_in_headless_chromium(five_runs, tmp_path, capsys, browse
         assert "Traceback" not in visit.text
         if name == "run":
             assert "CV per fold and target" in visit.text and "Residuals by text length" in visit.text
+        if name == "multiclass":
+            assert "ROC and precision-recall curves" in visit.text and "Reliability" in visit.text
+            assert {"ROC and precision-recall curves", "reliability diagram"} <= {i["alt"] for i in visit.images}
 
 
 def test_the_browser_check_sees_errors_network_and_blank_images(tmp_path, browser):

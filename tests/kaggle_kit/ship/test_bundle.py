@@ -125,10 +125,10 @@ def test_requirements_the_image_lacks_are_downloaded(ell_tiny_run, tmp_path):
     image_file = tmp_path / "image.txt"
     image_file.write_text(
         "# date: 2026-01-01\n# python: 3.12\n"
-        + "\n".join(f"{n}=={version(n)}" for n in ("torch", "transformers", "tokenizers", "pandas", "scikit-learn",
-                                                   "iterative-stratification", "typer", "rich", "tqdm", "matplotlib",
+        + "\n".join(f"{n}=={version(n)}" for n in ("torch", "transformers", "pandas", "scikit-learn",
+                                                   "iterative-stratification", "typer", "rich", "matplotlib",
                                                    "pyyaml", "packaging", "filelock"))
-        + "\nnumpy==1.20.0\n")
+        + "\nnumpy==1.20.0\ntokenizers==0.19.0\n" + f"tqdm=={'.'.join(version('tqdm').split('.')[:2])}.999\n")
     calls = []
 
     def fake_download(requirements, dest, image):
@@ -136,9 +136,18 @@ def test_requirements_the_image_lacks_are_downloaded(ell_tiny_run, tmp_path):
         for r in requirements:
             (dest / f"{r.name}-9.9-py3-none-any.whl").write_bytes(b"wheel")
 
+    lines = []
     bundle = build_bundle(get_competition("ell"), [ell_tiny_run], tmp_path / "out", owner="kit-tester",
-                          image=load_image_packages(image_file), downloader=fake_download, log=lambda _: None)
+                          image=load_image_packages(image_file), downloader=fake_download, log=lines.append)
     assert calls == [(["safetensors", "numpy"], "3.12")] or calls == [(["numpy", "safetensors"], "3.12")]
+    # whose versions differ and whether it matters: a newer tokenizers here does, a patch release of tqdm does not
+    said = "\n".join(lines)
+    assert (f"warning: this machine has tokenizers {version('tokenizers')}, the Kaggle image list the bundle assumes "
+            f"(image.txt, 2026-01-01) 0.19.0: newer on the saving side") in said
+    assert "kit simulate --bundle BUNDLE --data DATA --image" in said
+    harmless = next(line for line in lines if line.startswith("versions: this machine vs"))
+    assert "tqdm" in harmless and "do not matter" in harmless and "tokenizers" not in harmless
+    assert "numpy" not in said.split("downloading")[-1]  # downloaded, so not assumed of the image
     manifest = json.loads((bundle.dataset / "manifest.json").read_text())
     assert "wheels/numpy-9.9-py3-none-any.whl" in manifest["wheels"]
     assert "wheels/numpy-9.9-py3-none-any.whl" in manifest["files"]

@@ -39,3 +39,20 @@ def test_lora_folds_are_projected_one_after_another():
     spread = RunCost("qwen", parameters=8.19e9, folds=4, tokens_per_row=450, weights_format="4bit")
     one, two = project([lora], 2700, "t4x2"), project([spread], 2700, "t4x2")
     assert one.per_run["qwen"] == pytest.approx(2 * two.per_run["qwen"]) and "one fold at a time" in one.layout["qwen"]
+
+
+def test_the_three_projections_share_one_method():
+    """notebook_seconds: fixed time plus a fold's time per round of folds run at once; kit bundle's projection and
+    the notebook's deadline guard both come out of it (kit simulate's too, with folds one after another)."""
+    from kaggle_kit.ship.kaggle_runtime import DeadlineGuard
+    from kaggle_kit.ship.projection import notebook_seconds
+
+    assert notebook_seconds(100.0, 10.0, 5, parallel=2) == 130.0  # 3 rounds: 2 + 2 + 1 folds
+    assert notebook_seconds(100.0, 10.0, 5) == 150.0
+    cost = RunCost("deberta", parameters=184e6, folds=5, tokens_per_row=420, weights_format="fp16")
+    fold = 2 * 184e6 * 2700 * 420 / 20e12 + 184e6 * 2 / 0.3e9
+    assert project([cost], 2700, "t4x2").seconds == pytest.approx(notebook_seconds(120.0, fold, 5, parallel=2))
+    lines = []
+    guard = DeadlineGuard(budget_seconds=8 * 3600, started_at=0.0, clock=lambda: 3600.0, log=lines.append)
+    assert guard(done=2, total=5, seconds=1800.0, fold_seconds=900.0, parallel=2)
+    assert f"projected to end at {notebook_seconds(3600.0, 900.0, 3, 2) / 3600:.2f} h" in lines[0]  # 1.50 h

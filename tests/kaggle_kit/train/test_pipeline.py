@@ -37,6 +37,11 @@ def test_run_folder_layout(trained_run, ell_small_dir):
     config = json.loads(run.config.read_text())
     assert config["pooling"] == "attention" and config["fgm_eps"] == 0.5
     assert not list(trained_run.rglob("*.tmp")) and not list(trained_run.rglob("*.bin"))
+    assert not (run.plots / "roc_pr_curves.png").exists() and not (run.plots / "reliability.png").exists()
+    assert "classification_curves" not in json.loads(run.cv.read_text())  # regression targets: no curves
+    logged = (trained_run / "train.log").read_text()  # where the data came from, said before the folder existed
+    assert f"training on {ell_small_dir / 'train.csv'} (48 rows; --data)" in logged
+    assert logged.index("training on") < logged.index("run folder:")
 
 
 def test_oof_has_every_row_once_and_cv_matches(trained_run, ell_small_dir):
