@@ -167,8 +167,8 @@ def submit(
                                         help="Wait until Kaggle has scored the submission (it reruns the notebook)."),
 ) -> None:
     """Check the bundle, upload the dataset, push and run the notebook on Kaggle, submit it and wait for the score."""
+    from kaggle_kit.kaggle_api import DryRunClient, KaggleClient
     from kaggle_kit.registry import get_competition
-    from kaggle_kit.ship.kaggle_client import DryRunClient, KaggleClient
     from kaggle_kit.ship.submit import submit_bundle
 
     def log(line: str) -> None:

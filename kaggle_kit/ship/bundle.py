@@ -196,7 +196,7 @@ def kaggle_username() -> str | None:
     """The username from KAGGLE_USERNAME or kaggle.json (never the key), to name the dataset's owner."""
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
-    from kaggle_kit.ship.kaggle_client import credentials_file
+    from kaggle_kit.kaggle_api import credentials_file
 
     try:
         return read_json(credentials_file()).get("username")
