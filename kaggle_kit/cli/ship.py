@@ -54,11 +54,11 @@ def bundle(
                                       "rows are predicted with and without it here and both scores recorded."),
 ) -> None:
     """A Kaggle dataset (wheels, models, manifest) and an offline inference notebook, in bundles/<slug>/."""
+    from kaggle_kit.accelerators import DEFAULT_ACCELERATOR
     from kaggle_kit.errors import KitError
     from kaggle_kit.registry import get_competition
     from kaggle_kit.ship.bundle import build_bundle
     from kaggle_kit.ship.image import load_image_packages
-    from kaggle_kit.ship.kaggle_metadata import DEFAULT_ACCELERATOR
 
     require_module("nbformat", "simulate")
     if gpu is not None:
