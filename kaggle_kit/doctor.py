@@ -138,7 +138,7 @@ def extra_rows(extras: dict[str, list[Requirement]]) -> list[Row]:
 
 
 def credentials_row() -> Row:
-    from kaggle_kit.ship.kaggle_client import credential_sources
+    from kaggle_kit.kaggle_api import credential_sources
 
     found = credential_sources()
     if found:

@@ -46,7 +46,7 @@ def list_runs(
     folds done, CV, elapsed time, commit, then the settings that differ between the listed runs."""
     from rich.console import Console
 
-    from kaggle_kit.runs import listing
+    from kaggle_kit.views import listing
 
     if json_out and csv_out:
         raise KitError("--json and --csv: choose one")
@@ -83,7 +83,7 @@ def diff(
 
     from rich.console import Console
 
-    from kaggle_kit.runs.diff import diff_runs, render_diff, resolve_run
+    from kaggle_kit.views.diff import diff_runs, render_diff, resolve_run
 
     result = diff_runs(resolve_run(run_a, root), resolve_run(run_b, root))
     if json_out:
@@ -108,8 +108,8 @@ def report(
     true, residuals by text length, config and manifest; for an ensemble, its members and weights."""
     from kaggle_kit.cli.app import quiet_transformers
     from kaggle_kit.fileio import write_text
-    from kaggle_kit.runs import report as report_mod
-    from kaggle_kit.runs.diff import resolve_run
+    from kaggle_kit.views import report as report_mod
+    from kaggle_kit.views.diff import resolve_run
 
     chosen = [name for name, given in (("RUN", run), ("--ensemble", ensemble), ("--run", runs)) if given]
     if len(chosen) != 1:

@@ -64,11 +64,11 @@ def bundle(
     folds_text: str = folds_option(),
 ) -> None:
     """A Kaggle dataset (wheels, models, manifest) and an offline inference notebook, in bundles/<slug>/."""
+    from kaggle_kit.accelerators import DEFAULT_ACCELERATOR
     from kaggle_kit.errors import KitError
     from kaggle_kit.registry import get_competition
     from kaggle_kit.ship.bundle import build_bundle
     from kaggle_kit.ship.image import load_image_packages
-    from kaggle_kit.ship.kaggle_metadata import DEFAULT_ACCELERATOR
 
     require_module("nbformat", "simulate")
     if gpu is not None:
@@ -178,8 +178,8 @@ def submit(
                                         help="Wait until Kaggle has scored the submission (it reruns the notebook)."),
 ) -> None:
     """Check the bundle, upload the dataset, push and run the notebook on Kaggle, submit it and wait for the score."""
+    from kaggle_kit.kaggle_api import DryRunClient, KaggleClient
     from kaggle_kit.registry import get_competition
-    from kaggle_kit.ship.kaggle_client import DryRunClient, KaggleClient
     from kaggle_kit.ship.submit import submit_bundle
 
     def log(line: str) -> None:

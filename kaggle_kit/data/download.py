@@ -19,14 +19,15 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from kaggle_kit.competition import Competition, InputContext
 from kaggle_kit.errors import KitError
+from kaggle_kit.kaggle_api import CREDENTIALS_HELP, api_error, connect, credential_sources, http_status, signed_in_api
 
 Log = Callable[[str], None]
-RULES_URL = "https://www.kaggle.com/competitions/{slug}/rules"
 
 
 @dataclass
@@ -98,11 +99,9 @@ def download_data(comp: Competition, out: Path | None = None, api_factory: Calla
         log(f"{out}/ is complete ({_describe(rows)}): nothing to download")
         return DataResult(out, [], rows)
 
-    from kaggle_kit.ship.kaggle_client import CREDENTIALS_HELP, credential_sources
-
     if api_factory is None and not credential_sources():
         raise KitError(f"no Kaggle credentials for `kit data {comp.name}`: {CREDENTIALS_HELP}")
-    api = _connect(api_factory or _kaggle_api)
+    api = connect(api_factory or partial(signed_in_api, extra="kaggle"))
     sources = _sources_for(comp, missing)
     staging = staging_dir(out)
     with _staging(staging, out) as unpacked:
@@ -128,70 +127,6 @@ def download_data(comp: Competition, out: Path | None = None, api_factory: Calla
 
 def _describe(rows: dict[str, int]) -> str:
     return ", ".join(f"{name} {count:,} rows" for name, count in rows.items())
-
-
-# ---- the kaggle client -----------------------------------------------------------------------------------------
-
-def _kaggle_api() -> Any:
-    """kaggle's KaggleApi, authenticated. Importing kaggle prints an authentication notice and authenticates
-    once by itself: both go to a discarded stdout."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            from kaggle.api.kaggle_api_extended import KaggleApi
-        except ImportError as err:
-            raise KitError(f"the kaggle package is missing ({err}): pip install 'kaggle-kit[kaggle]'") from None
-        api = KaggleApi()
-        api.authenticate()
-    return api
-
-
-def _connect(factory: Callable[[], Any]) -> Any:
-    try:
-        return factory()
-    except KitError:
-        raise
-    except SystemExit:  # the client found no usable credentials: it printed its help and called exit(1)
-        from kaggle_kit.ship.kaggle_client import CREDENTIALS_HELP
-
-        raise KitError(f"the Kaggle client accepts none of the credentials here: {CREDENTIALS_HELP}") from None
-    except Exception as err:
-        raise _api_error(err, "signing in") from None
-
-
-def _http_status(err: BaseException) -> int | None:
-    return getattr(getattr(err, "response", None), "status_code", None)
-
-
-def _is_offline(err: BaseException) -> bool:
-    import socket
-
-    import requests
-
-    return isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
-                            socket.gaierror, TimeoutError))
-
-
-def _api_error(err: BaseException, what: str, slug: str | None = None) -> KitError:
-    """One line for an exception the kaggle client raised while doing `what`."""
-    from kaggle_kit.ship.kaggle_client import CREDENTIALS_HELP
-
-    status = _http_status(err)
-    if status == 401:
-        return KitError(f"Kaggle refused the credentials (HTTP 401) while {what}: they are wrong or expired; "
-                        f"{CREDENTIALS_HELP}")
-    if status == 403 and slug:
-        return KitError(f"Kaggle refused the download (HTTP 403): accept the competition's rules at "
-                        f"{RULES_URL.format(slug=slug)} with the account of your credentials, then run this again")
-    if status == 403:
-        return KitError(f"Kaggle refused access (HTTP 403) while {what}: check that your account may read it")
-    if status == 404:
-        return KitError(f"Kaggle knows no such thing (HTTP 404) while {what}")
-    if status is not None:
-        return KitError(f"Kaggle answered HTTP {status} while {what}: {' '.join(str(err).split())[:200]}")
-    if _is_offline(err):
-        return KitError(f"cannot reach Kaggle while {what}: no network ({type(err).__name__}); "
-                        f"check the connection or proxy and run this again")
-    return KitError(f"the Kaggle client failed while {what}: {type(err).__name__}: {' '.join(str(err).split())[:200]}")
 
 
 # ---- what to download ------------------------------------------------------------------------------------------
@@ -259,14 +194,14 @@ def _download(call: Callable[[], Any], archive: Path, what: str, slug: str | Non
     except KitError:
         raise
     except Exception as err:
-        if _http_status(err) is None and archive.is_file() and archive.stat().st_size > size_before:
+        if http_status(err) is None and archive.is_file() and archive.stat().st_size > size_before:
             got = f"{archive.stat().st_size / 1e3:,.0f} kB"
             if _resumable(archive):
                 raise KitError(f"the download was cut off while {what} ({_one_line(err)}) after {got}; the part is "
                                f"kept in {archive.parent}/: run the same command again to resume it") from None
             raise KitError(f"the download was cut off while {what} ({_one_line(err)}) after {got} and cannot be "
                            f"resumed (removed); run the same command again") from None
-        raise _api_error(err, what, slug) from None
+        raise api_error(err, what, slug) from None
     if not archive.is_file():
         raise KitError(f"the Kaggle client wrote no {archive.name} while {what}")
 

@@ -95,10 +95,6 @@ def add_adapters(backbone: nn.Module, spec: AdapterSpec, quantized: bool = False
     return model
 
 
-def is_adapted(model: nn.Module) -> bool:
-    return any("lora_" in name for name, _ in model.named_parameters())
-
-
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """What a LoRA fold saves: the adapters and everything outside the backbone (pooling head, output layer)."""
     state = {}

@@ -122,7 +122,7 @@ def release_memory(device: torch.device) -> None:
 def split_over_gpus(model_bytes: int, gpu_bytes: Sequence[int]) -> bool:
     """Whether a model must be split layer by layer over the GPUs: it does not fit the first with headroom, but
     it fits all of them together (the same rule the bundle's time projection lays models out by)."""
-    from kaggle_kit.ship.projection import GIB, fits_one_gpu, fits_split
+    from kaggle_kit.accelerators import GIB, fits_one_gpu, fits_split
 
     if len(gpu_bytes) < 2 or fits_one_gpu(model_bytes / GIB, gpu_bytes[0] / GIB):
         return False

@@ -58,8 +58,8 @@ def inference_slots(device: torch.device, devices: Sequence[int] | None = None,
 
 def _worker(slot: Slot, inputs, quantize: str | None, inbox, outbox) -> None:
     """A device's process: predict the folds it is given until it is given None."""
-    from kaggle_kit.cli.app import quiet_transformers
     from kaggle_kit.predict.inference import predict_fold
+    from kaggle_kit.terminal import quiet_transformers
 
     torch.set_num_threads(slot.threads)
     if slot.device.type == "cuda":

@@ -29,6 +29,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import kaggle_kit
+from kaggle_kit.accelerators import DEFAULT_ACCELERATOR
 from kaggle_kit.competition import Competition
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import default_mode, read_json, sha256_file, write_json, write_text
@@ -36,7 +37,6 @@ from kaggle_kit.runs.folder import RunDir, weight_file_problem
 from kaggle_kit.ship.image import ImagePackages, load_image_packages, missing_from_image
 from kaggle_kit.ship.kaggle_metadata import (
     DATASET_METADATA,
-    DEFAULT_ACCELERATOR,
     KERNEL_METADATA,
     SLUG_PATTERN,
     accelerator,
@@ -196,7 +196,7 @@ def kaggle_username() -> str | None:
     """The username from KAGGLE_USERNAME or kaggle.json (never the key), to name the dataset's owner."""
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
-    from kaggle_kit.ship.kaggle_client import credentials_file
+    from kaggle_kit.kaggle_api import credentials_file
 
     try:
         return read_json(credentials_file()).get("username")
@@ -456,10 +456,11 @@ def projected_time(comp: Competition, runs: list[BundleRun], accelerator_name: s
                    force: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """The notebook's projected time on `accelerator_name` for the hidden test's rows (printed, recorded in the
     manifest); past the notebook's deadline budget it is refused unless `force`."""
+    from kaggle_kit.accelerators import ACCELERATORS
     from kaggle_kit.ship.kaggle_runtime import DEFAULT_BUDGET_HOURS
-    from kaggle_kit.ship.projection import ACCELERATORS, bundle_run_cost, project
+    from kaggle_kit.ship.projection import bundle_run_cost, project
 
-    if accelerator_name not in ACCELERATORS:
+    if accelerator_name not in ACCELERATORS or ACCELERATORS[accelerator_name].tflops is None:
         return {"skipped": f"no throughput assumption for {accelerator_name}"}
     costs = [bundle_run_cost(r.name, r.run, len(r.folds), accelerator_name, fold=r.folds[0]) for r in runs]
     result = project(costs, comp.hidden_test_size, accelerator_name, assume_tflops)

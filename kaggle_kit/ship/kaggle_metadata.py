@@ -1,19 +1,16 @@
 """dataset-metadata.json and kernel-metadata.json as Kaggle accepts them: license names, accelerators, slugs.
 
 Sources (checked 2026-11): the license names are the list in Kaggle's kaggle-cli docs/datasets_metadata.md;
-the accelerators are the `machine_shape` values of kaggle-cli docs/kernels.md and kagglesdk 0.1.38's
-ApiSaveKernelRequest docstring, with Kaggle/kaggle-cli#1198 (NvidiaTeslaT4 is "GPU T4 x2", the default GPU; a
-single T4 is not offered) and #1151/#1156 (P100 allocates, but the image's torch 2.10.0+cu128 has no sm_60
-kernels, so every CUDA op fails).
+the accelerators are kaggle_kit/accelerators.py's table.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kaggle_kit.accelerators import ACCELERATORS, SHAPES, Accelerator
 from kaggle_kit.errors import KitError
 
 DATASET_METADATA = "dataset-metadata.json"
@@ -28,34 +25,6 @@ LICENSES = (
 )
 SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 OWNER_PATTERN = re.compile(r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$")
-
-
-@dataclass(frozen=True)
-class Accelerator:
-    """One `kit bundle --accelerator` choice and what kernel-metadata.json gets for it."""
-
-    name: str
-    machine_shape: str | None  # None: the key is left out (CPU session)
-    enable_gpu: bool
-    note: str
-    retired: str = ""  # why it is refused, if it is
-
-
-ACCELERATORS = {a.name: a for a in (
-    Accelerator("none", None, False, "CPU only"),
-    Accelerator("t4x2", "NvidiaTeslaT4", True, "GPU T4 x2, Kaggle's default GPU (compute capability 7.5: fp16)"),
-    Accelerator("l4", "NvidiaL4", True, "GPU L4 where Kaggle offers it (8.9: bf16)"),
-    Accelerator("l4x1", "NvidiaL4X1", True, "one L4 where Kaggle offers it (8.9: bf16)"),
-    Accelerator("a100", "NvidiaTeslaA100", True, "A100, only in some competitions (8.0: bf16)"),
-    Accelerator("h100", "NvidiaH100", True, "H100, only in some competitions (9.0: bf16)"),
-    Accelerator("rtx-pro-6000", "NvidiaRtxPro6000", True, "RTX PRO 6000, only in some competitions"),
-    Accelerator("p100", "NvidiaTeslaP100", True, "retired",
-                retired="P100 is retired on Kaggle: it still allocates, but the current image's torch "
-                        "(2.10.0+cu128) has no kernels for its compute capability 6.0, so the first CUDA operation "
-                        "fails (Kaggle/kaggle-cli#1151); use --accelerator t4x2"),
-)}
-DEFAULT_ACCELERATOR = "t4x2"
-SHAPES = {a.machine_shape: a for a in ACCELERATORS.values() if a.machine_shape}
 
 
 def accelerator(name: str) -> Accelerator:

@@ -33,36 +33,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-GIB = 1024**3
-ACCELERATORS = {  # GPUs, memory per GPU (GiB), effective fp16 TFLOP/s per GPU (assumed; see above)
-    "none": (0, 0.0, 0.0),
-    "t4x2": (2, 15.0, 20.0),
-    "l4": (1, 22.0, 40.0),
-    "l4x1": (1, 22.0, 40.0),
-    "a100": (1, 40.0, 100.0),
-    "h100": (1, 80.0, 250.0),
-    "rtx-pro-6000": (1, 96.0, 120.0),
-}
+from kaggle_kit.accelerators import ACCELERATORS, GIB, fits_one_gpu, fits_split
+
 CPU_TFLOPS = 0.2  # a Kaggle CPU notebook (4 cores)
 DISK_GBPS = 0.3  # reading weights from an attached dataset or model
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "4bit": 0.56}
-HEADROOM_GIB = 2.0  # activations, CUDA context
-
-
 def notebook_seconds(fixed_seconds: float, fold_seconds: float, folds: int, parallel: int = 1) -> float:
     """The notebook's time: `fixed_seconds` plus `fold_seconds` for each round of `parallel` folds at once (the
     method all three projections share; see the module's docstring for where each takes its numbers)."""
     return fixed_seconds + fold_seconds * math.ceil(folds / max(parallel, 1))
 
 
-def fits_one_gpu(model_gib: float, gpu_gib: float) -> bool:
-    """Whether a model's weights fit one GPU with room for activations and the CUDA context."""
-    return model_gib + HEADROOM_GIB <= gpu_gib
-
-
-def fits_split(model_gib: float, gpu_gibs: list[float]) -> bool:
-    """Whether a model's weights fit when split layer by layer over all the GPUs, each keeping its headroom."""
-    return model_gib + HEADROOM_GIB * len(gpu_gibs) <= sum(gpu_gibs)
 
 
 @dataclass(frozen=True)
@@ -93,7 +74,8 @@ class Projection:
 def project(runs: list[RunCost], rows: int, accelerator: str, assume_tflops: float | None = None,
             setup_seconds: float = 120.0) -> Projection:
     """Projected notebook seconds: setup (install, imports) plus, per run, loading and inference of its folds."""
-    gpus, memory, tflops = ACCELERATORS[accelerator]
+    machine = ACCELERATORS[accelerator]  # GPUs, memory per GPU (GiB), effective fp16 TFLOP/s per GPU (assumed)
+    gpus, memory, tflops = machine.gpus, machine.memory_gib, machine.tflops
     total, per_run, layout = setup_seconds, {}, {}
     for run in runs:
         bytes_per = BYTES_PER_WEIGHT[run.weights_format]
@@ -154,6 +136,6 @@ def bundle_run_cost(name: str, run, folds: int, accelerator: str, fold: int | No
     manifest = run.load_manifest() if run.manifest.is_file() else {}
     tokens = manifest.get("tokens_per_row") or cfg.max_len
     weights_format = ("4bit" if cfg.load_in_4bit else "int8" if cfg.load_in_8bit
-                      else "fp32" if ACCELERATORS[accelerator][0] == 0 else "fp16")
+                      else "fp32" if ACCELERATORS[accelerator].gpus == 0 else "fp16")
     return RunCost(name, float(parameters), folds, float(min(tokens, cfg.max_len)), weights_format,
                    stored / max(parameters, 1), parallel_folds=not cfg.lora_r)

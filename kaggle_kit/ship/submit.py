@@ -3,7 +3,7 @@
 Every wait ends: each status the kaggle client can report is sorted below into done, failed or waiting, by the
 names of kagglesdk's enums (DatabundleVersionStatus, KernelWorkerStatus, SubmissionStatus; the client reports
 them lowercased). A failed state stops at once with the reason; waiting is bounded, with a progress line that
-says how long it has waited. The steps talk to Kaggle only through a client (kaggle_client.KaggleClient, or
+says how long it has waited. The steps talk to Kaggle only through a client (kaggle_api.KaggleClient, or
 DryRunClient for --dry-run), so the sequence is tested against an autospec of the real KaggleApi.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 from kaggle_kit.competition import Competition
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json, sha256_file
+from kaggle_kit.kaggle_api import NOT_LISTED, KaggleCalls, PushResult, join_hint
 from kaggle_kit.ship.bundle import load_bundle_manifest
-from kaggle_kit.ship.kaggle_client import NOT_LISTED, PushResult, join_hint
 from kaggle_kit.ship.kaggle_metadata import (
     DATASET_METADATA,
     KERNEL_METADATA,
@@ -185,7 +185,7 @@ def check_push(push: PushResult, kernel_id: str, kernel_meta: dict[str, Any], lo
         raise KitError(f"kernels_push {kernel_id}: Kaggle returned no version number; see the notebook on kaggle.com")
 
 
-def submit_bundle(comp: Competition, bundle_dir: Path, client: Any, message: str, poll_seconds: float = 30.0,
+def submit_bundle(comp: Competition, bundle_dir: Path, client: KaggleCalls, message: str, poll_seconds: float = 30.0,
                   wait_seconds: float = 10 * 3600, sleep: Callable[[float], None] = time.sleep,
                   clock: Callable[[], float] = time.monotonic, log: Callable[[str], None] = print,
                   wait_for_score: bool = True) -> str:

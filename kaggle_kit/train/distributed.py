@@ -201,11 +201,6 @@ def wrap(model: nn.Module, dist: Dist, device: torch.device, probe_batch: dict[s
     return DistributedDataParallel(model, device_ids=device_ids, **buffers)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The KitModel inside a DDP wrapper (what FGM, AWP, EMA and checkpoints work on)."""
-    return getattr(model, "module", model)
-
-
 @contextlib.contextmanager
 def gradient_sync(model: nn.Module, sync: bool) -> Iterator[None]:
     """No gradient all-reduce for passes before the last of an optimizer step (DDP's no_sync): the gradients add

@@ -29,6 +29,7 @@ from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.runs.monitor import NullMonitor
+from kaggle_kit.terminal import NOISY_LOGGERS, quiet_transformers, run_command
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
@@ -143,14 +144,12 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """A fold worker: RUN FOLD DEVICE THREADS. Trains that one fold of the run, never pools the run."""
-    from kaggle_kit.cli.app import main as cli_main
-    from kaggle_kit.cli.app import quiet_transformers
     from kaggle_kit.train.pipeline import train
 
     run_path, fold, device, threads = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [fold {fold}] %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr, force=True)
-    for noisy in ("transformers", "httpx", "urllib3", "matplotlib", "filelock"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet_transformers()
 
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                                                    "threads": int(threads), "fold_workers": 1})
         train(cfg, run.path, resume=True, finalize_run=False)
 
-    cli_main(work)
+    run_command(work)
 
 
 if __name__ == "__main__":

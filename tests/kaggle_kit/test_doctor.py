@@ -112,7 +112,7 @@ def test_credentials_are_present_or_absent_never_shown(machine, monkeypatch, cap
 
 
 def test_each_way_the_kaggle_client_accepts_is_found(machine, monkeypatch):
-    from kaggle_kit.ship.kaggle_client import credential_sources
+    from kaggle_kit.kaggle_api import credential_sources
 
     assert credential_sources() == []
     monkeypatch.setenv("KAGGLE_USERNAME", "me")
@@ -130,7 +130,7 @@ def test_each_way_the_kaggle_client_accepts_is_found(machine, monkeypatch):
 
 def test_kaggle_json_is_found_where_the_client_looks(machine, monkeypatch):
     """kaggle 2.x: $KAGGLE_CONFIG_DIR, else ~/.kaggle if it exists, else ~/.config/kaggle on Linux."""
-    from kaggle_kit.ship.kaggle_client import credential_sources, credentials_file
+    from kaggle_kit.kaggle_api import credential_sources, credentials_file
 
     xdg = machine / ".config" / "kaggle"
     xdg.mkdir(parents=True)

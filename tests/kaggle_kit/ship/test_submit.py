@@ -21,9 +21,9 @@ from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelSessionStatu
 from kagglesdk.kernels.types.kernels_enums import KernelWorkerStatus
 
 from kaggle_kit.errors import KitError
+from kaggle_kit.kaggle_api import KaggleClient
 from kaggle_kit.registry import get_competition
 from kaggle_kit.ship import submit as submit_module
-from kaggle_kit.ship.kaggle_client import KaggleClient
 from kaggle_kit.ship.submit import submit_bundle
 from tests.helpers import assert_one_line_error, run_kit
 
@@ -195,7 +195,7 @@ def test_existing_dataset_waits_for_the_new_version_not_the_old_ready(ell_tiny_b
 
 
 def test_every_status_of_the_real_enums_is_sorted_into_done_failed_or_waiting():
-    from kaggle_kit.ship.kaggle_client import NOT_LISTED
+    from kaggle_kit.kaggle_api import NOT_LISTED
 
     for enum, done, failed, waiting in (
             (DS, submit_module.DATASET_DONE, submit_module.DATASET_FAILED, submit_module.DATASET_WAITING),
@@ -412,7 +412,7 @@ def test_wrong_competition_is_refused(ell_tiny_bundle, capsys):
 
 def test_kaggle_is_imported_only_by_a_real_submit():
     """kaggle prints an auth notice on import: nothing but KaggleClient.from_credentials may import it."""
-    code = ("import sys, kaggle_kit.cli, kaggle_kit.ship.submit, kaggle_kit.ship.kaggle_client, "
+    code = ("import sys, kaggle_kit.cli, kaggle_kit.ship.submit, kaggle_kit.kaggle_api, "
             "kaggle_kit.ship.bundle, kaggle_kit.ship.simulate; print('kaggle' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

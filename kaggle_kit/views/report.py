@@ -27,7 +27,7 @@ from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json, sha256_file
 from kaggle_kit.runs import plots
 from kaggle_kit.runs.folder import RunDir
-from kaggle_kit.runs.listing import RunSummary, format_commit, format_cv, format_elapsed, format_value, summarize
+from kaggle_kit.views.listing import RunSummary, format_commit, format_cv, format_elapsed, format_value, summarize
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""The only module that talks to Kaggle: a thin wrapper over the `kaggle` package's KaggleApi.
+"""The only module that talks to Kaggle: a thin wrapper over the `kaggle` package's KaggleApi, for `kit data`
+and `kit submit`, with where the credentials are, and each API failure as one KitError line.
 
-`kaggle` is imported here and only when a real submission runs: on import it prints an authentication notice
-and it imports `six` without declaring it. Every API failure becomes one KitError line. Tests replace the
-KaggleApi object with an autospec of the installed KaggleApi, so every call is bound to its real signature.
+`kaggle` is imported here and only when a real call runs: on import it prints an authentication notice and it
+imports `six` without declaring it. Tests replace the KaggleApi object with an autospec of the installed
+KaggleApi, so every call is bound to its real signature. KaggleCalls is the one interface of `kit submit`'s
+calls: KaggleClient makes them, DryRunClient prints them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import io
 import json
 import os
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from kaggle_kit.errors import KitError
 CREDENTIALS_HELP = ("create a token at https://www.kaggle.com/settings/api, then either set KAGGLE_API_TOKEN to it "
                     "or save it as ~/.kaggle/access_token, or (legacy API key) save its kaggle.json as "
                     "~/.kaggle/kaggle.json (chmod 600) or set KAGGLE_USERNAME and KAGGLE_KEY")
+RULES_URL = "https://www.kaggle.com/competitions/{slug}/rules"
 
 
 def kaggle_config_dir() -> Path:
@@ -70,13 +74,102 @@ def have_credentials() -> bool:
     return bool(credential_sources())
 
 
+def signed_in_api(extra: str) -> Any:
+    """kaggle's KaggleApi, authenticated. Importing kaggle prints an authentication notice and authenticates
+    once by itself: both go to a discarded stdout. `extra` names the kaggle-kit extra that installs kaggle."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            from kaggle.api.kaggle_api_extended import KaggleApi
+        except ImportError as err:
+            raise KitError(f"the kaggle package is missing ({err}): pip install 'kaggle-kit[{extra}]'") from None
+        api = KaggleApi()
+        api.authenticate()
+    return api
+
+
+def connect(factory: Callable[[], Any]) -> Any:
+    """The API `factory` makes, its failures as one line (for `kit data`)."""
+    try:
+        return factory()
+    except KitError:
+        raise
+    except SystemExit:  # the client found no usable credentials: it printed its help and called exit(1)
+        raise KitError(f"the Kaggle client accepts none of the credentials here: {CREDENTIALS_HELP}") from None
+    except Exception as err:
+        raise api_error(err, "signing in") from None
+
+
+def is_offline(err: BaseException) -> bool:
+    import socket
+
+    import requests
+
+    return isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
+                            socket.gaierror, TimeoutError))
+
+
+def api_error(err: BaseException, what: str, slug: str | None = None) -> KitError:
+    """One line for an exception the kaggle client raised while doing `what` (for `kit data`)."""
+    status = http_status(err)
+    if status == 401:
+        return KitError(f"Kaggle refused the credentials (HTTP 401) while {what}: they are wrong or expired; "
+                        f"{CREDENTIALS_HELP}")
+    if status == 403 and slug:
+        return KitError(f"Kaggle refused the download (HTTP 403): accept the competition's rules at "
+                        f"{RULES_URL.format(slug=slug)} with the account of your credentials, then run this again")
+    if status == 403:
+        return KitError(f"Kaggle refused access (HTTP 403) while {what}: check that your account may read it")
+    if status == 404:
+        return KitError(f"Kaggle knows no such thing (HTTP 404) while {what}")
+    if status is not None:
+        return KitError(f"Kaggle answered HTTP {status} while {what}: {' '.join(str(err).split())[:200]}")
+    if is_offline(err):
+        return KitError(f"cannot reach Kaggle while {what}: no network ({type(err).__name__}); "
+                        f"check the connection or proxy and run this again")
+    return KitError(f"the Kaggle client failed while {what}: {type(err).__name__}: {' '.join(str(err).split())[:200]}")
+
+
 def _status_name(status: Any) -> str:
     """Kaggle statuses arrive as enums (KernelWorkerStatus.COMPLETE) or strings; compare them as lowercase names."""
     return str(getattr(status, "name", status)).lower()
 
 
-class KaggleClient:
-    """The Kaggle calls `kit submit` makes, with kit-level types and one-line errors."""
+class KaggleCalls(ABC):
+    """The Kaggle calls `kit submit` makes, with kit-level types: KaggleClient makes them, DryRunClient prints them.
+    Both implement exactly these methods, with these signatures (tests/kaggle_kit/test_kaggle_api.py)."""
+
+    @abstractmethod
+    def dataset_exists(self, dataset_id: str) -> bool: ...
+
+    @abstractmethod
+    def dataset_create_new(self, folder: Path) -> None: ...
+
+    @abstractmethod
+    def dataset_create_version(self, folder: Path, notes: str) -> None: ...
+
+    @abstractmethod
+    def dataset_status(self, dataset_id: str) -> DatasetState:
+        """The status name (lowercase DatabundleVersionStatus) and the current version number."""
+
+    @abstractmethod
+    def kernels_push(self, folder: Path) -> PushResult: ...
+
+    @abstractmethod
+    def kernels_status(self, kernel_id: str) -> tuple[str, str]: ...
+
+    @abstractmethod
+    def competition_submit(self, competition: str, kernel_id: str, version: int, message: str,
+                           output_file: str = "submission.csv") -> tuple[int, str]:
+        """Submit a kernel version; returns the submission's ref and Kaggle's message."""
+
+    @abstractmethod
+    def submission_status(self, competition: str, ref: int) -> tuple[str, str]:
+        """(status name, detail) of submission `ref`: lowercase SubmissionStatus, and the error description or the
+        public score. ("not_listed", "") while Kaggle does not list it yet."""
+
+
+class KaggleClient(KaggleCalls):
+    """The Kaggle calls `kit submit` makes, with one-line errors."""
 
     def __init__(self, api: Any):
         self.api = api
@@ -86,13 +179,9 @@ class KaggleClient:
         if not have_credentials():
             raise KitError(f"no Kaggle credentials: {CREDENTIALS_HELP}")
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                from kaggle.api.kaggle_api_extended import KaggleApi
-
-                api = KaggleApi()
-                api.authenticate()
-        except ImportError as err:
-            raise KitError(f"the kaggle package is missing ({err}): pip install 'kaggle-kit[submit]'") from None
+            api = signed_in_api(extra="submit")
+        except KitError:
+            raise
         except (Exception, SystemExit) as err:
             raise KitError(f"Kaggle authentication failed ({_one_line(err)}): {CREDENTIALS_HELP}") from None
         return cls(api)
@@ -104,7 +193,7 @@ class KaggleClient:
         except KitError:
             raise
         except Exception as err:
-            hint = f"; {forbidden_hint}" if forbidden_hint and _http_status(err) in (401, 403) else ""
+            hint = f"; {forbidden_hint}" if forbidden_hint and http_status(err) in (401, 403) else ""
             raise KitError(f"Kaggle API {what} failed: {_one_line(err)}{hint}") from None
 
     def dataset_exists(self, dataset_id: str) -> bool:
@@ -113,7 +202,7 @@ class KaggleClient:
                 self.api.dataset_status(dataset_id)
             return True
         except Exception as err:
-            if _http_status(err) == 404:
+            if http_status(err) == 404:
                 return False
             raise KitError(f"Kaggle API dataset_status({dataset_id!r}) failed: {_one_line(err)}") from None
 
@@ -204,7 +293,7 @@ class PushResult:
     invalid_tags: list[str] = field(default_factory=list)
 
 
-class DryRunClient:
+class DryRunClient(KaggleCalls):
     """Prints each call `kit submit` would make; assumes every step succeeds. Needs no credentials or network."""
 
     def __init__(self, log: Callable[[str], None] = print):
@@ -259,15 +348,14 @@ def _raise_on_dataset_error(what: str, response: Any) -> None:
         raise KitError(f"Kaggle API {what} failed: {_one_line(error or 'status error')}")
 
 
-def _http_status(err: Exception) -> int | None:
-    response = getattr(err, "response", None)
-    return getattr(response, "status_code", None)
+def http_status(err: BaseException) -> int | None:
+    return getattr(getattr(err, "response", None), "status_code", None)
 
 
 def _one_line(err: Any) -> str:
     text = " ".join(str(err).split())
     offline_words = ("Max retries", "NameResolution", "Failed to establish", "Network is unreachable")
-    answered = _http_status(err) is not None  # an HTTP error is an answer from kaggle.com, not a network problem
+    answered = http_status(err) is not None  # an HTTP error is an answer from kaggle.com, not a network problem
     if not answered and (isinstance(err, OSError) or "Connection" in type(err).__name__
                          or any(w in text for w in offline_words)):
         return f"cannot reach kaggle.com, check the network ({type(err).__name__})"

@@ -14,7 +14,7 @@ from typing import Any
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import sha256_file
 from kaggle_kit.runs.folder import RunDir
-from kaggle_kit.runs.listing import RunSummary, find_runs, format_value, summarize
+from kaggle_kit.views.listing import RunSummary, find_runs, format_value, summarize
 
 
 def resolve_run(ref: str | Path, root: Path) -> Path:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from kaggle_kit.predict.ensemble import ensemble_report
 from kaggle_kit.registry import get_competition
-from kaggle_kit.runs.report import load_ensemble_file, score_ensemble
+from kaggle_kit.views.report import load_ensemble_file, score_ensemble
 from tests.browser import Chromium, find_chromium
 from tests.helpers import assert_one_line_error, run_kit
 
