@@ -53,7 +53,7 @@ def local_run(tmp_path_factory, ell_small_dir, tiny_bert):
 
 
 @pytest.mark.parametrize("layout", ["new", "old"])
-def test_the_training_notebook_runs_offline_and_pulls_as_the_local_run(pushed, local_run, ell_small_dir,
+def test_the_training_notebook_runs_offline_pulls_as_the_local_run_and_bundles(pushed, local_run, ell_small_dir,
                                                                       image_packages_of_this_env, tmp_path, layout):
     result, root = pushed
     output = run_offline(result.notebook, result.upload.path, ELL.kaggle_slug, ell_small_dir, tmp_path / "output",
@@ -83,19 +83,48 @@ def test_the_training_notebook_runs_offline_and_pulls_as_the_local_run(pushed, l
                                atol=1e-5)
     assert abs(read_json(pulled.cv)["score"] - read_json(local.cv)["score"]) < 1e-5
 
+    if layout == "new":  # a pulled run bundles and simulates like a local one
+        from kaggle_kit.ship.bundle import build_bundle
+        from kaggle_kit.ship.simulate import simulate
 
-def test_a_pulled_run_bundles_and_simulates_like_a_local_one(pushed, ell_small_dir, image_packages_of_this_env,
-                                                            tmp_path):
-    from kaggle_kit.ship.bundle import build_bundle
-    from kaggle_kit.ship.simulate import simulate
+        image = load_image_packages(image_packages_of_this_env)
+        bundle = build_bundle(ELL, [dest], tmp_path / "bundles", owner="kit-tester", image=image, log=lambda _: None)
+        sim = simulate(bundle.path, ell_small_dir, image=image, log=lambda _: None)
+        assert sim.rows == len(pd.read_csv(ell_small_dir / "test.csv"))
+        assert sim.max_abs_diff <= 1e-4
+
+
+def test_resume_pushes_a_new_version_that_trains_the_missing_folds(pushed, local_run, ell_small_dir,
+                                                                    image_packages_of_this_env, tmp_path):
+    """A run stopped after fold 0 (as the session limit leaves it) goes back with its finished fold; the new
+    notebook version trains fold 1 only, and the pulled run equals the one trained here in one go."""
+    import shutil
 
     result, root = pushed
     image = load_image_packages(image_packages_of_this_env)
-    output = run_offline(result.notebook, result.upload.path, ELL.kaggle_slug, ell_small_dir, tmp_path / "output",
+    runs = tmp_path / "runs"
+    partial = runs / "ell" / result.record["run_name"]
+    shutil.copytree(local_run, partial)
+    for path in [*partial.glob("fold1*"), *(partial / "folds").glob("fold1*"), partial / "oof.csv", partial / "cv.json"]:
+        path.unlink()
+    manifest = read_json(partial / "manifest.json")
+    (partial / "manifest.json").write_text(json.dumps({**manifest, "status": "partial", "stopped": "test"}))
+    fold0 = (partial / "fold0.safetensors").read_bytes()
+    fake = RemoteKaggle()
+    again = push_training(ELL, None, client_of(fake), "kit-tester", "t4x2", "copy", image, None, waiter(),
+                          root / "remote", log=lambda _: None, resume=result.record["run_name"], runs_root=runs)
+    assert again.record["kernel"] == result.record["kernel"]  # a new version of the same notebook
+    assert again.record["versions"] == [7, 7] and again.record["resume"]
+    assert (again.upload.path / "resume" / "fold0.safetensors").read_bytes() == fold0
+    assert not (again.upload.path / "resume" / "fold1.safetensors").exists()
+    output = run_offline(again.notebook, again.upload.path, ELL.kaggle_slug, ell_small_dir, tmp_path / "output",
                          "new", image=image, log=lambda _: None)
-    dest = pull_run(result.record, client_of(RemoteKaggle(output=output)), waiter(), root / "remote",
-                    tmp_path / "runs", log=lambda _: None)
-    bundle = build_bundle(ELL, [dest], tmp_path / "bundles", owner="kit-tester", image=image, log=lambda _: None)
-    sim = simulate(bundle.path, ell_small_dir, image=image, log=lambda _: None)
-    assert sim.rows == len(pd.read_csv(ell_small_dir / "test.csv"))
-    assert sim.max_abs_diff <= 1e-4
+    executed = json.dumps(read_json(tmp_path / "output.ipynb"))
+    assert "fold 0: already finished" in executed
+    dest = pull_run(again.record, client_of(RemoteKaggle(output=output)), waiter(), root / "remote", runs,
+                    log=lambda _: None)
+    pulled = RunDir(dest)
+    assert pulled.is_complete() and pulled.finished_folds() == [0, 1]
+    assert (dest / "fold0.safetensors").read_bytes() == fold0
+    np.testing.assert_allclose(pd.read_csv(pulled.oof)[ELL.schema.target_names].to_numpy(),
+                               pd.read_csv(RunDir(local_run).oof)[ELL.schema.target_names].to_numpy(), atol=1e-5)
