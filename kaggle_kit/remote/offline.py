@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
+from kaggle_kit.remote.notebook import NOTEBOOK_NAME
 from kaggle_kit.ship.image import ImagePackages
 from kaggle_kit.ship.simulate import (
     KERNEL_NAME,
@@ -26,8 +27,6 @@ from kaggle_kit.ship.simulate import (
     unshare_works,
     write_kernelspec,
 )
-
-from kaggle_kit.remote.notebook import NOTEBOOK_NAME
 
 COMPETITION_FILES = ("train.csv", "test.csv", "sample_submission.csv")
 

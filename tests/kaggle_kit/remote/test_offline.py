@@ -105,7 +105,8 @@ def test_resume_pushes_a_new_version_that_trains_the_missing_folds(pushed, local
     runs = tmp_path / "runs"
     partial = runs / "ell" / result.record["run_name"]
     shutil.copytree(local_run, partial)
-    for path in [*partial.glob("fold1*"), *(partial / "folds").glob("fold1*"), partial / "oof.csv", partial / "cv.json"]:
+    for path in [*partial.glob("fold1*"), *(partial / "folds").glob("fold1*"), partial / "oof.csv",
+                 partial / "cv.json"]:
         path.unlink()
     manifest = read_json(partial / "manifest.json")
     (partial / "manifest.json").write_text(json.dumps({**manifest, "status": "partial", "stopped": "test"}))
