@@ -179,3 +179,46 @@ def test_a_refused_push_is_one_line(push, fragment):
     with pytest.raises(KitError, match=fragment) as err:
         check_remote_push(push, KERNEL, {}, log=lambda _: None)
     assert "\n" not in str(err.value)
+
+
+def test_remote_train_pushes_offline_settings_and_reuses_the_upload(tmp_path, tiny_bert, image_packages_of_this_env,
+                                                                    capsys, monkeypatch):
+    """What the push sends (internet off, the accelerator's machine_shape, the image pinned, the upload and the
+    competition attached), the record it leaves, and a second push of the same content reusing the upload."""
+    monkeypatch.chdir(tmp_path)
+    args = ["remote", "train", "ell", "--owner", "kit-tester", "--model", tiny_bert, "--folds", "2", "--epochs", "2",
+            "--accelerator", "l4x1", "--image-packages", image_packages_of_this_env]
+    fake = RemoteKaggle()
+    use(monkeypatch, fake)
+    code, _, err = run_kit(capsys, *args)
+    assert code == 0, err
+    assert [n for n in fake.names() if n.startswith(("dataset_create", "kernels_push"))] == [
+        "dataset_create_new", "kernels_push"]
+    (record_file,) = (tmp_path / "remote" / "ell" / "kernels").glob("*.json")
+    record = read_json(record_file)
+    meta = read_json(tmp_path / "remote" / "ell" / "notebooks" / record_file.stem / "kernel-metadata.json")
+    assert meta["enable_internet"] is False and meta["machine_shape"] == "NvidiaL4X1" and meta["enable_gpu"]
+    assert meta["docker_image_pinning_type"] == "original"
+    assert meta["dataset_sources"] == [record["dataset"]]
+    assert meta["competition_sources"] == ["feedback-prize-english-language-learning"]
+    assert record["settings"] == {"folds": 2, "epochs": 2}
+    assert f"pushed {record['kernel']} version 7 on l4x1" in err
+
+    again = RemoteKaggle(dataset_exists=True)
+    use(monkeypatch, again)
+    code, _, err = run_kit(capsys, *args)
+    assert code == 0, err
+    assert "Kaggle has this content already; reusing it" in err
+    assert "dataset_create_new" not in again.names() and "dataset_create_version" not in again.names()
+
+
+def test_remote_train_refusals_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    use(monkeypatch, RemoteKaggle())
+    code, _, err = run_kit(capsys, "remote", "train", "ell", "--owner", "kit-tester", "--accelerator", "p100")
+    assert_one_line_error(code, err, "P100 is retired")
+    code, _, err = run_kit(capsys, "remote", "train", "ell", "--resume", RUN_NAME, "--epochs", "3")
+    assert_one_line_error(code, err, "--resume continues the pushed run with its own settings")
+    code, _, err = run_kit(capsys, "remote", "train", "ell", "--owner", "kit-tester", "--resume", "nope")
+    assert_one_line_error(code, err, "no pushed run or kernel 'nope'")
+    assert not (tmp_path / "remote" / "ell" / "datasets").exists()
