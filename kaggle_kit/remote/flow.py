@@ -133,6 +133,11 @@ def check_remote_push(push: PushResult, kernel_id: str, meta: dict[str, Any], lo
         raise KitError(f"kernels_push {kernel_id}: Kaggle refused the run, accelerator quota exceeded "
                        f"({push.error}); the GPU quota resets weekly (kaggle.com/settings shows it), or push with "
                        f"--accelerator none")
+    if push.invalid_competition_sources and not push.error:
+        competition = push.invalid_competition_sources[0]
+        raise KitError(f"kernels_push {kernel_id}: Kaggle did not attach the competition {competition!r}: join it and "
+                       f"accept its rules at https://www.kaggle.com/competitions/{competition}/rules with the account "
+                       f"of your API token, then run kit remote train again")
     check_push(push, kernel_id, meta, log)
 
 

@@ -169,7 +169,8 @@ def test_pull_replaces_an_earlier_pull_of_the_same_run(ell_tiny_run, tmp_path):
 @pytest.mark.parametrize("push, fragment", [
     (PushResult(version=0, error="Your accelerator quota has been exceeded"), "accelerator quota exceeded"),
     (PushResult(version=5, invalid_competition_sources=["feedback-prize-english-language-learning"]),
-     "accept its rules"),
+     "accept its rules at https://www.kaggle.com/competitions/feedback-prize-english-language-learning/rules .* "
+     "run kit remote train again"),
     (PushResult(version=5, invalid_dataset_sources=["kit-tester/x-data"]), "did not attach the dataset"),
     (PushResult(version=5, invalid_model_sources=["google/gemma/transformers/2b/1"]), "did not attach the model"),
     (PushResult(version=0, error="Notebook title is taken"), "failed: Notebook title is taken"),
