@@ -250,13 +250,15 @@ def _train_in_workers(prep: Prepared, run: RunDir, resume: bool) -> TrainResult:
     for fold in filter(run.fold_done, prep.cfg.fold_list()):
         log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
     monitor = RunMonitor(run)  # the workers' parent holds the run's session: heartbeat, tracker, fold results
+    limit = SessionLimit(prep.cfg.stop_after_hours)
     with monitor.session(prep.cfg):
-        train_in_workers(prep.cfg, run, [f for f in prep.cfg.fold_list() if not run.fold_done(f)], prep.device,
-                         monitor)
-        if prep.cfg.full_train and not run.fold_done(prep.cfg.full_fold):
+        stopped = train_in_workers(prep.cfg, run, [f for f in prep.cfg.fold_list() if not run.fold_done(f)],
+                                   prep.device, monitor, limit)
+        if prep.cfg.full_train and not stopped and not run.fold_done(prep.cfg.full_fold):
             # the full-train model needs the folds' best steps: a worker trains it once they are all in
             train_in_workers(prep.cfg, run, [prep.cfg.full_fold], prep.device, monitor)
         cv = finalize(run, prep.comp, prep.train_df, prep.folds)
+        record_stop(run, stopped)
         monitor.finished(cv)
     return TrainResult(run, cv)
 
@@ -322,12 +324,17 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
         if not finalize_run or not dist.is_main:
             return TrainResult(run, None)
         cv = finalize(run, comp, prep.train_df, prep.folds)
-        manifest = run.load_manifest()
-        if stopped or "stopped" in manifest:  # this launch's stop, or a resumed run no longer stopped
-            write_json(run.manifest, {**{k: v for k, v in manifest.items() if k != "stopped"},
-                                      **({"stopped": stopped} if stopped else {})})
+        record_stop(run, stopped)
         monitor.finished(cv)
     return TrainResult(run, cv)
+
+
+def record_stop(run: RunDir, stopped: str | None) -> None:
+    """Why --stop-after-hours left the run partial, in its manifest; dropped once a resume gets past it."""
+    manifest = run.load_manifest()
+    if stopped or "stopped" in manifest:
+        write_json(run.manifest, {**{k: v for k, v in manifest.items() if k != "stopped"},
+                                  **({"stopped": stopped} if stopped else {})})
 
 
 def fold_throughput(cfg: TrainConfig, train_part: FoldData, seconds: float, device: torch.device) -> str:

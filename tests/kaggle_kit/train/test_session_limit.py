@@ -62,3 +62,20 @@ def test_training_stops_between_folds_and_resume_trains_the_rest(ell_small_dir, 
     assert manifest["status"] == "complete" and "stopped" not in manifest
     assert (out / "fold0.safetensors").read_bytes() == first_fold  # fold 0 was not trained again
     assert len(pd.read_csv(run.oof)) == 48
+
+
+def test_fold_workers_start_no_fold_past_the_limit(ell_small_dir, tiny_bert, tmp_path, capsys, monkeypatch):
+    # the parent's clock: 2 workers start folds 0 and 1 (nothing measured yet); when fold 0 is in, it "took"
+    # 0.8 h and 1.6 h have passed, so folds 2 and 3 would end past 2 h and are not started
+    monkeypatch.setattr(session_limit, "clock", FakeClock(0.4 * 3600))
+    out = tmp_path / "run"
+    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "4",
+                           "--epochs", "1", "--max-len", "32", "--batch-size", "8", "--precision", "fp32",
+                           "--fold-workers", "2", "--threads", "2", "--device", "cpu", "--stop-after-hours", "2",
+                           "--out", out)
+    assert code == 0, err
+    run = RunDir(out)
+    assert run.finished_folds() == [0, 1]
+    assert "fold(s) 2, 3: not started" in err
+    manifest = read_json(run.manifest)
+    assert manifest["status"] == "partial" and "--stop-after-hours 2" in manifest["stopped"]
