@@ -116,10 +116,13 @@ def pull(
     runs_dir: Path = typer.Option(Path("runs"), help="The runs/ folder the run lands in, as runs/<comp>/<run>."),
     poll_seconds: float = typer.Option(60.0, help="Seconds between status checks."),
     wait_hours: float = typer.Option(0.0, help="Wait this long for a running notebook to end (0: check once)."),
+    data: Path = typer.Option(None, metavar="DIR", help="The competition's data here: the run points at it when its "
+                                                        "train.csv is the one trained on [default: data/<comp>]."),
 ) -> None:
     """Wait for the notebook to end, fetch its output, check it (file list and sha256s, manifest, the settings
     asked) and move the run folder into runs/<competition>/, marked as trained on Kaggle."""
     from kaggle_kit.remote.flow import find_record, pull_run
 
     record = find_record(remote_dir, name)
-    pull_run(record, _client(False), _waiter(poll_seconds, wait_hours), remote_dir, runs_dir, log=say)
+    pull_run(record, _client(False), _waiter(poll_seconds, wait_hours), remote_dir, runs_dir, log=say,
+             data_dir=data)

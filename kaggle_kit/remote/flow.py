@@ -263,9 +263,12 @@ def log_tail(folder: Path, lines: int = LOG_LINES) -> list[str]:
 
 
 def pull_run(record: dict[str, Any], client: Any, waiter: Waiter, root: Path = REMOTE_ROOT,
-             runs_root: Path = Path("runs"), log: Callable[[str], None] = print) -> Path:
+             runs_root: Path = Path("runs"), log: Callable[[str], None] = print, data_dir: Path | None = None) -> Path:
     """Wait (bounded) for the kernel to end; on success fetch its output to a staging folder, check it and rename
-    the run folder into runs/<competition>/<run name>; on failure one line with the reason and the log's end."""
+    the run folder into runs/<competition>/<run name>; on failure one line with the reason and the log's end.
+
+    `data_dir` (default data/<competition>): when its train.csv is the one the run trained on (sha256), the run
+    points at it instead of its Kaggle input folder, so ensembles and multi-run bundles find the labels here."""
     kernel = record["kernel"]
     staging = root / record["competition"] / "pulls" / f"{kernel.split('/')[1]}-v{record['version']}"
     if staging.exists():
@@ -299,7 +302,10 @@ def pull_run(record: dict[str, Any], client: Any, waiter: Waiter, root: Path = R
                  failure_detail)
     client.kernels_output(kernel, staging)
     run_staging = check_output(staging, record)
-    write_json(run_staging / RECORD_FILE, remote_record(record, read_json(staging / OUTPUT_LIST)))
+    remote = remote_record(record, read_json(staging / OUTPUT_LIST))
+    local_data = data_dir or Path("data") / record["competition"]
+    remote["data_on_kaggle"] = point_at_local_data(RunDir(run_staging), local_data, log)
+    write_json(run_staging / RECORD_FILE, remote)
     dest = runs_root / record["competition"] / record["run_name"]
     replace_folder(run_staging, dest)
     shutil.rmtree(staging, ignore_errors=True)
@@ -353,6 +359,20 @@ def check_output(staging: Path, record: dict[str, Any]) -> Path:
         raise KitError(f"{where}: kit train failed on Kaggle (exit code {output['train_exit_code']}) before any "
                        f"fold finished")
     return run_dir
+
+
+def point_at_local_data(run: RunDir, folder: Path, log: Callable[[str], None]) -> str | None:
+    """Set run_config.json's `data` to `folder` when its train.csv has the sha256 the run recorded (the same data:
+    `--resume` may change this setting too); returns the Kaggle folder it replaced."""
+    config = read_json(run.config)
+    recorded = run.load_manifest().get("data", {}).get("train.csv", {}).get("sha256")
+    local = folder / "train.csv"
+    if recorded and local.is_file() and sha256_file(local) == recorded:
+        write_json(run.config, {**config, "data": str(folder.resolve())})
+        return config.get("data")
+    log(f"note: {local} is not the train.csv this run trained on (sha256 {str(recorded)[:12]}); kit ensemble and "
+        f"multi-run kit bundle need --data with it")
+    return None
 
 
 def remote_record(record: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:

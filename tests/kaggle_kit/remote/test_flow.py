@@ -21,6 +21,7 @@ from tests.kaggle_kit.remote.conftest import RemoteKaggle, client_of, waiter
 
 KERNEL = "kit-tester/ell-kit-train-20261205-120000"
 RUN_NAME = "20261205-120000-tiny-bert-remote"
+KAGGLE_DATA = "/kaggle/input/competitions/feedback-prize-english-language-learning"
 
 
 def a_record(**changes) -> dict:
@@ -35,8 +36,11 @@ def a_record(**changes) -> dict:
 
 
 def kernel_output(run, folder, remote_id="ell-remote-0123456789abcdef"):
-    """What the training notebook leaves in /kaggle/working: run/ and the sha256 list of its files."""
+    """What the training notebook leaves in /kaggle/working: run/ (trained on Kaggle's input folder) and the
+    sha256 list of its files."""
     shutil.copytree(run, folder / "run", ignore=shutil.ignore_patterns("*.lock"))
+    config = read_json(folder / "run" / "run_config.json")
+    write_json(folder / "run" / "run_config.json", {**config, "data": KAGGLE_DATA})
     files = {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
              for p in sorted((folder / "run").rglob("*")) if p.is_file()}
     write_json(folder / OUTPUT_LIST, {"remote_id": remote_id, "run": "run", "train_exit_code": 0, "files": files,
@@ -61,8 +65,10 @@ def use(monkeypatch, fake):
     monkeypatch.setattr(cli_remote, "_waiter", lambda poll, hours: waiter(hours * 3600))
 
 
-def test_pull_of_a_complete_kernel_lands_the_run_marked_remote(remote_dir, ell_tiny_run, tmp_path, capsys,
-                                                               monkeypatch):
+def test_pull_of_a_complete_kernel_lands_the_run_marked_remote(remote_dir, ell_tiny_run, ell_small_dir, tmp_path,
+                                                               capsys, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ell").symlink_to(ell_small_dir, target_is_directory=True)
     fake = RemoteKaggle(output=kernel_output(ell_tiny_run, tmp_path / "out"))
     use(monkeypatch, fake)
     code, _, err = run_kit(capsys, "remote", "pull", RUN_NAME, "--wait-hours", "1")
@@ -73,6 +79,12 @@ def test_pull_of_a_complete_kernel_lands_the_run_marked_remote(remote_dir, ell_t
     assert remote["kernel"] == KERNEL and remote["version"] == 3 and remote["gpus"] == ["Tesla T4", "Tesla T4"]
     assert remote["image"]["pinning"] == "original" and remote["image"]["torch"] == "2.10.0+cu128"
     assert sha256_file(dest / "fold1.safetensors") == sha256_file(ell_tiny_run / "fold1.safetensors")
+    # data/ell holds the same train.csv: the run points at it, so kit ensemble finds the labels here
+    assert read_json(dest / "run_config.json")["data"] == str(ell_small_dir.resolve())
+    assert remote["data_on_kaggle"] == KAGGLE_DATA
+    code, _, err = run_kit(capsys, "ensemble", "ell", "--run", dest, "--run", ell_tiny_run, "--out",
+                           tmp_path / "blend.json")
+    assert code == 0, err
     assert [n for n in fake.names() if n == "kernels_status"] == ["kernels_status"] * 3  # queued, running, complete
     assert not (remote_dir / "ell" / "pulls" / f"{KERNEL.split('/')[1]}-v3").exists()  # the staging is gone
 
