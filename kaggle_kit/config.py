@@ -174,6 +174,11 @@ class TrainConfig(BaseModel):
     threads: int | None = setting(None, "CPU threads for torch [default: all cores]; on a machine other jobs "
                                         "share, use fewer than the free cores. Split between --fold-workers.",
                                   ge=1, resume_safe=True)
+    stop_after_hours: float | None = setting(None, "Session limit: before each fold, stop if the slowest fold of this "
+                                                   "launch would end past this many hours from its start; the run is "
+                                                   "left partial and resumable (--resume trains the rest). kit remote "
+                                                   "sets it under Kaggle's 12 h GPU session.",
+                                             gt=0, resume_safe=True, metavar="H")
     tracker: Tracker | None = setting(None, "Also log the run to an experiment tracker, offline by default: mlflow "
                                             "(RUN/mlruns or MLFLOW_TRACKING_URI), wandb (RUN/wandb, offline unless "
                                             "WANDB_MODE=online), tensorboard (RUN/tensorboard). Needs the extra of "

@@ -158,6 +158,10 @@ class KaggleCalls(ABC):
     def kernels_status(self, kernel_id: str) -> tuple[str, str]: ...
 
     @abstractmethod
+    def kernels_output(self, kernel_id: str, folder: Path) -> list[str]:
+        """Download the latest version's output files (and its log, as <slug>.log) into `folder`."""
+
+    @abstractmethod
     def competition_submit(self, competition: str, kernel_id: str, version: int, message: str,
                            output_file: str = "submission.csv") -> tuple[int, str]:
         """Submit a kernel version; returns the submission's ref and Kaggle's message."""
@@ -242,6 +246,12 @@ class KaggleClient(KaggleCalls):
     def kernels_status(self, kernel_id: str) -> tuple[str, str]:
         response = self._call("kernels_status", self.api.kernels_status, kernel_id)
         return _status_name(response.status), getattr(response, "failure_message", "") or ""
+
+    def kernels_output(self, kernel_id: str, folder: Path) -> list[str]:
+        """Download the latest version's output files (and its log, as <slug>.log) into `folder`."""
+        files, _ = self._call("kernels_output", self.api.kernels_output, kernel_id, str(folder), force=True,
+                              quiet=True)
+        return [str(f) for f in files or []]
 
     def competition_submit(self, competition: str, kernel_id: str, version: int, message: str,
                            output_file: str = "submission.csv") -> tuple[int, str]:
@@ -329,6 +339,10 @@ class DryRunClient(KaggleCalls):
     def kernels_status(self, kernel_id: str) -> tuple[str, str]:
         self._would(f"kernels_status({kernel_id!r})  # until 'complete'")
         return "complete", ""
+
+    def kernels_output(self, kernel_id: str, folder: Path) -> list[str]:
+        self._would(f"kernels_output({kernel_id!r}, {str(folder)!r}, force=True, quiet=True)")
+        return []
 
     def competition_submit(self, competition: str, kernel_id: str, version: int, message: str,
                            output_file: str = "submission.csv") -> tuple[int, str]:

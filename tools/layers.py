@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("train", ("kaggle_kit.train",)),
     ("pseudo_label", ("kaggle_kit.predict.pseudo_label",)),  # predicts the rows that training reads back
     ("ship", ("kaggle_kit.ship",)),
+    ("remote", ("kaggle_kit.remote",)),  # kit remote: trains on Kaggle with ship's wheels and notebook machinery
     ("views", ("kaggle_kit.views",)),  # what `kit runs` shows: listing, diff, report
     ("doctor", ("kaggle_kit.doctor",)),
     ("cli", ("kaggle_kit.cli", "kaggle_kit.__main__")),

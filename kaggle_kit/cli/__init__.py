@@ -12,6 +12,7 @@ from kaggle_kit.cli import predict  # noqa: F401
 from kaggle_kit.cli import ensemble  # noqa: F401
 from kaggle_kit.cli import pseudo  # noqa: F401
 from kaggle_kit.cli import ship  # noqa: F401
+from kaggle_kit.cli import remote  # noqa: F401
 from kaggle_kit.cli import doctor  # noqa: F401
 # isort: on
 from kaggle_kit.cli.app import app, main

@@ -30,6 +30,7 @@ from kaggle_kit.fileio import read_json
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.runs.monitor import NullMonitor
 from kaggle_kit.terminal import NOISY_LOGGERS, quiet_transformers, run_command
+from kaggle_kit.train.session_limit import SessionLimit
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
@@ -73,14 +74,17 @@ def worker_command(run: RunDir, fold: int, slot: Slot) -> list[str]:
 
 
 def train_in_workers(cfg: TrainConfig, run: RunDir, folds: list[int], device: torch.device,
-                     monitor: NullMonitor | None = None) -> None:
+                     monitor: NullMonitor | None = None, limit: SessionLimit | None = None) -> str | None:
     """Train `folds` in worker processes, a free slot taking the next fold; return when all have ended. The
     `monitor` (the run's session, held by this process) beats while the workers train and hears of each fold.
 
-    A worker that fails does not stop the others; the failed folds are named afterwards in one error.
+    A worker that fails does not stop the others; the failed folds are named afterwards in one error. With a
+    session `limit` (--stop-after-hours), a fold is not started when it would end past it; returns why, or None.
     """
     if not folds:
-        return
+        return None
+    limit = limit or SessionLimit(None)
+    stopped, started_at = None, {}
     monitor = monitor or NullMonitor()
     slots = worker_slots(cfg, device, len(folds))
     pending = list(folds)
@@ -91,7 +95,14 @@ def train_in_workers(cfg: TrainConfig, run: RunDir, folds: list[int], device: to
             for k, slot in enumerate(slots):
                 if k in running or not pending:
                     continue
+                stopped = limit.stop_reason()
+                if stopped:
+                    log.warning("fold(s) %s: not started, %s; the run is left resumable",
+                                ", ".join(map(str, pending)), stopped)
+                    pending.clear()
+                    continue
                 fold = pending.pop(0)
+                started_at[fold] = limit.elapsed()
                 process = subprocess.Popen(worker_command(run, fold, slot), env={**os.environ, **slot.env})
                 log.info("fold %d: worker pid %d on %s (%d thread%s)", fold, process.pid, slot.name, slot.threads,
                          "s" if slot.threads > 1 else "")
@@ -104,6 +115,7 @@ def train_in_workers(cfg: TrainConfig, run: RunDir, folds: list[int], device: to
                     continue
                 del running[k]
                 if code == 0 and run.fold_done(fold):
+                    limit.fold_done(limit.elapsed() - started_at[fold])
                     log.info("fold %d: worker finished in %.0fs", fold, time.monotonic() - started)
                     result = read_json(run.fold_result(fold))
                     if not result.get("full_train"):
@@ -119,6 +131,7 @@ def train_in_workers(cfg: TrainConfig, run: RunDir, folds: list[int], device: to
         raise KitError(f"fold(s) {', '.join(map(str, sorted(failed)))} did not finish ({details}); the finished "
                        f"folds are kept in {run.path}: train the rest with `kit train {cfg.competition} --resume "
                        f"--out {run.path}`")
+    return stopped
 
 
 def _describe_exit(code: int) -> str:

@@ -41,6 +41,7 @@ from kaggle_kit.train import distributed
 from kaggle_kit.train.distributed import SINGLE, Dist
 from kaggle_kit.train.preflight import assign_folds, check_devices, check_output_folder, resolved_config
 from kaggle_kit.train.pseudo import PseudoRows, distilled_targets, load_pseudo
+from kaggle_kit.train.session_limit import SessionLimit
 from kaggle_kit.train.trainer import FoldData, FoldTrainer, save_fold_outcome
 
 log = logging.getLogger(__name__)
@@ -287,13 +288,15 @@ def _train_in_workers(prep: Prepared, run: RunDir, resume: bool) -> TrainResult:
     for fold in filter(run.fold_done, prep.cfg.fold_list()):
         log.info("fold %d: already finished (%s), skipping", fold, run.fold_result(fold).name)
     monitor = RunMonitor(run)  # the workers' parent holds the run's session: heartbeat, tracker, fold results
+    limit = SessionLimit(prep.cfg.stop_after_hours)
     with monitor.session(prep.cfg):
-        train_in_workers(prep.cfg, run, [f for f in prep.cfg.fold_list() if not run.fold_done(f)], prep.device,
-                         monitor)
-        if prep.cfg.full_train and not run.fold_done(prep.cfg.full_fold):
+        stopped = train_in_workers(prep.cfg, run, [f for f in prep.cfg.fold_list() if not run.fold_done(f)],
+                                   prep.device, monitor, limit)
+        if prep.cfg.full_train and not stopped and not run.fold_done(prep.cfg.full_fold):
             # the full-train model needs the folds' best steps: a worker trains it once they are all in
             train_in_workers(prep.cfg, run, [prep.cfg.full_fold], prep.device, monitor)
         cv = finalize(run, prep.comp, prep.train_df, prep.folds)
+        record_stop(run, stopped)
         monitor.finished(cv)
     return TrainResult(run, cv)
 
@@ -316,6 +319,7 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
         from kaggle_kit.train.frozen import FrozenFoldTrainer as trainer_class
     # rank 0 of the process that owns the run reports its heartbeat and tracker; a fold worker's parent does that
     monitor = RunMonitor(run) if dist.is_main and finalize_run else NullMonitor()
+    limit, stopped = SessionLimit(cfg.stop_after_hours), None
     with monitor.session(cfg):
         trainer = trainer_class(cfg, comp, prep.backbone_config, prep.model_path, prep.tokenizer.pad_token_id or 0,
                                 device, run, monitor=monitor, dist=dist)
@@ -329,6 +333,11 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
                 if claim == "busy":
                     log.warning("fold %d: another process is training it (its lock is held), skipping", fold)
                     continue
+                stopped = limit.stop_reason()
+                if stopped:
+                    log.warning("fold %d: not started, %s; the run is left resumable", fold, stopped)
+                    break
+                fold_started = limit.elapsed()
                 train_part = _fold_data(prep, prep.folds != fold, fit=True)
                 valid_part = _fold_data(prep, prep.folds == fold)
                 pseudo_part = prep.pseudo.for_fold(fold) if prep.pseudo is not None else None
@@ -342,18 +351,28 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
                     monitor.fold_done(fold, read_json(run.fold_result(fold)))
                 log.info("fold %d: best %s %.4f at step %d (%.0fs, %s)", fold, comp.metric.name, outcome.score,
                          outcome.best_step, outcome.seconds, fold_throughput(cfg, train_part, outcome.seconds, device))
+                limit.fold_done(limit.elapsed() - fold_started)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         # the full-train model after the folds: in the process that owns the run, or in the fold worker sent for it
-        if cfg.full_train and (finalize_run or cfg.fold_list() == [cfg.full_fold]):
+        if cfg.full_train and not stopped and (finalize_run or cfg.fold_list() == [cfg.full_fold]):
             with claim_fold(run, cfg.full_fold, dist) as claim:
                 if claim == "train":
                     train_full(cfg, run, prep, trainer, dist)
         if not finalize_run or not dist.is_main:
             return TrainResult(run, None)
         cv = finalize(run, comp, prep.train_df, prep.folds)
+        record_stop(run, stopped)
         monitor.finished(cv)
     return TrainResult(run, cv)
+
+
+def record_stop(run: RunDir, stopped: str | None) -> None:
+    """Why --stop-after-hours left the run partial, in its manifest; dropped once a resume gets past it."""
+    manifest = run.load_manifest()
+    if stopped or "stopped" in manifest:
+        write_json(run.manifest, {**{k: v for k, v in manifest.items() if k != "stopped"},
+                                  **({"stopped": stopped} if stopped else {})})
 
 
 def fold_throughput(cfg: TrainConfig, train_part: FoldData, seconds: float, device: torch.device) -> str:
