@@ -71,7 +71,7 @@ BREAKS = [
           "                    with contextlib.nullcontext():\n"
           "                        pred, score, per_target = self.evaluate(core, valid)\n", (OPTIONS,)),
     Break("the loss link skipped in predict_runs", "kaggle_kit/predict/inference.py",
-          "in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw_outputs[i, fold]), trained).numpy(),",
+          "in_plugin_order(apply_link(loss_spec, torch.from_numpy(raw_outputs[i, fold]), p.trained).numpy(),",
           "in_plugin_order(raw_outputs[i, fold],", (PREDICT,)),
     Break("the LLRD parameter groups replaced by one group", TRAINER,
           "groups = llrd_param_groups(model, cfg.lr, cfg.head_lr, cfg.llrd, cfg.weight_decay)",
