@@ -551,14 +551,20 @@ def stage_notebook(ctx: Context) -> list[Row]:
     rows.append(Row(5, f"notebook under kit simulate ({where}), {sim.rows} rows, run precision {precision}",
                     "PASS", sim.max_abs_diff if sim.max_abs_diff > 0 else None, "max |diff| vs CPU",
                     f"within {tolerance:g}", measured=False))
-    measured = sim.phases["notebook total"]
-    rows.append(Row(5, "notebook measured time", "PASS", measured, "s", f"{len(sim.fold_seconds)} fold(s)",
+    measured, folds = sim.phases["notebook total"], sum(sim.fold_seconds.values())
+    rows.append(Row(5, "notebook measured: total", "PASS", measured, "s", "kernel start to submission",
                     measured=True))
+    rows.append(Row(5, "notebook measured: load + inference of the folds", "PASS", folds, "s",
+                    f"{len(sim.fold_seconds)} fold(s)", measured=True))
     accelerator = "none" if ctx.dry else next((a for key, a in PROJECTION_ACCELERATOR if key in ctx.gpu_name), "h100")
     cost = bundle_run_cost(run.name, RunDir(run), 2, accelerator)
     estimate = project([cost], sim.rows, accelerator)
-    rows.append(Row(5, f"projection for the same {sim.rows} rows ({accelerator})", "PASS", estimate.seconds, "s",
-                    f"measured / projected {measured / estimate.seconds:.2f}; {estimate.layout[run.name]}",
+    projected_folds = estimate.per_run[run.name]
+    rows.append(Row(5, f"projection ({accelerator}) for the same {sim.rows} rows: total", "PASS", estimate.seconds,
+                    "s", f"measured / projected {measured / estimate.seconds:.2f} (120 s setup assumed)",
+                    measured=True))
+    rows.append(Row(5, f"projection ({accelerator}) for the same {sim.rows} rows: folds", "PASS", projected_folds,
+                    "s", f"measured / projected {folds / projected_folds:.2f}; {estimate.layout[run.name]}",
                     measured=True))
     return rows
 
@@ -597,7 +603,10 @@ STAGES: dict[int, tuple[str, Callable[[Context], list[Row]]]] = {
     4: ("several GPUs", stage_multi_gpu),
     5: ("the notebook under kit simulate", stage_notebook),
 }
-BUDGETS = {1: 150.0, 2: 100.0, 3: 70.0, 4: 90.0, 5: 60.0}  # seconds on one H100; --dry uses them x 0.5
+BUDGETS = {1: 150.0, 2: 100.0, 3: 70.0, 4: 90.0, 5: 60.0}  # seconds on one H100: 7.8 min in all
+# --dry on a loaded 2-core CI machine: generous timeouts, and no FAIL for running long (stage 5 trains, bundles and
+# runs a notebook for real: about a minute of it)
+DRY_BUDGETS = {1: 90.0, 2: 60.0, 3: 60.0, 4: 10.0, 5: 240.0}
 
 
 def validated(stage: int, rows: list[Row]) -> list[Row]:
@@ -632,7 +641,7 @@ def run_stages(ctx: Context, stages: list[int], log: Callable[[str], None] = pri
             produced = [Row(stage, f"stage {stage}: {name}", "FAIL", note=f"{type(err).__name__}: {last}"[:200])]
         produced = validated(stage, produced)
         seconds = time.perf_counter() - started
-        if seconds > ctx.budgets[stage] * 1.5:
+        if seconds > ctx.budgets[stage] * 1.5 and not ctx.dry:
             produced.append(Row(stage, f"stage {stage} wall time", "FAIL", seconds, "s",
                                 f"over its budget of {ctx.budgets[stage]:.0f} s"))
         log(f"stage {stage}: {len(produced)} rows in {seconds:.1f} s")
@@ -661,7 +670,7 @@ def describe_machine(ctx: Context) -> dict:
 def make_context(dry: bool, work: Path, carry: Path, budget_scale: float) -> Context:
     import torch
 
-    budgets = {k: v * budget_scale * (0.5 if dry else 1.0) for k, v in BUDGETS.items()}
+    budgets = {k: v * budget_scale for k, v in (DRY_BUDGETS if dry else BUDGETS).items()}
     ctx = Context(dry, "cpu" if dry else "cuda", work, carry, budgets)
     if not dry:
         ctx.gpus = torch.cuda.device_count()
