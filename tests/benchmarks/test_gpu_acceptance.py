@@ -137,3 +137,11 @@ def test_model_flops_follow_the_config():
     assert module.model_flops(base, 1000, 512, training=True) == pytest.approx(3000 * per_token)
     llama = module.decoder_config("1.1B", dry=False)
     assert module.layer_weights(llama) == 22 * (2 * 2048 * 2048 + 2 * 2048 * 256 + 3 * 2048 * 5632)
+
+
+def test_the_readme_gives_the_command_the_script_prints():
+    """The one line a session runs on the GPU machine: the README's copy is the script's, and fits the 2,000
+    characters of the device tool's command line."""
+    command = load_script().GPU_COMMAND.format(carry="gpu_carry")
+    assert command in (REPO / "README.md").read_text()
+    assert len(command) < 2000
