@@ -661,6 +661,18 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def markdown(report: dict) -> str:
+    """The JSON of a run as the README's "Measured (GPU)" table, with the machine it ran on."""
+    machine = report["machine"]
+    lines = [f"{machine['gpus']} x {machine['gpu']}, torch {machine['torch']}, transformers {machine['transformers']}, "
+             f"Python {machine['python']}, {machine['date']}; {report['seconds']:.0f} s in all; MFU against "
+             f"{machine['peak_tflops']:g} TFLOP/s ({machine['peak']}).", "",
+             "| stage | what | figure | result | note |", "| --- | --- | --- | --- | --- |"]
+    for row in map(lambda r: Row(**r), report["rows"]):
+        lines.append(f"| {row.stage} | {row.what} | {row.figure_text()} | {row.status} | {row.note} |")
+    return "\n".join(lines)
+
+
 def describe_machine(ctx: Context) -> dict:
     import torch
 
@@ -752,7 +764,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="--prepare: the GPU machine's Python version(s), comma list [default: this one's]; each "
                              "adds about 30 MiB of wheels")
     parser.add_argument("--ell-rows", type=int, default=400, help="--prepare: real ELL essays carried")
+    parser.add_argument("--markdown", type=Path, default=None, metavar="JSON",
+                        help="print a run's JSON as the README's Markdown table, then stop")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     if args.prepare:
         prepare(args.prepare, args.pythons.split(","), args.ell_rows)
         return 0

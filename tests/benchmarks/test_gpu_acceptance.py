@@ -74,6 +74,17 @@ def test_the_json_matches_the_printed_table(dry_run):
             assert row["unit"] in line
 
 
+@pytest.mark.e2e
+def test_the_json_becomes_the_readme_table(dry_run):
+    report = dry_run[1]
+    text = load_script().markdown(report)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| stage")]
+    assert len(rows) == len(report["rows"])
+    assert all(f"| {row['what']} |" in line and f"| {row['status']} |" in line for line, row in
+               zip(rows, report["rows"], strict=True))
+    assert "nominal" in text
+
+
 def run_with(module, monkeypatch, tmp_path, stage_function) -> tuple[int, dict]:
     """main() on stage 2 only, replaced by `stage_function`."""
     monkeypatch.setitem(module.STAGES, 2, ("encoders", stage_function))
