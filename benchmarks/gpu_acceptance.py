@@ -746,9 +746,10 @@ def prepare(carry: Path, pythons: list[str], ell_rows: int) -> None:
     print("on the GPU machine (repository root, the folder beside it):\n  " + GPU_COMMAND.format(carry=carry.name))
 
 
-GPU_COMMAND = ("python -m pip install -q --no-index --find-links {carry}/wheels 'kaggle-kit[simulate]' peft pytest "
-               "'setuptools>=77' wheel && PIP_NO_INDEX=1 PIP_FIND_LINKS=$PWD/{carry}/wheels python "
-               "benchmarks/gpu_acceptance.py --carry {carry} --out ${{OUT:-.}}/gpu_acceptance.json")
+GPU_COMMAND = ("python -m pip install -q --no-index --find-links {carry}/wheels 'setuptools>=77' wheel && "
+               "python -m pip install -q --no-index --find-links {carry}/wheels --no-build-isolation -e '.[simulate]' "
+               "peft pytest && PIP_NO_INDEX=1 PIP_FIND_LINKS=$PWD/{carry}/wheels python benchmarks/gpu_acceptance.py "
+               "--carry {carry} --out ${{OUT:-.}}/gpu_acceptance.json")
 
 
 def main(argv: list[str] | None = None) -> int:
