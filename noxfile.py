@@ -60,6 +60,14 @@ def benchmark(session: nox.Session) -> None:
     session.run("python", "benchmarks/throughput.py", *session.posargs)
 
 
+@nox.session(venv_backend="none")
+def gpu(session: nox.Session) -> None:
+    """GPU acceptance: every CUDA path of the kit in one table (benchmarks/gpu_acceptance.py; README "Measured
+    (GPU)"). Runs in the current interpreter, which must already hold the kit (offline: install it from the folder
+    `python benchmarks/gpu_acceptance.py --prepare gpu_carry` writes); without CUDA it runs its dry mode."""
+    session.run("python", "benchmarks/gpu_acceptance.py", *session.posargs, external=True)
+
+
 @nox.session(name="simulate_image")
 def simulate_image(session: nox.Session) -> None:
     """The bundle of a small real run, its notebook run in a venv of the Kaggle image's Python 3.12 and pinned

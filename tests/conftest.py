@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# KIT_SHARED_DATA: the data folder on a machine without ../shared (the GPU acceptance run carries a slice of it)
+SHARED_DATA = Path(os.environ.get("KIT_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+def tokenizer_dir() -> Path:
+    """The tiny models' tokenizer: the embedded MiniLM's, or KIT_TEST_TOKENIZER's copy of it where the 88 MB
+    package is not installed (the GPU acceptance run)."""
+    from kaggle_kit.models.model import default_model_path
+
+    return Path(os.environ["KIT_TEST_TOKENIZER"]) if os.environ.get("KIT_TEST_TOKENIZER") else default_model_path()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def test_precision():
+    """KIT_TEST_PRECISION (auto, fp16, bf16, fp32) replaces the precision setting's default for every run the tests
+    start, so benchmarks/gpu_acceptance.py runs the same tests under each mixed precision on a GPU."""
+    precision = os.environ.get("KIT_TEST_PRECISION")
+    if not precision:
+        yield
+        return
+    from kaggle_kit.config import TrainConfig
+
+    info = TrainConfig.model_fields["precision"]
+    before = info.default
+    info.default = precision
+    TrainConfig.model_rebuild(force=True)
+    yield
+    info.default = before
+    TrainConfig.model_rebuild(force=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -73,9 +102,7 @@ def _tiny_model(folder: Path, arch: str) -> Path:
     """A random-weight encoder with a real WordPiece tokenizer (the embedded MiniLM's)."""
     from transformers import AutoModel, AutoTokenizer, BertConfig, DebertaV2Config
 
-    from kaggle_kit.models.model import default_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
     common = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=48, max_position_embeddings=512)
     if arch == "bert":
@@ -99,9 +126,7 @@ def _tiny_decoder(folder: Path, family: str) -> Path:
     import torch
     from transformers import AutoModel, AutoTokenizer, Gemma2Config, LlamaConfig, Qwen2Config
 
-    from kaggle_kit.models.model import default_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
     common = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
     if family == "gemma2":
