@@ -198,3 +198,24 @@ def test_tokenizers_that_join_across_spaces_or_cut_on_the_left_tokenise_whole_te
         recording = _Recording(tokenizer)
         assert tokenize(recording, essays, 64) == tokenizer(essays, truncation=True, max_length=64)["input_ids"]
         assert recording.longest == max(map(len, essays))
+
+
+def test_predictions_from_essay_starts_equal_those_from_whole_essays(ell_tiny_run, ell_small_dir, monkeypatch):
+    """predict_runs on a run of max_len 64: tokenising only the essays' starts (the default) and tokenising them
+    whole give the same predictions to 1e-6."""
+    from kaggle_kit.data import batching
+    from kaggle_kit.data.load import load_train
+    from kaggle_kit.predict.inference import predict_runs
+    from kaggle_kit.registry import get_competition
+
+    comp = get_competition("ell")
+    df = load_train(comp, ell_small_dir)
+    heads = []
+    real_heads = batching._tokenize_heads
+    monkeypatch.setattr(batching, "_tokenize_heads", lambda tok, texts, n: heads.append(n) or real_heads(tok, texts, n))
+    from_starts = predict_runs(comp, df, [ell_tiny_run], device="cpu")
+    assert heads == [64]
+    monkeypatch.setattr(batching, "splits_at_spaces", lambda tokenizer: False)
+    whole = predict_runs(comp, df, [ell_tiny_run], device="cpu")
+    assert heads == [64]
+    np.testing.assert_allclose(from_starts, whole, rtol=0, atol=1e-6)
