@@ -51,8 +51,13 @@ def _batches(args, ids, train: bool):
         if train:
             return bucketed_batches(lengths, args.batch_size, np.random.default_rng(0))
         return sorted_batches(lengths, args.eval_batch_size)
-    size = args.batch_size if train else args.eval_batch_size
-    order = np.random.default_rng(0).permutation(len(ids)) if train else np.arange(len(ids))
+    return plain_batches(len(ids), args.batch_size if train else args.eval_batch_size, train)
+
+
+def plain_batches(n_rows: int, size: int, train: bool) -> list[np.ndarray]:
+    """The reference notebook's batches: random order for training, file order for inference (each is then padded
+    to max_len). benchmarks/predict_profile.py times its inference loop with these too."""
+    order = np.random.default_rng(0).permutation(n_rows) if train else np.arange(n_rows)
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 

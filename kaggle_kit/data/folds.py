@@ -1,10 +1,12 @@
-"""Fold strategies. All are seeded: the same seed and data always give the same folds."""
+"""Fold strategies. All are seeded: the same seed and data always give the same folds.
+
+scikit-learn is imported when folds are made, not when a plugin is loaded: prediction never makes folds, and
+the import is a second of `kit predict`'s start-up on a small CPU."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold, StratifiedGroupKFold
 
 
 def _assign(splits, n_rows: int) -> np.ndarray:
@@ -15,6 +17,8 @@ def _assign(splits, n_rows: int) -> np.ndarray:
 
 
 def kfold(df: pd.DataFrame, targets: list[str], n_folds: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import KFold
+
     return _assign(KFold(n_folds, shuffle=True, random_state=seed).split(df), len(df))
 
 
@@ -31,6 +35,8 @@ def stratified_group(group_column: str, n_bins: int = 5):
     """Folds where no group crosses train/validation, stratified on the (binned) first target."""
 
     def _split(df: pd.DataFrame, targets: list[str], n_folds: int, seed: int) -> np.ndarray:
+        from sklearn.model_selection import StratifiedGroupKFold
+
         score = df[targets[0]].to_numpy(dtype=np.float64)
         levels = np.unique(score)
         strata = np.searchsorted(levels, score) if len(levels) <= 20 else pd.qcut(score, n_bins, labels=False)

@@ -104,3 +104,118 @@ def test_cut_flags_only_inputs_longer_than_max_len(tiny_bert):
         ids = tokenize(tokenizer, [texts[0], texts[1], "x"], exact_len, tail_tokens=tail, cut=cut)
         assert cut == [False, True, False], tail  # a text of exactly max_len tokens fills it without being cut
         assert [len(x) for x in ids][:2] == [exact_len, exact_len]
+
+
+def _trained_tokenizer(texts, kind: str, **pre_options):
+    """A small fast tokenizer trained here: SentencePiece-style (Unigram, Metaspace) or byte-level BPE (GPT/Llama
+    style), each adding a special token at both ends as encoders do."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    if kind == "unigram":
+        backend = Tokenizer(models.Unigram())
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(**pre_options)
+        trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=specials, unk_token="<unk>")
+    else:
+        backend = Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, **pre_options)
+        trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(texts, trainer)
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1),
+                                                                                               ("</s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+class _Recording:
+    """A tokenizer that remembers the longest text it was asked to tokenise."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.longest = tokenizer, 0
+
+    def __call__(self, texts, **options):
+        self.longest = max([self.longest, *map(len, texts)])
+        return self.tokenizer(texts, **options)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_tokenising_only_the_start_of_long_texts_gives_the_whole_texts_ids(ell_dir):
+    """WordPiece (the embedded MiniLM), SentencePiece-style Unigram and byte-level BPE: the ids of `tokenize` equal
+    the tokenizer's own truncation of the whole text, for real essays, short texts, a text too token-sparse for its
+    start to fill max_len, a text without spaces, spaces in runs and newlines; while only starts are tokenised."""
+    import pandas as pd
+
+    from kaggle_kit.data.batching import HEAD_CHARS_PER_TOKEN, splits_at_spaces, tokenize
+    from kaggle_kit.models.model import default_model_path
+    from kaggle_kit.predict.inference import load_tokenizer
+
+    essays = pd.read_csv(ell_dir / "train.csv", nrows=120)["full_text"].tolist()
+    odd = ["short text", "", "understanding " * 400, "x" * 5000, "word  \n\n  next\tword " * 300,
+           " leading space " * 200, "ünïcödé naïve café " * 200]
+    for tokenizer in (load_tokenizer(default_model_path()), _trained_tokenizer(essays, "unigram"),
+                      _trained_tokenizer(essays, "bpe")):
+        assert splits_at_spaces(tokenizer)
+        for max_len in (16, 64, 256):
+            expected = tokenizer(essays + odd, truncation=True, max_length=max_len)["input_ids"]
+            assert tokenize(tokenizer, essays + odd, max_len) == expected, (type(tokenizer).__name__, max_len)
+        recording = _Recording(tokenizer)
+        tokenize(recording, essays, 64)
+        assert recording.longest <= 64 * HEAD_CHARS_PER_TOKEN < max(map(len, essays))  # only their starts
+
+
+def test_tail_tokens_and_cut_flags_still_tokenise_whole_texts(tiny_bert):
+    from kaggle_kit.data.batching import tokenize
+    from kaggle_kit.predict.inference import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_bert)
+    texts = [" ".join(f"word{i}" for i in range(n)) for n in (3, 500)]
+    full = tokenizer(texts)["input_ids"]
+    assert tokenize(tokenizer, texts, 32, tail_tokens=10) == [full[0], full[1][:22] + full[1][-10:]]
+    cut: list[bool] = []
+    assert tokenize(tokenizer, texts, 32, cut=cut) == tokenizer(texts, truncation=True, max_length=32)["input_ids"]
+    assert cut == [False, True]
+
+
+def test_tokenizers_that_join_across_spaces_or_cut_on_the_left_tokenise_whole_texts(ell_dir):
+    import pandas as pd
+
+    from kaggle_kit.data.batching import splits_at_spaces, tokenize
+    from kaggle_kit.models.model import default_model_path
+    from kaggle_kit.predict.inference import load_tokenizer
+
+    essays = pd.read_csv(ell_dir / "train.csv", nrows=40)["full_text"].tolist()
+    across = _trained_tokenizer(essays, "unigram", split=False)
+    assert not splits_at_spaces(across)
+    assert not splits_at_spaces(_trained_tokenizer(essays, "bpe", use_regex=False))
+    left = load_tokenizer(default_model_path())
+    left.truncation_side = "left"
+    assert not splits_at_spaces(left)
+    for tokenizer in (across, left):
+        recording = _Recording(tokenizer)
+        assert tokenize(recording, essays, 64) == tokenizer(essays, truncation=True, max_length=64)["input_ids"]
+        assert recording.longest == max(map(len, essays))
+
+
+def test_predictions_from_essay_starts_equal_those_from_whole_essays(ell_tiny_run, ell_small_dir, monkeypatch):
+    """predict_runs on a run of max_len 64: tokenising only the essays' starts (the default) and tokenising them
+    whole give the same predictions to 1e-6."""
+    from kaggle_kit.data import batching
+    from kaggle_kit.data.load import load_train
+    from kaggle_kit.predict.inference import predict_runs
+    from kaggle_kit.registry import get_competition
+
+    comp = get_competition("ell")
+    df = load_train(comp, ell_small_dir)
+    heads = []
+    real_heads = batching._tokenize_heads
+    monkeypatch.setattr(batching, "_tokenize_heads", lambda tok, texts, n: heads.append(n) or real_heads(tok, texts, n))
+    from_starts = predict_runs(comp, df, [ell_tiny_run], device="cpu")
+    assert heads == [64]
+    monkeypatch.setattr(batching, "splits_at_spaces", lambda tokenizer: False)
+    whole = predict_runs(comp, df, [ell_tiny_run], device="cpu")
+    assert heads == [64]
+    np.testing.assert_allclose(from_starts, whole, rtol=0, atol=1e-6)

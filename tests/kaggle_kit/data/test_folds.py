@@ -92,3 +92,15 @@ def test_every_row_in_exactly_one_fold_of_similar_size_and_seeded(strategy):
     assert sizes.min() >= 0.6 * len(df) / 5, sizes
     assert np.array_equal(folds, strategy(df, targets, 5, 11))
     assert not np.array_equal(folds, strategy(df, targets, 5, 12))
+
+
+def test_loading_the_plugins_and_the_prediction_code_leaves_sklearn_unimported():
+    """`kit predict` makes no folds: scikit-learn (a second of start-up on a small CPU) stays unimported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from kaggle_kit.registry import all_competitions; all_competitions(); "
+            "import kaggle_kit.predict.inference, kaggle_kit.cli.predict; "
+            "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

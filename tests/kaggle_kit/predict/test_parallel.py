@@ -109,3 +109,12 @@ def test_kit_predict_reads_devices_as_kit_train_does(ell_tiny_run, ell_small_dir
                            "--output", tmp_path / "sub.csv", f"--devices={given}")
     assert_one_line_error(code, err, said)
     assert not (tmp_path / "sub.csv").exists()
+
+
+def test_a_cpu_machine_predicts_in_this_process_unless_asked_for_workers():
+    """No worker process (its start-up is seconds of a CPU prediction) when one slot does: the default on a CPU."""
+    from kaggle_kit.predict.parallel import Slot, inference_slots
+
+    cpu = torch.device("cpu")
+    assert inference_slots(cpu) == [Slot(cpu, torch.get_num_threads())]
+    assert len(inference_slots(cpu, workers=2)) == 2

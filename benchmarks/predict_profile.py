@@ -1,0 +1,195 @@
+"""`kit predict` as a whole process against the reference notebook's inference loop, phase by phase.
+
+Both predict the same essays with the same fold model of a run, each in a fresh process timed from its start to its
+exit: the kit as `kit predict` (in fp32, and with --int8 also in int8), the loop as the seed notebook does it
+(tokenise whole essays, build the model and load the fold's weights, pad every essay to max_len, batches of
+--seed-batch-size in file order, fp32; the batches are throughput.py's `plain_batches`). The variants run
+interleaved, in a rotating order, --repeats times; the medians and their ratio are printed with the load average
+before and after (on a shared machine read the ratio, not the seconds), and a table of each phase's share: start-up
+(interpreter, imports, plugin lookup, reading the CSV), tokenisation (tokenizer load included), model load,
+batches, and the rest (writing the submission, exit).
+
+    python benchmarks/predict_profile.py --run runs/ell/RUN256 --run runs/ell/RUN512 [--essays 400] [--int8]
+
+A run to profile: `kit train ell --data ../shared/data/ell --preset quick --max-train-samples 160 --folds 2
+--train-folds 0 --max-len 256 --out runs/ell/quick256` (and --max-len 512); the essays are sampled from train.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PHASES = ("start-up", "tokenisation", "model load", "batches", "writing, exit")
+
+
+class PhaseClock:
+    """Wall-clock marks in a child process, measured from the moment the parent started it."""
+
+    def __init__(self, spawned: float):
+        self.spawned = spawned
+        self.spans: dict[str, list[float]] = {}
+
+    def wrap(self, phase: str, fn):
+        def timed(*args, **kwargs):
+            start = time.time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(phase, start)
+
+        return timed
+
+    def add(self, phase: str, start: float) -> None:
+        first, seconds = self.spans.get(phase, [start, 0.0])
+        self.spans[phase] = [min(first, start), seconds + time.time() - start]
+
+    def write(self, path: str) -> None:
+        Path(path).write_text(json.dumps({"spawned": self.spawned, "spans": self.spans, "exit": time.time()}))
+
+
+def kit_child(args) -> None:
+    """`kit predict` in this process, with the prediction code's phases timed through its module functions."""
+    clock = PhaseClock(args.spawned)
+    from kaggle_kit.predict import inference
+
+    for name, phase in (("load_tokenizer", "tokenisation"), ("build_model_inputs", "tokenisation"),
+                        ("load_fold_model", "model load"), ("infer", "batches")):
+        setattr(inference, name, clock.wrap(phase, getattr(inference, name)))
+    from kaggle_kit.cli import main
+
+    sys.argv = ["kit", "predict", "ell", "--run", args.run, "--input", args.input, "--output", args.output,
+                "--device", "cpu", *(["--quantize", "int8"] if args.child == "int8" else [])]
+    try:
+        main()
+    finally:
+        clock.write(args.phases)
+
+
+def seed_child(args) -> None:
+    """The seed notebook's inference: whole-essay tokenisation, a model built then loaded, every essay padded to
+    max_len, file order, fp32."""
+    clock = PhaseClock(args.spawned)
+    import pandas as pd
+    import torch
+    from safetensors.torch import load_file
+    from throughput import plain_batches
+    from transformers import AutoTokenizer
+
+    from kaggle_kit.data.batching import collate
+    from kaggle_kit.models.model import build_model, load_backbone_config
+    from kaggle_kit.runs.folder import RunDir
+
+    run = RunDir(Path(args.run))
+    cfg = json.loads((run.path / "run_config.json").read_text())
+    df = pd.read_csv(args.input)
+    start = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(str(run.tokenizer))
+    ids = tokenizer(df["full_text"].tolist(), truncation=True, max_length=cfg["max_len"])["input_ids"]
+    clock.add("tokenisation", start)
+    start = time.time()
+    model = build_model(load_backbone_config(run.backbone, 0.0), 6, cfg["pooling"], cfg["pooling_layers"])
+    model.load_state_dict(load_file(str(run.weights(0))))
+    model.eval()
+    clock.add("model load", start)
+    start = time.time()
+    outputs = []
+    with torch.inference_mode():
+        for rows in plain_batches(len(ids), args.seed_batch_size, train=False):
+            batch = collate([ids[i] for i in rows], tokenizer.pad_token_id or 0, cfg["max_len"])
+            outputs.append(model(**batch).float())
+    clock.add("batches", start)
+    preds = np.clip(torch.cat(outputs).numpy(), 1.0, 5.0)
+    columns = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
+    pd.concat([df[["text_id"]], pd.DataFrame(preds, columns=columns)], axis=1).to_csv(args.output, index=False)
+    clock.write(args.phases)
+
+
+def run_child(variant: str, run: str, test_csv: Path, out: Path, seed_batch_size: int) -> dict:
+    phases = out / f"{variant}.json"
+    output = out / f"{variant}.csv"
+    spawned = time.time()
+    command = [sys.executable, __file__, "--child", variant, "--spawned", repr(spawned), "--run", run,
+               "--input", str(test_csv), "--output", str(output), "--phases", str(phases),
+               "--seed-batch-size", str(seed_batch_size)]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    total = time.time() - spawned
+    record = json.loads(phases.read_text())
+    spans = record["spans"]
+    first = min(start for start, _ in spans.values()) if spans else record["exit"]
+    shares = {"start-up": first - spawned, **{p: spans[p][1] for p in PHASES[1:4] if p in spans}}
+    shares["writing, exit"] = total - sum(shares.values())
+    return {"total": total, "phases": shares, "output": output}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", required=True, help="an ELL run folder (repeat: one per max_len)")
+    parser.add_argument("--data", default="../shared/data/ell", help="ELL folder with train.csv")
+    parser.add_argument("--essays", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--seed-batch-size", type=int, default=8)
+    parser.add_argument("--int8", action="store_true", help="also time `kit predict --quantize int8`")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--spawned", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--input", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--output", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--phases", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.run = args.run[0]
+        (seed_child if args.child == "seed" else kit_child)(args)
+        return
+
+    import pandas as pd
+
+    variants = ["seed", "kit", *(["int8"] if args.int8 else [])]
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        test_csv = Path(tmp) / "test.csv"
+        train = pd.read_csv(Path(args.data) / "train.csv")
+        train.sample(n=args.essays, random_state=0)[["text_id", "full_text"]].to_csv(test_csv, index=False)
+        results = []
+        for run in args.run:
+            max_len = json.loads((Path(run) / "run_config.json").read_text())["max_len"]
+            timings: dict[str, list[dict]] = {v: [] for v in variants}
+            for repeat in range(args.repeats):
+                shift = repeat % len(variants)
+                for variant in variants[shift:] + variants[:shift]:
+                    timings[variant].append(run_child(variant, run, test_csv, Path(tmp), args.seed_batch_size))
+                    print(f"max_len {max_len} round {repeat + 1} {variant}: {timings[variant][-1]['total']:.1f} s "
+                          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+            diff = (pd.read_csv(timings["kit"][-1]["output"]).iloc[:, 1:].to_numpy()
+                    - pd.read_csv(timings["seed"][-1]["output"]).iloc[:, 1:].to_numpy())
+            results.append((max_len, timings, float(np.abs(diff).max())))
+    load_after = os.getloadavg()
+
+    print(f"\n{args.essays} ELL essays, {args.repeats} interleaved rounds, medians; load average (1/5/15 min) "
+          f"{'/'.join(f'{x:.1f}' for x in load_before)} before, {'/'.join(f'{x:.1f}' for x in load_after)} after, "
+          f"{os.cpu_count()} CPUs")
+    for max_len, timings, diff in results:
+        median = {v: float(np.median([t["total"] for t in ts])) for v, ts in timings.items()}
+        ratios = ", ".join(f"{v} {median['seed'] / median[v]:.2f}x" for v in variants[1:])
+        print(f"\nmax_len {max_len}: seed loop {median['seed']:.1f} s, "
+              + ", ".join(f"{v} {median[v]:.1f} s" for v in variants[1:])
+              + f"; whole process vs the seed loop: {ratios}; max |kit - seed| prediction {diff:.2g}")
+        print(f"{'phase':<16}" + "".join(f"{v + ' s':>12}{'share':>8}" for v in variants))
+        for phase in PHASES:
+            cells = ""
+            for v in variants:
+                seconds = float(np.median([t["phases"].get(phase, 0.0) for t in timings[v]]))
+                cells += f"{seconds:>12.1f}{seconds / median[v]:>8.0%}"
+            print(f"{phase:<16}{cells}")
+
+
+if __name__ == "__main__":
+    main()
