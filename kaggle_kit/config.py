@@ -31,6 +31,7 @@ Pooling = Literal["mean", "max", "min", "cls", "last-token", "attention", "gem",
                   "concat-last4"]
 Tracker = Literal["mlflow", "wandb", "tensorboard"]
 PseudoStage = Literal["mix", "pretrain"]
+Head = Literal["linear", "label-tokens"]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 
@@ -108,6 +109,15 @@ class TrainConfig(BaseModel):
     warmup: float = setting(0.1, "Warmup as a fraction of all optimizer steps.", ge=0, lt=1)
     pooling: Pooling = setting("mean", "How token states become one vector per input.")
     pooling_layers: int = setting(4, "Layers used by weighted-layer / concat-last4 pooling.", ge=1)
+    head: Head = setting("linear", "linear: a fresh output layer on the pooled state. label-tokens (decoders): "
+                                   "the prompt ends with --label-cue and each output is the LM head's logits of "
+                                   "one label word per class or score level at the last real token (their rows "
+                                   "train; a score is the expected value over its levels).")
+    label_cue: str = setting("\nAnswer:", "With --head label-tokens: the answer cue appended to every input; the "
+                                          "label word is its next token.", metavar="TEXT")
+    label_tokens: list[dict[str, Any]] | None = setting(None, "With --head label-tokens: per target, its label "
+                                                              "words, their token ids (resolved at training) and "
+                                                              "a score's level values.", flag=False)
     loss: str | None = setting(None, "Training loss: rmse, mse, smoothl1, bce, pearson, cross-entropy, or one "
                                      "the competition declares [default: the competition's].", metavar="NAME")
     reinit_layers: int = setting(0, "Re-initialise the top N encoder layers before training (their pretraining "
@@ -235,6 +245,9 @@ class TrainConfig(BaseModel):
         if self.window_stride is not None and self.window_len is not None and self.window_stride > self.window_len:
             raise ValueError(f"--window-stride {self.window_stride}: above --window-len {self.window_len}, tokens "
                              f"between windows would never be seen")
+        if self.head == "label-tokens" and self.mode == "frozen":
+            raise ValueError("--head label-tokens with --mode frozen: the frozen mode fits a ridge output layer; "
+                             "use --mode finetune (with --lora-r for a big decoder)")
         if self.tail_tokens >= self.max_len:
             raise ValueError(f"--tail-tokens {self.tail_tokens}: must be below --max-len {self.max_len} (the input's "
                              f"start, with its first special token, needs room too)")

@@ -145,6 +145,11 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
     tokenizer = load_tokenizer(model_path)
     if is_decoder(backbone_config):
         prepare_tokenizer(tokenizer, backbone_config)
+    if cfg.head == "label-tokens" and cfg.label_tokens is None:  # a resumed run keeps the ids it recorded
+        from kaggle_kit.models.label_tokens import resolve_label_tokens
+
+        cfg = cfg.model_copy(update={"label_tokens": resolve_label_tokens(tokenizer, comp.schema.targets,
+                                                                          cfg.label_cue)})
     targets = comp.schema.target_names
     cut: list[bool] = []
     ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir, files, split="train", cut=cut)

@@ -175,7 +175,7 @@ class FoldTrainer:
         model = build_model(self.backbone_config, self.comp.n_outputs, cfg.pooling, cfg.pooling_layers,
                             cfg.head_dropout, weights_from=self.model_path, dtype=base_dtype,
                             quantization=self.quantization, adapters=self.adapters, device=self.device,
-                            window=window_of(cfg))
+                            window=window_of(cfg), label_tokens=label_tokens_of(cfg))
         model.init_output_bias(initial_bias(y_train, self.targets, self.loss_spec))
         reinit_top_layers(model, cfg.reinit_layers)
         freeze_bottom(model, cfg.freeze_embeddings, cfg.freeze_layers)

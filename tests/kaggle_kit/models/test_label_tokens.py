@@ -1,0 +1,84 @@
+"""Label-token heads: the output is the LM head's logits of the recorded label tokens at the last real position."""
+
+import pytest
+import torch
+
+from kaggle_kit.errors import KitError
+from kaggle_kit.models.label_tokens import resolve_label_tokens
+from kaggle_kit.models.model import build_model, load_backbone_config
+from kaggle_kit.tasks.targets import Target
+
+CLASSES = Target("label", kind="multiclass", classes=("Ineffective", "Adequate", "Effective"))
+SCORE = Target("score", low=1.0, high=3.0, step=0.5)
+
+
+@pytest.fixture(scope="module")
+def causal_llama(tmp_path_factory):
+    """A tiny random Llama saved WITH its (untied) LM head, as real checkpoints are."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from kaggle_kit.models.model import default_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    folder = tmp_path_factory.mktemp("models") / "causal-llama"
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder, model, tokenizer
+
+
+def _head_model(folder, records, n_outputs):
+    config = load_backbone_config(folder, None)
+    return build_model(config, n_outputs, "last-token", weights_from=folder, label_tokens=records).eval()
+
+
+def test_resolved_ids_are_the_token_after_the_cue(causal_llama):
+    _, _, tokenizer = causal_llama
+    (record,) = resolve_label_tokens(tokenizer, [CLASSES], "\nAnswer:")
+    for word, token in zip(record["words"], record["ids"], strict=True):
+        assert tokenizer(f"\nAnswer: {word}", add_special_tokens=False)["input_ids"][2] == token
+    (score,) = resolve_label_tokens(tokenizer, [SCORE], "\nAnswer:")
+    assert score["words"] == ["1", "2", "3", "4", "5"] and score["values"] == [1.0, 1.5, 2.0, 2.5, 3.0]
+    assert len(set(score["ids"])) == 5
+
+
+def test_labels_sharing_a_first_token_are_refused(causal_llama):
+    _, _, tokenizer = causal_llama
+    clash = Target("label", kind="multiclass", classes=("effective one", "effective two"))
+    with pytest.raises(KitError, match="start with the same token"):
+        resolve_label_tokens(tokenizer, [clash], "\nAnswer:")
+
+
+def test_output_is_the_lm_logits_of_the_label_tokens_at_the_last_real_position(causal_llama):
+    folder, causal, tokenizer = causal_llama
+    records = resolve_label_tokens(tokenizer, [CLASSES], "\nAnswer:")
+    model = _head_model(folder, records, 3)
+    ids = [tokenizer("short text\nAnswer:")["input_ids"], tokenizer("a much longer text here\nAnswer:")["input_ids"]]
+    width = max(map(len, ids))
+    right = torch.tensor([x + [0] * (width - len(x)) for x in ids])
+    right_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+    with torch.no_grad():
+        out = model(right, right_mask)
+        for row, x in enumerate(ids):
+            expected = causal(torch.tensor([x])).logits[0, -1, records[0]["ids"]]
+            torch.testing.assert_close(out[row], expected, atol=1e-4, rtol=1e-4)
+        # another row of the LM head does not matter; a label row does
+        model.fc.label_rows[1] += 1.0
+        changed = model(right, right_mask)
+    assert not torch.allclose(changed[:, 1], out[:, 1]) and torch.allclose(changed[:, [0, 2]], out[:, [0, 2]])
+
+
+def test_a_score_is_the_expected_level(causal_llama):
+    folder, causal, tokenizer = causal_llama
+    records = resolve_label_tokens(tokenizer, [SCORE, CLASSES], "\nAnswer:")
+    model = _head_model(folder, records, 4)
+    x = tokenizer("some essay\nAnswer:")["input_ids"]
+    with torch.no_grad():
+        out = model(torch.tensor([x]), torch.ones(1, len(x), dtype=torch.long))[0]
+        logits = causal(torch.tensor([x])).logits[0, -1]
+    expected = torch.softmax(logits[records[0]["ids"]], -1) @ torch.tensor(records[0]["values"])
+    torch.testing.assert_close(out[0], expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out[1:], logits[records[1]["ids"]], atol=1e-4, rtol=1e-4)
