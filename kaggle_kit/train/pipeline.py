@@ -157,7 +157,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
     log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% cut at --max-len %d%s", comp.name,
              len(train_df), cfg.folds, np.median(lengths), 100 * n_cut / len(ids), cfg.max_len,
              f" (keeping their last {cfg.tail_tokens} tokens)" if cfg.tail_tokens and n_cut else "")
-    if (cfg.pooling == "last-token" and not cfg.tail_tokens and n_cut
+    if (cfg.pooling == "last-token" and not cfg.tail_tokens and n_cut and cfg.head != "label-tokens"
             and getattr(tokenizer, "truncation_side", "right") == "right"):
         log.warning("WARNING: %d inputs are cut at --max-len %d and last-token pooling reads their last token, "
                     "which is then mid-text, not the prompt's end: --tail-tokens N keeps each input's last N "

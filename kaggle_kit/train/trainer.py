@@ -25,6 +25,7 @@ from kaggle_kit.models.lora import AdapterSpec, quantization_config, trainable_s
 from kaggle_kit.models.model import (
     KitModel,
     build_model,
+    label_tokens_of,
     freeze_bottom,
     llrd_param_groups,
     reinit_top_layers,
