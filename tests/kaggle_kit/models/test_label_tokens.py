@@ -65,6 +65,11 @@ def test_output_is_the_lm_logits_of_the_label_tokens_at_the_last_real_position(c
         for row, x in enumerate(ids):
             expected = causal(torch.tensor([x])).logits[0, -1, records[0]["ids"]]
             torch.testing.assert_close(out[row], expected, atol=1e-4, rtol=1e-4)
+        # left padding: the last real token is the last position
+        left = torch.tensor([[0] * (width - len(x)) + x for x in ids])
+        left_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        expected = causal(left, attention_mask=left_mask).logits[:, -1][:, records[0]["ids"]]
+        torch.testing.assert_close(model(left, left_mask), expected, atol=1e-4, rtol=1e-4)
         # another row of the LM head does not matter; a label row does
         model.fc.label_rows[1] += 1.0
         changed = model(right, right_mask)
