@@ -113,7 +113,7 @@ class TrainConfig(BaseModel):
                                    "the prompt ends with --label-cue and each output is the LM head's logits of "
                                    "one label word per class or score level at the last real token (their rows "
                                    "train; a score is the expected value over its levels).")
-    label_cue: str = setting("\nAnswer:", "With --head label-tokens: the answer cue appended to every input; the "
+    label_cue: str = setting(" Answer:", "With --head label-tokens: the answer cue appended to every input; the "
                                           "label word is its next token.", metavar="TEXT")
     label_tokens: list[dict[str, Any]] | None = setting(None, "With --head label-tokens: per target, its label "
                                                               "words, their token ids (resolved at training) and "

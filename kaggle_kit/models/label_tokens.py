@@ -105,8 +105,9 @@ def pretrained_lm_rows(backbone: nn.Module, model_path: Path | None, ids: Sequen
 class LabelTokenHead(nn.Module):
     """hidden (n, d) -> one output per regression/binary target, K per multiclass target, from the label rows."""
 
-    def __init__(self, hidden: int, records: Sequence[dict[str, Any]]):
+    def __init__(self, hidden: int, records: Sequence[dict[str, Any]], softcap: float | None = None):
         super().__init__()
+        self.softcap = softcap  # Gemma-2's final_logit_softcapping: cap * tanh(logit / cap), as its LM head does
         self.records = [dict(r) for r in records]
         self.ids = [i for r in self.records for i in r["ids"]]
         self.label_rows = nn.Parameter(torch.zeros(len(self.ids), hidden))
@@ -121,6 +122,8 @@ class LabelTokenHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         logits = features @ self.label_rows.to(features.dtype).T
+        if self.softcap:
+            logits = self.softcap * torch.tanh(logits.float() / self.softcap)
         parts = []
         for i, (r, span) in enumerate(zip(self.records, self.spans, strict=True)):
             block = logits[:, span].float()

@@ -111,7 +111,8 @@ class KitModel(nn.Module):
         if label_tokens is not None:  # the LM head's rows of the label words (models/label_tokens.py)
             from kaggle_kit.models.label_tokens import LabelTokenHead
 
-            self.fc = LabelTokenHead(self.pooling.out_dim, label_tokens)
+            self.fc = LabelTokenHead(self.pooling.out_dim, label_tokens,
+                                     getattr(backbone.config, "final_logit_softcapping", None))
             if self.fc.out_features != n_outputs:
                 raise KitError(f"label tokens give {self.fc.out_features} outputs, the targets {n_outputs}")
         else:

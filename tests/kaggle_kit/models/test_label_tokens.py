@@ -37,10 +37,10 @@ def _head_model(folder, records, n_outputs):
 
 def test_resolved_ids_are_the_token_after_the_cue(causal_llama):
     _, _, tokenizer = causal_llama
-    (record,) = resolve_label_tokens(tokenizer, [CLASSES], "\nAnswer:")
+    (record,) = resolve_label_tokens(tokenizer, [CLASSES], " Answer:")
     for word, token in zip(record["words"], record["ids"], strict=True):
-        assert tokenizer(f"\nAnswer: {word}", add_special_tokens=False)["input_ids"][2] == token
-    (score,) = resolve_label_tokens(tokenizer, [SCORE], "\nAnswer:")
+        assert tokenizer(f" Answer: {word}", add_special_tokens=False)["input_ids"][2] == token
+    (score,) = resolve_label_tokens(tokenizer, [SCORE], " Answer:")
     assert score["words"] == ["1", "2", "3", "4", "5"] and score["values"] == [1.0, 1.5, 2.0, 2.5, 3.0]
     assert len(set(score["ids"])) == 5
 
@@ -49,14 +49,14 @@ def test_labels_sharing_a_first_token_are_refused(causal_llama):
     _, _, tokenizer = causal_llama
     clash = Target("label", kind="multiclass", classes=("effective one", "effective two"))
     with pytest.raises(KitError, match="start with the same token"):
-        resolve_label_tokens(tokenizer, [clash], "\nAnswer:")
+        resolve_label_tokens(tokenizer, [clash], " Answer:")
 
 
 def test_output_is_the_lm_logits_of_the_label_tokens_at_the_last_real_position(causal_llama):
     folder, causal, tokenizer = causal_llama
-    records = resolve_label_tokens(tokenizer, [CLASSES], "\nAnswer:")
+    records = resolve_label_tokens(tokenizer, [CLASSES], " Answer:")
     model = _head_model(folder, records, 3)
-    ids = [tokenizer("short text\nAnswer:")["input_ids"], tokenizer("a much longer text here\nAnswer:")["input_ids"]]
+    ids = [tokenizer("short text Answer:")["input_ids"], tokenizer("a much longer text here Answer:")["input_ids"]]
     width = max(map(len, ids))
     right = torch.tensor([x + [0] * (width - len(x)) for x in ids])
     right_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
@@ -78,12 +78,33 @@ def test_output_is_the_lm_logits_of_the_label_tokens_at_the_last_real_position(c
 
 def test_a_score_is_the_expected_level(causal_llama):
     folder, causal, tokenizer = causal_llama
-    records = resolve_label_tokens(tokenizer, [SCORE, CLASSES], "\nAnswer:")
+    records = resolve_label_tokens(tokenizer, [SCORE, CLASSES], " Answer:")
     model = _head_model(folder, records, 4)
-    x = tokenizer("some essay\nAnswer:")["input_ids"]
+    x = tokenizer("some essay Answer:")["input_ids"]
     with torch.no_grad():
         out = model(torch.tensor([x]), torch.ones(1, len(x), dtype=torch.long))[0]
         logits = causal(torch.tensor([x])).logits[0, -1]
     expected = torch.softmax(logits[records[0]["ids"]], -1) @ torch.tensor(records[0]["values"])
     torch.testing.assert_close(out[0], expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out[1:], logits[records[1]["ids"]], atol=1e-4, rtol=1e-4)
+
+
+def test_gemma2_logit_softcap_applies_as_in_its_lm_head(tmp_path):
+    from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM
+
+    from kaggle_kit.models.model import default_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    config = Gemma2Config(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8,
+                          sliding_window=64, final_logit_softcapping=0.5)  # a small cap: it bends every logit
+    torch.manual_seed(0)
+    causal = Gemma2ForCausalLM(config).eval()
+    causal.save_pretrained(str(tmp_path))
+    records = resolve_label_tokens(tokenizer, [CLASSES], " Answer:")
+    model = _head_model(tmp_path, records, 3)
+    x = tokenizer("an element Answer:")["input_ids"]
+    with torch.no_grad():
+        out = model(torch.tensor([x]), torch.ones(1, len(x), dtype=torch.long))[0]
+        expected = causal(torch.tensor([x])).logits[0, -1, records[0]["ids"]]
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)

@@ -49,9 +49,9 @@ def test_label_token_run_ships_label_rows_and_predicts_its_oof(competition, fami
         (test_dir / "test").symlink_to(data / "train")
     columns = [c for t in comp.schema.targets for c in t.submission_columns]
 
-    def predict(name):
+    def predict(name, *flags):
         code, _, err = run_kit(capsys, "predict", competition, "--run", run, "--input", test_dir / "test.csv",
-                               "--output", tmp_path / name)
+                               "--output", tmp_path / name, *flags)
         assert code == 0, err
         sub = pd.read_csv(tmp_path / name, dtype={comp.schema.id_column: str}).set_index(comp.schema.id_column)
         return sub.loc[rows[comp.schema.id_column], columns].to_numpy()
@@ -61,6 +61,7 @@ def test_label_token_run_ships_label_rows_and_predicts_its_oof(competition, fami
     first = predict("sub.csv")
     np.testing.assert_allclose(first, oof.loc[rows[comp.schema.id_column], columns].to_numpy(),
                                atol=same_weights_atol())
+    np.testing.assert_allclose(predict("merged.csv", "--merge"), first, atol=1e-4)  # adapters folded in
     # the trained label rows are what predicts: zeroed in the file, every row's prediction moves
     state["fc.label_rows"].zero_()
     save_file(state, str(run / "fold0.safetensors"))
