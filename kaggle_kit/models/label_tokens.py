@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,14 @@ def default_label_words(target: Target) -> list[str]:
     return [str(i + 1) for i in range(len(grid))]
 
 
-def resolve_label_tokens(tokenizer, targets: Sequence[Target], cue: str) -> list[dict[str, Any]]:
-    """Per target its label words and their first token as it follows the cue; refused when two share one."""
+def resolve_label_tokens(tokenizer, targets: Sequence[Target], cue: str,
+                         declared: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
+    """Per target its label words (the plugin's `label_words`, else the defaults) and their first token as it
+    follows the cue; refused when two share one."""
     cue_ids = tokenizer(cue, add_special_tokens=False)["input_ids"]
     records = []
     for target in targets:
-        words = default_label_words(target)
+        words = list((declared or {}).get(target.name) or default_label_words(target))
         ids = []
         for word in words:
             full = tokenizer(f"{cue} {word}", add_special_tokens=False)["input_ids"]

@@ -108,3 +108,20 @@ def test_gemma2_logit_softcap_applies_as_in_its_lm_head(tmp_path):
         out = model(torch.tensor([x]), torch.ones(1, len(x), dtype=torch.long))[0]
         expected = causal(torch.tensor([x])).logits[0, -1, records[0]["ids"]]
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_plugin_declares_its_label_words(causal_llama):
+    import dataclasses
+
+    from kaggle_kit.registry import get_competition
+
+    _, _, tokenizer = causal_llama
+    fbe = dataclasses.replace(get_competition("fbe"),
+                              label_words={"discourse_effectiveness": ("bad", "okay", "good")})
+    (record,) = resolve_label_tokens(tokenizer, fbe.schema.targets, " Answer:", fbe.label_words)
+    assert record["words"] == ["bad", "okay", "good"]
+    assert record["ids"] == [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("bad", "okay", "good")]
+    with pytest.raises(ValueError, match="must be a tuple of 3 different words"):
+        dataclasses.replace(fbe, label_words={"discourse_effectiveness": ("bad", "good")})
+    with pytest.raises(ValueError, match="is not a target"):
+        dataclasses.replace(fbe, label_words={"nope": ("a", "b", "c")})
