@@ -25,8 +25,8 @@ from kaggle_kit.models.lora import AdapterSpec, quantization_config, trainable_s
 from kaggle_kit.models.model import (
     KitModel,
     build_model,
-    label_tokens_of,
     freeze_bottom,
+    label_tokens_of,
     llrd_param_groups,
     reinit_top_layers,
     window_of,
