@@ -164,12 +164,18 @@ class TrainConfig(BaseModel):
                                    gt=0)
     pseudo_stage: PseudoStage = setting("mix", "mix: pseudo batches shuffled among the labelled ones; pretrain: one "
                                                "pass over the pseudo rows first, then the labelled epochs.")
-    distill: str | None = setting(None, "A teacher's OOF predictions (a run's oof.csv, or any CSV of the id "
-                                        "column and one prediction per target): each training row's target "
-                                        "becomes (1 - w) x label + w x the teacher's prediction (regression "
-                                        "targets; rows without one keep their label).", metavar="OOF_FILE")
-    distill_weight: float = setting(0.5, "w of --distill: how much of the target is the teacher's prediction.",
+    distill: str | None = setting(None, "Teachers' OOF predictions: a run folder or an OOF file (a run's oof.csv, or "
+                                        "any CSV of the id column and one prediction per output column), several "
+                                        "comma-separated (averaged: an ensemble teacher). Regression/binary "
+                                        "targets: each training row's target becomes (1 - w) x label + w x the "
+                                        "teacher's prediction. Multi-class targets (a linear or label-token head): "
+                                        "the loss becomes (1 - w) x cross-entropy + w x T^2 x KL(teacher || "
+                                        "student) at temperature T. Rows without a teacher prediction keep their "
+                                        "label.", metavar="TEACHERS")
+    distill_weight: float = setting(0.5, "w of --distill: how much of the target (or loss) is the teacher's.",
                                     gt=0, le=1)
+    distill_temperature: float = setting(2.0, "T of --distill for multi-class targets: both distributions are "
+                                              "softened by T before the KL term.", gt=0)
     input_format: str | None = setting(None, "How a row becomes model input [default: the competition's first].",
                                        metavar="NAME")
     window_len: int | None = setting(None, "Sliding windows: inputs longer than this many tokens are cut into "

@@ -40,7 +40,7 @@ from kaggle_kit.tasks.targets import prior_prediction
 from kaggle_kit.train import distributed
 from kaggle_kit.train.distributed import SINGLE, Dist
 from kaggle_kit.train.preflight import assign_folds, check_devices, check_output_folder, resolved_config
-from kaggle_kit.train.pseudo import PseudoRows, distilled_targets, load_pseudo
+from kaggle_kit.train.pseudo import PseudoRows, distilled_targets, load_pseudo, teacher_files
 from kaggle_kit.train.session_limit import SessionLimit
 from kaggle_kit.train.trainer import FoldData, FoldTrainer, save_fold_outcome
 
@@ -256,7 +256,8 @@ def _write_run_setup(cfg: TrainConfig, run: RunDir, prep: Prepared) -> None:
     write_json(run.config, cfg.to_dict())
     data_files = {"train.csv": prep.data_dir / "train.csv", **prep.files,
                   **({"pseudo": Path(cfg.pseudo)} if cfg.pseudo else {}),
-                  **({"distill": Path(cfg.distill)} if cfg.distill else {})}
+                  **{"distill" if i == 0 else f"distill{i}": path
+                     for i, path in enumerate(teacher_files(cfg.distill) if cfg.distill else [])}}
     manifest = new_manifest(cfg, data_files, describe(prep.device), prep.model_path, prep.data.record())
     manifest.update(world_size=cfg.world_size, effective_batch_size=cfg.effective_batch_size,
                     fold_workers=cfg.fold_workers)
