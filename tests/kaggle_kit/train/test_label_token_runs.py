@@ -75,3 +75,20 @@ def test_label_tokens_refused_for_an_encoder(tiny_bert, ell_small_dir, tmp_path,
     code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--head",
                            "label-tokens", "--folds", "2", "--epochs", "1", "--out", tmp_path / "run")
     assert_one_line_error(code, err, "--head label-tokens", "not a decoder")
+
+
+def test_a_label_token_run_blends_with_a_linear_run(ell_tiny_run, ell_small_dir, tiny_llama, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ("train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--lora-r", "4", "--head", "label-tokens",
+            "--folds", "2", "--epochs", "1", "--max-len", "32", "--lr", "1e-3", "--threads", "1", "--out", run)
+    code, _, err = run_kit(capsys, *args)
+    assert code == 0, err
+
+    blend = tmp_path / "blend.json"
+    code, _, err = run_kit(capsys, "ensemble", "ell", "--run", ell_tiny_run, "--run", run, "--out", blend,
+                           "--max-steps", "4")
+    assert code == 0, err
+    code, _, err = run_kit(capsys, "predict", "ell", "--input", ell_small_dir / "test.csv", "--ensemble", blend,
+                           "--output", tmp_path / "e.csv")
+    assert code == 0, err
+    assert np.isfinite(pd.read_csv(tmp_path / "e.csv").drop(columns="text_id").to_numpy()).all()
