@@ -92,3 +92,12 @@ def test_a_label_token_run_blends_with_a_linear_run(ell_tiny_run, ell_small_dir,
                            "--output", tmp_path / "e.csv")
     assert code == 0, err
     assert np.isfinite(pd.read_csv(tmp_path / "e.csv").drop(columns="text_id").to_numpy()).all()
+
+
+def test_label_tokens_refuse_another_pooling_and_the_frozen_mode(tiny_llama, ell_small_dir, tmp_path, capsys):
+    base = ("train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--head", "label-tokens", "--folds", "2")
+    code, _, err = run_kit(capsys, *base, "--pooling", "mean", "--out", tmp_path / "a")
+    assert_one_line_error(code, err, "--pooling mean", "last real token")
+    code, _, err = run_kit(capsys, *base, "--mode", "frozen", "--out", tmp_path / "b")
+    assert_one_line_error(code, err, "--mode frozen")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
