@@ -174,11 +174,26 @@ def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: Trai
     `cut` receives per row whether --max-len cut it."""
     ctx = input_context(comp, tokenizer, cfg, data_dir, files, split)
     texts, tail = comp.build_inputs(df, ctx), cfg.tail_tokens
-    if cfg.head == "label-tokens":  # the answer cue ends every prompt, and a cut input keeps it
-        texts = [text + cfg.label_cue for text in texts]
-        cue = len(tokenizer(cfg.label_cue, add_special_tokens=False)["input_ids"])
-        tail = min(max(tail, cue + 2), cfg.max_len - 1)
-    return tokenize(tokenizer, texts, cfg.max_len, tail_tokens=tail, cut=cut)
+    if cfg.head != "label-tokens":
+        return tokenize(tokenizer, texts, cfg.max_len, tail_tokens=tail, cut=cut)
+    # the answer cue ends every prompt, a cut input keeps it, and a closing token the tokenizer appends ([SEP], an
+    # end-of-sequence) is dropped: the label word is read right after the cue
+    texts = [text + cfg.label_cue for text in texts]
+    cue = len(tokenizer(cfg.label_cue, add_special_tokens=False)["input_ids"])
+    closing = appended_suffix(tokenizer)
+    ids = tokenize(tokenizer, texts, cfg.max_len, tail_tokens=min(max(tail, cue + len(closing) + 1), cfg.max_len - 1),
+                   cut=cut)
+    return [x[:len(x) - len(closing)] if closing and x[len(x) - len(closing):] == closing else x for x in ids]
+
+
+def appended_suffix(tokenizer) -> list[int]:
+    """The special tokens the tokenizer appends after a text ([SEP] for BERT's, none for most decoders')."""
+    plain = tokenizer("label", add_special_tokens=False)["input_ids"]
+    full = tokenizer("label")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[start + len(plain):]
+    return []
 
 
 def input_context(comp: Competition, tokenizer, cfg: TrainConfig, data_dir: Path | None, files: dict[str, Path],

@@ -125,3 +125,20 @@ def test_a_plugin_declares_its_label_words(causal_llama):
         dataclasses.replace(fbe, label_words={"discourse_effectiveness": ("bad", "good")})
     with pytest.raises(ValueError, match="is not a target"):
         dataclasses.replace(fbe, label_words={"nope": ("a", "b", "c")})
+
+
+def test_every_prompt_ends_with_the_cue_even_when_cut(causal_llama):
+    import pandas as pd
+
+    from kaggle_kit.config import TrainConfig
+    from kaggle_kit.predict.inference import build_model_inputs
+    from kaggle_kit.registry import get_competition
+
+    _, _, tokenizer = causal_llama
+    comp = get_competition("ell")
+    df = pd.DataFrame({"text_id": ["a", "b"], "full_text": ["short essay.", "a long essay " * 40]})
+    cfg = TrainConfig(head="label-tokens", max_len=16)
+    ids = build_model_inputs(comp, df, tokenizer, cfg, None, {})
+    cue = tokenizer(cfg.label_cue, add_special_tokens=False)["input_ids"]
+    assert all(x[-len(cue):] == cue for x in ids) and len(ids[1]) <= 16
+    assert ids[0][0] == tokenizer.cls_token_id  # the opening special token stays; the closing [SEP] is dropped
