@@ -223,6 +223,9 @@ class Competition:
     # None = the training labels' mean / class prior; a number or one per prediction column; or a callable
     # (labels, targets) -> values. Recorded in each run's fallback.json (kaggle_kit/predict/fallback.py).
     fallback: Fallback | None = None
+    # With --head label-tokens: the label word of each class or score level (in classes / grid order) per target
+    # name, for targets whose class names or level numbers 1..N are not the words a prompt's answer would use.
+    label_words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._check_fields()
@@ -267,6 +270,7 @@ class Competition:
             raise bad("input_formats", self.input_formats, "must be a non-empty tuple of names, e.g. ('essay',) "
                                                            "(the first is the default --input-format)")
         self._check_losses(bad)
+        self._check_label_words(bad)
         if not isinstance(self.presets, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, Mapping) for k, v in self.presets.items()):
             raise bad("presets", self.presets, "must map preset names to settings, e.g. {'quick': {'max_len': 256}}")
@@ -277,6 +281,21 @@ class Competition:
             value = getattr(self, field_name)
             if not isinstance(value, tuple) or not all(isinstance(v, kind) for v in value):
                 raise bad(field_name, value, f"must be a tuple of {kind.__name__}(...)")
+
+    def _check_label_words(self, bad: Callable[[str, Any, str], ValueError]) -> None:
+        if not isinstance(self.label_words, Mapping):
+            raise bad("label_words", self.label_words, "must map target names to label words")
+        targets = {t.name: t for t in self.schema.targets}
+        for name, words in self.label_words.items():
+            if name not in targets:
+                raise bad("label_words", name, f"is not a target (targets: {', '.join(targets)})")
+            target = targets[name]
+            levels = target.grid()
+            count = len(levels) if levels is not None else None
+            if (not isinstance(words, tuple) or not all(isinstance(w, str) and w.strip() for w in words)
+                    or len(words) != count or len(set(words)) != len(words)):
+                raise bad(f"label_words[{name!r}]", words, f"must be a tuple of {count} different words, one per "
+                                                           f"{'class' if target.kind != 'regression' else 'level'}")
 
     def _check_losses(self, bad: Callable[[str, Any, str], ValueError]) -> None:
         if not isinstance(self.losses, Mapping) or not all(isinstance(k, str) and k for k in self.losses):

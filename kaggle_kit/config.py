@@ -31,6 +31,7 @@ Pooling = Literal["mean", "max", "min", "cls", "last-token", "attention", "gem",
                   "concat-last4"]
 Tracker = Literal["mlflow", "wandb", "tensorboard"]
 PseudoStage = Literal["mix", "pretrain"]
+Head = Literal["linear", "label-tokens"]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 
@@ -108,6 +109,15 @@ class TrainConfig(BaseModel):
     warmup: float = setting(0.1, "Warmup as a fraction of all optimizer steps.", ge=0, lt=1)
     pooling: Pooling = setting("mean", "How token states become one vector per input.")
     pooling_layers: int = setting(4, "Layers used by weighted-layer / concat-last4 pooling.", ge=1)
+    head: Head = setting("linear", "linear: a fresh output layer on the pooled state. label-tokens (decoders): "
+                                   "the prompt ends with --label-cue and each output is the LM head's logits of "
+                                   "one label word per class or score level at the last real token (their rows "
+                                   "train; a score is the expected value over its levels).")
+    label_cue: str = setting(" Answer:", "With --head label-tokens: the answer cue appended to every input; the "
+                                          "label word is its next token.", metavar="TEXT")
+    label_tokens: list[dict[str, Any]] | None = setting(None, "With --head label-tokens: per target, its label "
+                                                              "words, their token ids (resolved at training) and "
+                                                              "a score's level values.", flag=False)
     loss: str | None = setting(None, "Training loss: rmse, mse, smoothl1, bce, pearson, cross-entropy, or one "
                                      "the competition declares [default: the competition's].", metavar="NAME")
     reinit_layers: int = setting(0, "Re-initialise the top N encoder layers before training (their pretraining "
@@ -154,12 +164,18 @@ class TrainConfig(BaseModel):
                                    gt=0)
     pseudo_stage: PseudoStage = setting("mix", "mix: pseudo batches shuffled among the labelled ones; pretrain: one "
                                                "pass over the pseudo rows first, then the labelled epochs.")
-    distill: str | None = setting(None, "A teacher's OOF predictions (a run's oof.csv, or any CSV of the id "
-                                        "column and one prediction per target): each training row's target "
-                                        "becomes (1 - w) x label + w x the teacher's prediction (regression "
-                                        "targets; rows without one keep their label).", metavar="OOF_FILE")
-    distill_weight: float = setting(0.5, "w of --distill: how much of the target is the teacher's prediction.",
+    distill: str | None = setting(None, "Teachers' OOF predictions: a run folder or an OOF file (a run's oof.csv, or "
+                                        "any CSV of the id column and one prediction per output column), several "
+                                        "comma-separated (averaged: an ensemble teacher). Regression/binary "
+                                        "targets: each training row's target becomes (1 - w) x label + w x the "
+                                        "teacher's prediction. Multi-class targets (a linear or label-token head): "
+                                        "the loss becomes (1 - w) x cross-entropy + w x T^2 x KL(teacher || "
+                                        "student) at temperature T. Rows without a teacher prediction keep their "
+                                        "label.", metavar="TEACHERS")
+    distill_weight: float = setting(0.5, "w of --distill: how much of the target (or loss) is the teacher's.",
                                     gt=0, le=1)
+    distill_temperature: float = setting(2.0, "T of --distill for multi-class targets: both distributions are "
+                                              "softened by T before the KL term.", gt=0)
     input_format: str | None = setting(None, "How a row becomes model input [default: the competition's first].",
                                        metavar="NAME")
     window_len: int | None = setting(None, "Sliding windows: inputs longer than this many tokens are cut into "
@@ -235,6 +251,9 @@ class TrainConfig(BaseModel):
         if self.window_stride is not None and self.window_len is not None and self.window_stride > self.window_len:
             raise ValueError(f"--window-stride {self.window_stride}: above --window-len {self.window_len}, tokens "
                              f"between windows would never be seen")
+        if self.head == "label-tokens" and self.mode == "frozen":
+            raise ValueError("--head label-tokens with --mode frozen: the frozen mode fits a ridge output layer; "
+                             "use --mode finetune (with --lora-r for a big decoder)")
         if self.tail_tokens >= self.max_len:
             raise ValueError(f"--tail-tokens {self.tail_tokens}: must be below --max-len {self.max_len} (the input's "
                              f"start, with its first special token, needs room too)")

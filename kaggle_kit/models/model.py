@@ -99,7 +99,8 @@ class KitModel(nn.Module):
     """An encoder with a pooling head and one linear output per target."""
 
     def __init__(self, backbone: nn.Module, pooling: str, n_outputs: int, pooling_layers: int = 4,
-                 head_dropout: float = 0.0, window: tuple[int, int] | None = None):
+                 head_dropout: float = 0.0, window: tuple[int, int] | None = None,
+                 label_tokens: list[dict] | None = None):
         super().__init__()
         self.backbone = backbone
         self.window = window  # (length, stride): inputs longer than `length` run as sliding windows
@@ -107,12 +108,22 @@ class KitModel(nn.Module):
         n_layers = min(pooling_layers, getattr(backbone.config, "num_hidden_layers", pooling_layers))
         self.pooling = build_pooling(pooling, hidden, n_layers)
         self.dropout = nn.Dropout(head_dropout)
-        self.fc = nn.Linear(self.pooling.out_dim, n_outputs)
+        if label_tokens is not None:  # the LM head's rows of the label words (models/label_tokens.py)
+            from kaggle_kit.models.label_tokens import LabelTokenHead
+
+            self.fc = LabelTokenHead(self.pooling.out_dim, label_tokens,
+                                     getattr(backbone.config, "final_logit_softcapping", None))
+            if self.fc.out_features != n_outputs:
+                raise KitError(f"label tokens give {self.fc.out_features} outputs, the targets {n_outputs}")
+        else:
+            self.fc = nn.Linear(self.pooling.out_dim, n_outputs)
         std = getattr(backbone.config, "initializer_range", 0.02)
         for module in [self.fc, *self.pooling.modules()]:
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=std)
                 nn.init.zeros_(module.bias)
+        if label_tokens is not None:
+            nn.init.normal_(self.fc.label_rows, std=std)  # a random model's rows; a checkpoint's replace them
 
     def enable_checkpointing(self) -> None:
         """Recompute activations in backward: less memory for longer inputs or bigger batches."""
@@ -135,7 +146,10 @@ class KitModel(nn.Module):
         return self.to(device)
 
     def init_output_bias(self, values: torch.Tensor) -> None:
-        """Start from the training mean (or its logit): the head need not learn the offset first."""
+        """Start from the training mean (or its logit): the head need not learn the offset first. A label-token
+        head has no bias: it starts from the pretrained LM head's preferences."""
+        if not isinstance(self.fc, nn.Linear):
+            return
         with torch.no_grad():
             self.fc.bias.copy_(values.to(self.fc.bias.dtype))
 
@@ -183,21 +197,34 @@ class KitModel(nn.Module):
 def build_model(config, n_outputs: int, pooling: str, pooling_layers: int = 4, head_dropout: float = 0.0,
                 weights_from: Path | None = None, dtype: torch.dtype = torch.float32, quantization=None,
                 adapters=None, device: torch.device | None = None, device_map: str | dict | None = None,
-                trainable: bool = True, window: tuple[int, int] | None = None, empty: bool = False) -> KitModel:
+                trainable: bool = True, window: tuple[int, int] | None = None, empty: bool = False,
+                label_tokens: list[dict] | None = None) -> KitModel:
     """`weights_from` loads pretrained backbone weights; without it the backbone is random. `empty=True` puts every
     parameter on the meta device instead (no memory, no random initialisation): for a model whose weights are
     loaded next with `load_state_dict(..., assign=True)`.
 
     `adapters` (a models.lora.AdapterSpec) adds LoRA adapters and freezes the backbone's own weights; `dtype` and
     `quantization` say how those frozen weights are held; `trainable=False` (inference) skips peft's preparation of
-    a quantised base for training, which casts its embeddings and norms to fp32."""
+    a quantised base for training, which casts its embeddings and norms to fp32.
+
+    `label_tokens` (a run's recorded label_tokens) makes the output the LM head's logits of those tokens, their rows
+    copied from the pretrained LM head (models/label_tokens.py)."""
     with empty_parameters() if empty else contextlib.nullcontext():
         backbone = _build_backbone(config, None if empty else weights_from, dtype, quantization, device, device_map)
         if adapters is not None:
             from kaggle_kit.models.lora import add_adapters
 
             backbone = add_adapters(backbone, adapters, quantized=quantization is not None and trainable)
-        return KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout, window)
+        model = KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout, window, label_tokens)
+    if label_tokens is not None and not empty:
+        from kaggle_kit.models.label_tokens import pretrained_lm_rows
+
+        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+        rows = pretrained_lm_rows(base, weights_from, model.fc.ids)
+        if rows is not None:
+            with torch.no_grad():
+                model.fc.label_rows.copy_(rows)
+    return model
 
 
 @contextlib.contextmanager
@@ -227,6 +254,15 @@ def window_of(cfg) -> tuple[int, int] | None:
     if cfg.window_len is None or cfg.max_len <= cfg.window_len:
         return None
     return cfg.window_len, cfg.window_stride or max(1, cfg.window_len // 2)
+
+
+def label_tokens_of(cfg) -> list[dict] | None:
+    """A run's recorded label tokens when its head is label-tokens (resolved at training, never again)."""
+    if getattr(cfg, "head", "linear") != "label-tokens":
+        return None
+    if not cfg.label_tokens:
+        raise KitError("--head label-tokens: the run records no label_tokens in its run_config.json")
+    return cfg.label_tokens
 
 
 def find_encoder_layers(backbone: nn.Module) -> tuple[nn.Module | None, list[nn.Module]]:

@@ -23,7 +23,7 @@ from kaggle_kit.device import autocast, inference_dtype, pick_device
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
 from kaggle_kit.models.lora import AdapterSpec, merge_adapters, trainable_state
-from kaggle_kit.models.model import KitModel, build_model, load_backbone_config, window_of
+from kaggle_kit.models.model import KitModel, build_model, label_tokens_of, load_backbone_config, window_of
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.tasks.losses import apply_link, get_loss
 from kaggle_kit.tasks.metrics import predicted_labels
@@ -80,10 +80,11 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
         quantization, device_map = lora_placement(cfg, base, device, dtype)
         model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout,
                             weights_from=base, dtype=dtype, adapters=adapters, quantization=quantization,
-                            device=device, device_map=device_map, trainable=False, window=window_of(cfg))
+                            device=device, device_map=device_map, trainable=False, window=window_of(cfg),
+                            label_tokens=label_tokens_of(cfg))
     else:
         model = build_model(backbone_config, n_outputs, cfg.pooling, cfg.pooling_layers, cfg.head_dropout,
-                            window=window_of(cfg), empty=True)
+                            window=window_of(cfg), empty=True, label_tokens=label_tokens_of(cfg))
     try:
         if adapters is None:
             model.load_state_dict(load_file(str(path), device=str(device)), assign=True)
@@ -172,7 +173,27 @@ def build_model_inputs(comp: Competition, df: pd.DataFrame, tokenizer, cfg: Trai
     whether the rows are train.csv's or test.csv's (per-row files live in data_dir/train/ or data_dir/test/);
     `cut` receives per row whether --max-len cut it."""
     ctx = input_context(comp, tokenizer, cfg, data_dir, files, split)
-    return tokenize(tokenizer, comp.build_inputs(df, ctx), cfg.max_len, tail_tokens=cfg.tail_tokens, cut=cut)
+    texts, tail = comp.build_inputs(df, ctx), cfg.tail_tokens
+    if cfg.head != "label-tokens":
+        return tokenize(tokenizer, texts, cfg.max_len, tail_tokens=tail, cut=cut)
+    # the answer cue ends every prompt, a cut input keeps it, and a closing token the tokenizer appends ([SEP], an
+    # end-of-sequence) is dropped: the label word is read right after the cue
+    texts = [text + cfg.label_cue for text in texts]
+    cue = len(tokenizer(cfg.label_cue, add_special_tokens=False)["input_ids"])
+    closing = appended_suffix(tokenizer)
+    ids = tokenize(tokenizer, texts, cfg.max_len, tail_tokens=min(max(tail, cue + len(closing) + 1), cfg.max_len - 1),
+                   cut=cut)
+    return [x[:len(x) - len(closing)] if closing and x[len(x) - len(closing):] == closing else x for x in ids]
+
+
+def appended_suffix(tokenizer) -> list[int]:
+    """The special tokens the tokenizer appends after a text ([SEP] for BERT's, none for most decoders')."""
+    plain = tokenizer("label", add_special_tokens=False)["input_ids"]
+    full = tokenizer("label")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[start + len(plain):]
+    return []
 
 
 def input_context(comp: Competition, tokenizer, cfg: TrainConfig, data_dir: Path | None, files: dict[str, Path],

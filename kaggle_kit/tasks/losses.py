@@ -146,6 +146,39 @@ class TargetLoss(nn.Module):
         return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
+class DistillLoss(nn.Module):
+    """(1 - w) x the hard-label loss + w x T^2 x KL(teacher || student) per multi-class target, both softened by T
+    (Hinton et al.; T^2 keeps the soft term's gradients on the scale of the hard one's).
+
+    The target matrix holds the class indices (one column per target) and then the teachers' softened class
+    distributions (one column per output; NaN for rows no teacher predicted, which get the hard loss alone).
+    A batch with the class indices only (no teacher columns) gets the hard loss alone."""
+
+    def __init__(self, hard: TargetLoss, targets: Sequence[Target], temperature: float, weight: float):
+        super().__init__()
+        self.hard = hard
+        self.n_targets = len(targets)
+        self.slices = output_slices(targets)
+        self.temperature = temperature
+        self.weight = weight
+
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        hard = self.hard(out, target[:, :self.n_targets])
+        if target.shape[1] == self.n_targets:
+            return hard
+        soft = target[:, self.n_targets:]
+        taught = torch.isfinite(soft).all(dim=1)
+        if not taught.any():
+            return hard
+        terms = []
+        for columns in self.slices:
+            teacher = soft[taught][:, columns]
+            student = torch.log_softmax(out[taught][:, columns] / self.temperature, dim=-1)
+            terms.append((teacher * (torch.log(teacher.clamp(min=1e-12)) - student)).sum(dim=1).mean())
+        kl = torch.stack(terms).mean() * self.temperature**2 * taught.float().mean()
+        return (1 - self.weight) * hard + self.weight * kl
+
+
 def apply_link(spec: LossSpec, raw: torch.Tensor, targets: Sequence[Target]) -> torch.Tensor:
     """Raw model outputs -> predictions: the whole matrix at once, or each target's block (softmax per target)."""
     if not spec.per_target:

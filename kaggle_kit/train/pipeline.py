@@ -40,7 +40,7 @@ from kaggle_kit.tasks.targets import prior_prediction
 from kaggle_kit.train import distributed
 from kaggle_kit.train.distributed import SINGLE, Dist
 from kaggle_kit.train.preflight import assign_folds, check_devices, check_output_folder, resolved_config
-from kaggle_kit.train.pseudo import PseudoRows, distilled_targets, load_pseudo
+from kaggle_kit.train.pseudo import PseudoRows, distilled_targets, load_pseudo, teacher_files
 from kaggle_kit.train.session_limit import SessionLimit
 from kaggle_kit.train.trainer import FoldData, FoldTrainer, save_fold_outcome
 
@@ -145,6 +145,11 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
     tokenizer = load_tokenizer(model_path)
     if is_decoder(backbone_config):
         prepare_tokenizer(tokenizer, backbone_config)
+    if cfg.head == "label-tokens" and cfg.label_tokens is None:  # a resumed run keeps the ids it recorded
+        from kaggle_kit.models.label_tokens import resolve_label_tokens
+
+        cfg = cfg.model_copy(update={"label_tokens": resolve_label_tokens(tokenizer, comp.schema.targets,
+                                                                          cfg.label_cue, comp.label_words)})
     targets = comp.schema.target_names
     cut: list[bool] = []
     ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir, files, split="train", cut=cut)
@@ -152,7 +157,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
     log.info("%s: %d rows, %d folds, tokens per row median %d, %.0f%% cut at --max-len %d%s", comp.name,
              len(train_df), cfg.folds, np.median(lengths), 100 * n_cut / len(ids), cfg.max_len,
              f" (keeping their last {cfg.tail_tokens} tokens)" if cfg.tail_tokens and n_cut else "")
-    if (cfg.pooling == "last-token" and not cfg.tail_tokens and n_cut
+    if (cfg.pooling == "last-token" and not cfg.tail_tokens and n_cut and cfg.head != "label-tokens"
             and getattr(tokenizer, "truncation_side", "right") == "right"):
         log.warning("WARNING: %d inputs are cut at --max-len %d and last-token pooling reads their last token, "
                     "which is then mid-text, not the prompt's end: --tail-tokens N keeps each input's last N "
@@ -251,7 +256,8 @@ def _write_run_setup(cfg: TrainConfig, run: RunDir, prep: Prepared) -> None:
     write_json(run.config, cfg.to_dict())
     data_files = {"train.csv": prep.data_dir / "train.csv", **prep.files,
                   **({"pseudo": Path(cfg.pseudo)} if cfg.pseudo else {}),
-                  **({"distill": Path(cfg.distill)} if cfg.distill else {})}
+                  **{"distill" if i == 0 else f"distill{i}": path
+                     for i, path in enumerate(teacher_files(cfg.distill) if cfg.distill else [])}}
     manifest = new_manifest(cfg, data_files, describe(prep.device), prep.model_path, prep.data.record())
     manifest.update(world_size=cfg.world_size, effective_batch_size=cfg.effective_batch_size,
                     fold_workers=cfg.fold_workers)

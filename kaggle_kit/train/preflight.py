@@ -61,7 +61,15 @@ def decoder_settings(cfg: TrainConfig, backbone_config) -> dict:
     from kaggle_kit.models.decoder import is_decoder
 
     if not is_decoder(backbone_config):
+        if cfg.head == "label-tokens":
+            raise KitError(f"--head label-tokens: scores label words with a decoder's LM head, and "
+                           f"{backbone_config.model_type} is not a decoder LLM; use --head linear")
         return {}
+    if cfg.head == "label-tokens" and cfg.pooling != "last-token" and "pooling" in cfg.model_fields_set:
+        raise KitError(f"--head label-tokens with --pooling {cfg.pooling}: the label words' logits are read at the "
+                       f"last real token; drop --pooling (last-token)")
+    if cfg.head == "label-tokens":
+        return {"pooling": "last-token"}
     if "pooling" not in cfg.model_fields_set:
         return {"pooling": "last-token"}
     if cfg.pooling in ("cls", "concat-last4"):

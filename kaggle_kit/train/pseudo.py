@@ -137,28 +137,77 @@ def _check_teacher_folds(path: Path, row_ids: np.ndarray, folds: np.ndarray) -> 
                            f"validation labels. Train with the teacher's --folds, --fold-seed and data")
 
 
-def distilled_targets(comp: Competition, cfg: TrainConfig, train_df: pd.DataFrame, y: np.ndarray) -> np.ndarray:
-    """Training targets with the teacher's OOF mixed in: (1 - w) y + w teacher, for rows the teacher predicted."""
-    check_soft_targets(comp, "--distill")
-    path = Path(cfg.distill)
+def teacher_files(spec: str) -> list[Path]:
+    """--distill's teachers: each a run folder (its oof.csv) or an OOF file, comma-separated."""
+    files = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        path = Path(part)
+        if path.is_dir():
+            path = path / "oof.csv"
+        if not path.is_file():
+            raise KitError(f"--distill {part}: not an OOF file, nor a run folder with an oof.csv")
+        files.append(path)
+    if not files:
+        raise KitError("--distill: names no teacher (give run folders or OOF files, comma-separated)")
+    return files
+
+
+def _teacher_predictions(comp: Competition, path: Path) -> pd.DataFrame:
+    """One teacher's OOF predictions, one column per output column (a K-class target's K probabilities)."""
     df = read_csv(path)
     schema = comp.schema
-    missing = [c for c in (schema.id_column, *schema.target_names) if c not in df.columns]
+    columns = [c for t in schema.targets for c in t.output_columns]
+    missing = [c for c in (schema.id_column, *columns) if c not in df.columns]
     if missing:
         raise KitError(f"--distill {path}: missing column(s) {', '.join(map(repr, missing))} (expected an OOF "
-                       f"file: {schema.id_column} and one prediction per target)")
-    teacher = pd.DataFrame(np.stack([_numbers(df, t, path, schema.id_column) for t in schema.target_names], axis=1),
+                       f"file: {schema.id_column} and one prediction per output column)")
+    teacher = pd.DataFrame(np.stack([_numbers(df, c, path, schema.id_column) for c in columns], axis=1),
                            index=df[schema.id_column].astype(str))
     if teacher.index.duplicated().any():
         raise KitError(f"--distill {path}: id {teacher.index[teacher.index.duplicated()][0]!r} appears twice")
-    row_ids = train_df[schema.id_column].astype(str)
-    covered = row_ids.isin(teacher.index).to_numpy()
+    return teacher
+
+
+def distilled_targets(comp: Competition, cfg: TrainConfig, train_df: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+    """Training targets with the teachers' OOF (averaged over teachers) mixed in, for rows every teacher predicted.
+
+    Regression/binary targets: (1 - w) y + w teacher. Multi-class targets: y keeps the class indices and gains
+    one column per output, the teachers' class distribution softened by T (softmax(log p / T): the log of a
+    softmax probability is its logit up to a per-row constant, which a softmax ignores), NaN for rows without a
+    teacher; the trainer's DistillLoss mixes cross-entropy with the KL to it."""
+    multiclass = [t.name for t in comp.schema.targets if t.kind == "multiclass"]
+    if multiclass and len(multiclass) != len(comp.schema.targets):
+        raise KitError(f"--distill: {comp.name} mixes multi-class targets ({', '.join(multiclass)}) with others; "
+                       f"distillation takes either kind alone")
+    paths = teacher_files(cfg.distill)
+    teachers = [_teacher_predictions(comp, p) for p in paths]
+    shared = teachers[0].index
+    for teacher in teachers[1:]:
+        shared = shared.intersection(teacher.index)
+    row_ids = train_df[comp.schema.id_column].astype(str)
+    covered = row_ids.isin(shared).to_numpy()
+    named = ",".join(map(str, paths))
     if not covered.any():
-        raise KitError(f"--distill {path}: no id of the training data has a teacher prediction")
-    mixed = y.astype(np.float64).copy()
+        raise KitError(f"--distill {named}: no id of the training data has a prediction from every teacher")
+    mean = np.mean([t.loc[row_ids[covered]].to_numpy() for t in teachers], axis=0)
     w = cfg.distill_weight
-    mixed[covered] = (1 - w) * y[covered] + w * teacher.loc[row_ids[covered]].to_numpy()
+    if multiclass:
+        soft = np.full((len(y), mean.shape[1]), np.nan)
+        from kaggle_kit.tasks.targets import output_slices
+
+        for columns in output_slices(comp.schema.targets):
+            logits = np.log(np.clip(mean[:, columns], 1e-7, None)) / cfg.distill_temperature
+            logits -= logits.max(axis=1, keepdims=True)
+            soft[covered, columns] = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        log.info("--distill %s: %d of %d training rows learn (1 - %g) x cross-entropy + %g x T^2 x KL to the "
+                 "%d teacher(s)' class distribution at T = %g%s", named, int(covered.sum()), len(y), w, w,
+                 len(paths), cfg.distill_temperature, "" if covered.all() else " (the rest: cross-entropy alone)")
+        return np.concatenate([y.astype(np.float64), soft], axis=1).astype(np.float32)
+    mixed = y.astype(np.float64).copy()
+    mixed[covered] = (1 - w) * y[covered] + w * mean
     log.info("--distill %s: %d of %d training rows get (1 - %g) x label + %g x the teacher's OOF prediction%s",
-             path, int(covered.sum()), len(y), w, w,
+             named, int(covered.sum()), len(y), w, w,
              "" if covered.all() else " (the rest keep their label)")
     return mixed.astype(np.float32)

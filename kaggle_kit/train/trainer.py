@@ -26,6 +26,7 @@ from kaggle_kit.models.model import (
     KitModel,
     build_model,
     freeze_bottom,
+    label_tokens_of,
     llrd_param_groups,
     reinit_top_layers,
     window_of,
@@ -33,7 +34,7 @@ from kaggle_kit.models.model import (
 from kaggle_kit.predict.inference import infer
 from kaggle_kit.runs.folder import RunDir, weights_record
 from kaggle_kit.runs.monitor import NullMonitor
-from kaggle_kit.tasks.losses import TargetLoss, apply_link, get_loss, initial_bias
+from kaggle_kit.tasks.losses import DistillLoss, TargetLoss, apply_link, get_loss, initial_bias
 from kaggle_kit.train import distributed
 from kaggle_kit.train.adversarial import AWP, FGM
 from kaggle_kit.train.distributed import SINGLE, Dist, gradient_sync
@@ -175,7 +176,7 @@ class FoldTrainer:
         model = build_model(self.backbone_config, self.comp.n_outputs, cfg.pooling, cfg.pooling_layers,
                             cfg.head_dropout, weights_from=self.model_path, dtype=base_dtype,
                             quantization=self.quantization, adapters=self.adapters, device=self.device,
-                            window=window_of(cfg))
+                            window=window_of(cfg), label_tokens=label_tokens_of(cfg))
         model.init_output_bias(initial_bias(y_train, self.targets, self.loss_spec))
         reinit_top_layers(model, cfg.reinit_layers)
         freeze_bottom(model, cfg.freeze_embeddings, cfg.freeze_layers)
@@ -245,6 +246,8 @@ class FoldTrainer:
         scheduler = make_scheduler(optimizer, cfg.scheduler, int(cfg.warmup * total_steps), total_steps)
         scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         loss_fn = TargetLoss(self.loss_spec, self.targets).to(self.device)
+        if cfg.distill and any(t.kind == "multiclass" for t in self.targets):
+            loss_fn = DistillLoss(loss_fn, self.targets, cfg.distill_temperature, cfg.distill_weight)
         fgm = FGM(core, core.backbone.get_input_embeddings(), cfg.fgm_eps) if cfg.fgm_eps > 0 else None
         awp = AWP(core, cfg.awp_lr, cfg.awp_eps) if cfg.awp_lr > 0 else None
         ema = EMA(core, cfg.ema) if cfg.ema > 0 else None

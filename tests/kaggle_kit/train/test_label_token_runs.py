@@ -1,0 +1,103 @@
+"""--head label-tokens end to end on CPU: a LoRA decoder scores label words; the fold file holds adapters and the
+label rows only, and `kit predict` reproduces the OOF from them."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file, save_file
+
+from kaggle_kit.runs.folder import weights_record
+from tests.helpers import assert_one_line_error, run_kit, same_weights_atol
+
+pytest.importorskip("peft")
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("competition, family, data_fixture", [
+    ("ell", "tiny_llama", "ell_small_dir"),  # six ordinal scores, 1-5 in 0.5 steps: expected level
+    ("fbe", "tiny_qwen2", "fbe_small_dir"),  # three classes: class logits
+])
+def test_label_token_run_ships_label_rows_and_predicts_its_oof(competition, family, data_fixture, request, tmp_path,
+                                                               capsys):
+    from kaggle_kit.registry import get_competition
+
+    comp = get_competition(competition)
+    data = request.getfixturevalue(data_fixture)
+    base = request.getfixturevalue(family)
+    run = tmp_path / "run"
+    code, _, err = run_kit(capsys, "train", competition, "--data", data, "--model", base, "--lora-r", "8",
+                           "--head", "label-tokens", "--folds", "2", "--train-folds", "0", "--epochs", "1",
+                           "--max-len", "48", "--batch-size", "16", "--lr", "1e-3", "--threads", "1", "--out", run)
+    assert code == 0, err
+    recorded = json.loads((run / "run_config.json").read_text())
+    assert recorded["head"] == "label-tokens" and recorded["pooling"] == "last-token"
+    assert [r["target"] for r in recorded["label_tokens"]] == comp.schema.target_names
+    n_rows = sum(len(r["ids"]) for r in recorded["label_tokens"])
+    state = load_file(str(run / "fold0.safetensors"))
+    assert {k for k in state if "lora_" not in k} == {"fc.label_rows"}
+    assert state["fc.label_rows"].shape[0] == n_rows
+
+    folds = pd.read_csv(run / "folds.csv", dtype={comp.schema.id_column: str})
+    train = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
+    rows = train[train[comp.schema.id_column].isin(folds.loc[folds["fold"] == 0, comp.schema.id_column])]
+    test_dir = tmp_path / "fold0"
+    test_dir.mkdir()
+    rows[[comp.schema.id_column, *comp.schema.input_columns]].to_csv(test_dir / "test.csv", index=False)
+    if competition == "fbe":  # per-row essay files
+        (test_dir / "test").symlink_to(data / "train")
+    columns = [c for t in comp.schema.targets for c in t.submission_columns]
+
+    def predict(name, *flags):
+        code, _, err = run_kit(capsys, "predict", competition, "--run", run, "--input", test_dir / "test.csv",
+                               "--output", tmp_path / name, *flags)
+        assert code == 0, err
+        sub = pd.read_csv(tmp_path / name, dtype={comp.schema.id_column: str}).set_index(comp.schema.id_column)
+        return sub.loc[rows[comp.schema.id_column], columns].to_numpy()
+
+    (run / "postprocess.json").unlink(missing_ok=True)  # fbe's fitted temperature: predict as validation did
+    oof = pd.read_csv(run / "oof.csv", dtype={comp.schema.id_column: str}).set_index(comp.schema.id_column)
+    first = predict("sub.csv")
+    np.testing.assert_allclose(first, oof.loc[rows[comp.schema.id_column], columns].to_numpy(),
+                               atol=same_weights_atol())
+    np.testing.assert_allclose(predict("merged.csv", "--merge"), first, atol=1e-4)  # adapters folded in
+    # the trained label rows are what predicts: zeroed in the file, every row's prediction moves
+    state["fc.label_rows"].zero_()
+    save_file(state, str(run / "fold0.safetensors"))
+    result = json.loads((run / "folds" / "fold0.json").read_text())
+    result["weights"] = weights_record(run / "fold0.safetensors")  # an honest re-save, not a damaged file
+    (run / "folds" / "fold0.json").write_text(json.dumps(result))
+    assert not np.allclose(predict("zeroed.csv"), first, atol=1e-4)
+
+
+def test_label_tokens_refused_for_an_encoder(tiny_bert, ell_small_dir, tmp_path, capsys):
+    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--head",
+                           "label-tokens", "--folds", "2", "--epochs", "1", "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "--head label-tokens", "not a decoder")
+
+
+def test_a_label_token_run_blends_with_a_linear_run(ell_tiny_run, ell_small_dir, tiny_llama, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ("train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--lora-r", "4", "--head", "label-tokens",
+            "--folds", "2", "--epochs", "1", "--max-len", "32", "--lr", "1e-3", "--threads", "1", "--out", run)
+    code, _, err = run_kit(capsys, *args)
+    assert code == 0, err
+
+    blend = tmp_path / "blend.json"
+    code, _, err = run_kit(capsys, "ensemble", "ell", "--run", ell_tiny_run, "--run", run, "--out", blend,
+                           "--max-steps", "4")
+    assert code == 0, err
+    code, _, err = run_kit(capsys, "predict", "ell", "--input", ell_small_dir / "test.csv", "--ensemble", blend,
+                           "--output", tmp_path / "e.csv")
+    assert code == 0, err
+    assert np.isfinite(pd.read_csv(tmp_path / "e.csv").drop(columns="text_id").to_numpy()).all()
+
+
+def test_label_tokens_refuse_another_pooling_and_the_frozen_mode(tiny_llama, ell_small_dir, tmp_path, capsys):
+    base = ("train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--head", "label-tokens", "--folds", "2")
+    code, _, err = run_kit(capsys, *base, "--pooling", "mean", "--out", tmp_path / "a")
+    assert_one_line_error(code, err, "--pooling mean", "last real token")
+    code, _, err = run_kit(capsys, *base, "--mode", "frozen", "--out", tmp_path / "b")
+    assert_one_line_error(code, err, "--mode frozen")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
