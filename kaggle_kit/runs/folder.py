@@ -178,6 +178,9 @@ class RunDir:
     def load_manifest(self) -> dict[str, Any]:
         return read_json(self.manifest) if self.manifest.is_file() else {}
 
+    def is_complete(self) -> bool:
+        return self.load_manifest().get("status") == "complete"
+
     def data_source(self) -> dict[str, str]:
         """How the run found its data (manifest `data_source`: kind option/default/sample and the folder)."""
         return self.load_manifest().get("data_source") or {}
