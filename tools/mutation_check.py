@@ -211,7 +211,7 @@ BREAKS = [
     Break("data-parallel validation: every rank predicts rank 0's rows", "kaggle_kit/train/distributed.py",
           "return order[dist.rank::dist.world_size]", "return order[::dist.world_size]", (DISTRIBUTED,)),
     Break("--tail-tokens ignored when building a run's inputs (plain truncation)", "kaggle_kit/predict/inference.py",
-          "cfg.max_len, tail_tokens=cfg.tail_tokens, cut=cut)", "cfg.max_len, cut=cut)",
+          "cfg.max_len, tail_tokens=tail, cut=cut)", "cfg.max_len, cut=cut)",
           ("tests/kaggle_kit/data/test_batching.py",)),
     Break("predict_runs gives the deadline guard the total fold time, not the mean", "kaggle_kit/predict/inference.py",
           "fold_seconds = float(np.mean(list(report.seconds.values())))",
