@@ -227,10 +227,17 @@ def failing_rows(build: Callable[[pd.DataFrame], object], df: pd.DataFrame,
             found.update((int(r), message) for r in rows)
 
     rows = np.arange(len(df))
-    if len(rows):
-        first = error_of(rows)
-        if first is not None:
-            search(rows, first)
+    # rows that fail only together with others may still fail once the blamed rows are out: search what is left
+    # until it builds (or the probes run out and the rest is blamed)
+    while len(rows):
+        error = error_of(rows)
+        if error is None:
+            break
+        if probes >= max_probes:
+            found.update((int(r), error) for r in rows)
+            break
+        search(rows, error)
+        rows = np.array([r for r in rows if int(r) not in found], dtype=np.int64)
     return found
 
 
@@ -241,20 +248,38 @@ def unusable_rows(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path]
     from kaggle_kit.predict.inference import check_run_for, input_context, load_tokenizer, run_files
 
     bad = empty_text_rows(comp, df)
+    builders = []
     for path in run_paths:
-        rest = np.array([i for i in range(len(df)) if i not in bad], dtype=np.int64)
-        if not len(rest):
-            break
         run = RunDir(Path(path))
         cfg = check_run_for(comp, run)
         ctx = input_context(comp, load_tokenizer(run.tokenizer), cfg, data_dir, run_files(comp, run, cfg, data_dir))
-        failed = failing_rows(partial(_build, comp, ctx), df.iloc[rest].reset_index(drop=True))
-        bad.update((int(rest[i]), (NOT_BUILT, message)) for i, message in failed.items())
+        builders.append(partial(_build, comp, ctx))
+    # rows one run drops can change what another run builds (inputs that depend on other rows): repeat until every
+    # run builds the rows left
+    changed = True
+    while changed:
+        changed = False
+        for build in builders:
+            rest = np.array([i for i in range(len(df)) if i not in bad], dtype=np.int64)
+            if not len(rest):
+                return bad
+            failed = failing_rows(build, df.iloc[rest].reset_index(drop=True))
+            bad.update((int(rest[i]), (NOT_BUILT, message)) for i, message in failed.items())
+            changed = changed or bool(failed)
     return bad
 
 
 def _build(comp: Competition, ctx, rows: pd.DataFrame) -> list[str]:
-    return comp.build_inputs(rows, ctx)
+    """The plugin's inputs for `rows`; a result that is not one string per row (a NaN from an unknown key) is a
+    failure too, so the search can find the row instead of tokenising failing for all of them."""
+    texts = comp.build_inputs(rows, ctx)
+    if len(texts) != len(rows):
+        raise ValueError(f"the input builder returned {len(texts)} inputs for {len(rows)} rows")
+    wrong = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+    if wrong:
+        raise ValueError(f"the input builder returned {type(texts[wrong[0]]).__name__} {texts[wrong[0]]!r}, not "
+                         f"a text")
+    return texts
 
 
 def predict_with_fallback(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],

@@ -174,3 +174,30 @@ def test_when_every_row_is_unusable_every_row_gets_the_fallback(ell_tiny_run, mo
     fallback = json.loads((ell_tiny_run / "fallback.json").read_text())["prediction"]
     assert np.allclose(preds, [[fallback[t] for t in TARGETS]] * 2)
     assert rows.summary() == "2 of 2 test rows got the fallback prediction (2 empty text)"
+
+
+def test_rows_left_after_the_search_build_together():
+    """B fails alone, A and D only together: blaming B alone would leave rows that still fail as a whole."""
+    df = pd.DataFrame({"id": ["a", "b", "c", "d"], "context": ["A47"] * 4})
+
+    def builder(rows):
+        ids = set(rows["id"])
+        if "b" in ids or {"a", "d"} <= ids:
+            raise ValueError("cannot build")
+        return rows["context"].tolist()
+
+    found = fb.failing_rows(builder, df)
+    assert 1 in found
+    left = df.drop(index=list(found)).reset_index(drop=True)
+    builder(left)  # what is left builds
+
+
+def test_a_builder_result_that_is_not_one_text_per_row_is_a_failing_row(monkeypatch):
+    class Plugin:
+        @staticmethod
+        def build_inputs(rows, ctx):
+            return [float("nan") if c == "Z99" else c for c in rows["context"]]
+
+    df = pd.DataFrame({"id": ["a", "b", "c"], "context": ["A47", "Z99", "B01"]})
+    found = fb.failing_rows(lambda rows: fb._build(Plugin, None, rows), df)
+    assert list(found) == [1] and "not a text" in found[1]
