@@ -270,7 +270,9 @@ def check_runs(comp: Competition, run_paths: list[Path], weights: list | None,
             name += "-2"
         names.add(name)
         cv = read_json(run.cv) if run.cv.is_file() else None
-        if cv is not None and {f for f in run_folds if not run.is_full_train_fold(f)} != set(run.cv_folds()):
+        # cv.json holds the folds it was computed on: a resume that finished a fold but not the run leaves it stale
+        cv_folds = set(cv.get("folds_trained") or run.cv_folds()) if cv is not None else set()
+        if cv is not None and {f for f in run_folds if not run.is_full_train_fold(f)} != cv_folds:
             from kaggle_kit.train.pipeline import cv_on_folds
 
             cv = cv_on_folds(comp, run, run_folds)  # the CV these folds stand for, not the run's all-fold one
@@ -373,7 +375,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
         base["merge"] = True
     projected = projected_time(comp, runs, machine.name, assume_tflops, force, log)
     quantized = quantize_report(comp, runs, quantize, log) if quantize else None
-    slug = slug or f"{comp.name}-kit-{runs_digest(runs)[:10]}"
+    slug = slug or f"{slugify(comp.name)}-kit-{runs_digest(runs)[:10]}"
     owner = owner or kaggle_username()
     if not owner:
         raise KitError("--owner: no Kaggle username given and none found in KAGGLE_USERNAME or ~/.kaggle/kaggle.json")
