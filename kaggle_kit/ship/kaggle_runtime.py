@@ -288,8 +288,6 @@ def _predict_submission(dataset_dir: Path, competition_dir: Path, output_path: P
     problems = submission_problems(sub, sample, comp.schema.id_column)
     if problems:
         raise KitError(f"{output_path}: not a valid submission: {problems[0]}")
-    with atomic_path(output_path) as tmp:
-        sub.to_csv(tmp, index=False)
     summary = {
         "rows": len(sub),
         "folds_used": [f"{run}/fold{fold}" for run, fold in report.folds_used],
@@ -303,6 +301,9 @@ def _predict_submission(dataset_dir: Path, competition_dir: Path, output_path: P
         "failure": None,
         **_environment(),
     }
+    # the summary first: a failure after the submission is written would let the guard overwrite it with fallbacks
+    with atomic_path(output_path) as tmp:
+        sub.to_csv(tmp, index=False)
     _write_report(output_path, summary)
     skipped = f", skipped {len(report.folds_skipped)} fold(s) for time" if report.folds_skipped else ""
     print(f"wrote {output_path}: {len(sub)} rows from {len(report.folds_used)} fold(s){skipped}")
