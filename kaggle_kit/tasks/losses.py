@@ -151,8 +151,9 @@ class DistillLoss(nn.Module):
     (Hinton et al.; T^2 keeps the soft term's gradients on the scale of the hard one's).
 
     The target matrix holds the class indices (one column per target) and then the teachers' softened class
-    distributions (one column per output; NaN for rows no teacher predicted, which get the hard loss alone).
-    A batch with the class indices only (no teacher columns) gets the hard loss alone."""
+    distributions (one column per output; NaN for rows no teacher predicted, which add nothing to the KL term: it
+    is the taught rows' mean KL times their share of the batch, while the (1 - w) hard loss covers every row).
+    A batch with the class indices only (no teacher columns) gets the hard loss alone, unweighted."""
 
     def __init__(self, hard: TargetLoss, targets: Sequence[Target], temperature: float, weight: float):
         super().__init__()
