@@ -28,7 +28,7 @@ from kaggle_kit.remote.upload import Upload, build_upload
 from kaggle_kit.runs.folder import RunDir, default_run_path
 from kaggle_kit.ship.bundle import Downloader
 from kaggle_kit.ship.image import ImagePackages
-from kaggle_kit.ship.kaggle_metadata import KERNEL_METADATA, accelerator, validate_kernel_metadata
+from kaggle_kit.ship.kaggle_metadata import KERNEL_METADATA, accelerator, slugify, validate_kernel_metadata
 from kaggle_kit.ship.submit import (
     DATASET_DONE,
     DATASET_FAILED,
@@ -184,7 +184,7 @@ def push_training(comp: Competition, cfg: TrainConfig, client: Any, owner: str, 
         model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
         run_name = f"{default_run_path(Path(), comp.name, model_path).name}-remote"
         stamp = run_name[:15]  # the time, YYYYmmdd-HHMMSS
-        kernel_id = f"{owner}/{comp.name}-kit-train-{stamp}"
+        kernel_id = f"{owner}/{slugify(comp.name)}-kit-train-{stamp}"
     machine = accelerator(accelerator_name)
     upload = build_upload(comp, model_path, model_source, root / comp.name / "datasets", owner, image, downloader,
                           log, resume_run=run_path)

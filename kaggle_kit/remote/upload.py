@@ -34,7 +34,7 @@ from kaggle_kit.ship.bundle import (
     wheel_requirements,
 )
 from kaggle_kit.ship.image import ImagePackages, missing_from_image
-from kaggle_kit.ship.kaggle_metadata import DATASET_METADATA, validate_dataset_metadata
+from kaggle_kit.ship.kaggle_metadata import DATASET_METADATA, slugify, validate_dataset_metadata
 from kaggle_kit.ship.kaggle_runtime import MANIFEST_NAME
 
 WHEEL_EPOCH = 315532800  # 1980-01-01: the wheels' zip timestamps, fixed so the same code uploads the same bytes
@@ -91,8 +91,8 @@ def build_upload(comp: Competition, model_path: Path, model_source: str, out_roo
                  for p in sorted(staging.rglob("*")) if p.is_file()}
         content = json.dumps({"files": files, "model": model["identity"]}, sort_keys=True)
         digest = hashlib.sha256(content.encode()).hexdigest()
-        remote_id = f"{comp.name}-remote-{digest[:16]}"
-        slug = f"{comp.name}-kit-remote-{digest[:10]}"
+        remote_id = f"{slugify(comp.name)}-remote-{digest[:16]}"
+        slug = f"{slugify(comp.name)}-kit-remote-{digest[:10]}"
         manifest = {
             "bundle_id": remote_id,  # the key the notebook's find_inputs looks for
             "kind": "kit-remote",
