@@ -123,7 +123,12 @@ def test_kit_list_shows_a_broken_plugin_as_one_line_beside_the_working_ones(brok
 
 
 def test_kit_train_of_a_broken_plugin_is_one_line_and_other_competitions_train(broken_plugins, capsys, tmp_path,
-                                                                             ell_small_dir, tiny_bert):
+                                                                             ell_small_dir, tiny_bert, monkeypatch):
+    import logging
+
+    # as in a fresh `kit` process: no handler an earlier test left on a captured stream that is closed by now
+    for name in (None, "kaggle_kit", "kaggle_kit.registry"):
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [])
     code, _, err = run_kit(capsys, "train", "bad-import", "--data", ell_small_dir, "--out", tmp_path / "refused")
     assert_one_line_error(code, err, "competition plugin bad-import (bad_import_plugin:COMPETITION) is broken: "
                                      "ImportError: cannot import name 'AUCC'")
