@@ -149,6 +149,12 @@ class RunDir:
                            f"{self.path} (finished: {listed})")
         return self.check_fold_weights(list(folds))
 
+    def damaged_folds(self) -> list[int]:
+        """The finished folds whose weight file is missing or not the recorded size (no sha256: cheap, for
+        listings; `check_fold_weights` is the full check that predict and bundle make)."""
+        return [fold for fold in self.finished_folds()
+                if weight_file_problem(self.weights(fold), self.recorded_weights(fold), "training", hash=False)]
+
     def check_fold_weights(self, folds: Sequence[int]) -> list[int]:
         """Each fold's weight file present, with the size and sha256 recorded when it was saved; `folds` back.
 
@@ -208,9 +214,10 @@ def weights_record(path: Path) -> dict[str, Any]:
     return {"sha256": _sha256(path), "size": path.stat().st_size}
 
 
-def weight_file_problem(path: Path, recorded: dict[str, Any] | None, since: str) -> str | None:
+def weight_file_problem(path: Path, recorded: dict[str, Any] | None, since: str, hash: bool = True) -> str | None:
     """Why a weight file is not the one recorded (missing, or its size or sha256 changed since `since`); None when
-    it is (or, with nothing recorded, when it is present)."""
+    it is (or, with nothing recorded, when it is present). `hash=False` checks presence and size only, cheap
+    enough for a listing of many runs."""
     if not path.is_file():
         return "its weight file is missing"
     if not recorded:
@@ -218,7 +225,7 @@ def weight_file_problem(path: Path, recorded: dict[str, Any] | None, since: str)
     if recorded.get("size") is not None and path.stat().st_size != recorded["size"]:
         return (f"its weight file changed since {since} ({path.stat().st_size} bytes, {recorded['size']} recorded "
                 f"at save)")
-    if _sha256(path) != recorded["sha256"]:
+    if hash and _sha256(path) != recorded["sha256"]:
         return f"its weight file changed since {since} (sha256 differs from the one recorded at save)"
     return None
 

@@ -94,6 +94,7 @@ class RunSummary:
     max_len: int | None
     folds_done: int
     folds_planned: int | None
+    folds_damaged: list[int]
     scores: Scores
     elapsed: float | None
     commit: str | None
@@ -107,7 +108,8 @@ class RunSummary:
 
     @property
     def folds(self) -> str:
-        return f"{self.folds_done}/{self.folds_planned}" if self.folds_planned is not None else str(self.folds_done)
+        done = f"{self.folds_done}/{self.folds_planned}" if self.folds_planned is not None else str(self.folds_done)
+        return done + ("!" if self.folds_damaged else "")
 
     def value(self, key: str) -> Any:
         """A column's value, or else the setting's, for --sort and --where."""
@@ -122,7 +124,8 @@ class RunSummary:
         return {
             "name": self.name, "path": str(self.path), "competition": self.competition, "status": self.status,
             "model": self.model, "max_len": self.max_len, "folds_done": self.folds_done,
-            "folds_planned": self.folds_planned, "folds_total": self.config.get("folds"), "cv": self.cv,
+            "folds_planned": self.folds_planned, "folds_damaged": self.folds_damaged,
+            "folds_total": self.config.get("folds"), "cv": self.cv,
             "cv_pooled": self.scores.pooled, "cv_per_target": self.scores.per_target, "metric": self.scores.metric,
             "greater_is_better": self.scores.greater_is_better, "elapsed_s": self.elapsed, "commit": self.commit,
             "started": self.started, "differs": {k: self.config.get(k) for k in differing}, "config": self.config,
@@ -146,7 +149,8 @@ def summarize(path: Path) -> RunSummary:
     return RunSummary(
         path=path, name=path.name, competition=competition, status=status, model=model_label(manifest, config),
         max_len=config.get("max_len"), folds_done=len(scores.folds),
-        folds_planned=len(planned) if isinstance(planned, list) else None, scores=scores,
+        folds_planned=len(planned) if isinstance(planned, list) else None, folds_damaged=run.damaged_folds(),
+        scores=scores,
         elapsed=elapsed_seconds(manifest) if manifest else None, commit=manifest.get("git_commit"),
         started=manifest.get("started"), config=config, manifest=manifest)
 
@@ -345,6 +349,9 @@ def render_table(runs: list[RunSummary], differing: list[str], console, title: s
     notes = []
     if any(not r.scores.pooled and r.scores.score is not None for r in runs):
         notes.append("~ mean of the finished folds (no pooled OOF score yet)")
+    if any(r.folds_damaged for r in runs):
+        notes.append("! a finished fold's weight file is missing or changed (kit predict refuses it; --folds leaves "
+                     "it out)")
     if any((r.commit or "").endswith("-dirty") for r in runs):
         notes.append("* uncommitted changes")
     if notes:

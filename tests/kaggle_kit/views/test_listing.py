@@ -4,6 +4,7 @@ filters and sorting."""
 import csv
 import io
 import json
+import shutil
 
 import pytest
 
@@ -138,3 +139,18 @@ def test_a_narrow_console_puts_the_model_under_the_name_and_never_cuts_the_numbe
     assert lines[row + 1].strip() == "tiny-bert"
     cv = cv_of(five_runs, "ell", "a-attention")
     assert f" {cv['score']:.4f} " in lines[row] and " 2/2 " in lines[row] and "complete" in lines[row]
+
+
+def test_a_lost_or_truncated_weight_file_marks_the_folds_cell(five_runs, tmp_path, capsys, monkeypatch):
+    root = tmp_path / "runs"
+    run = root / "ell" / "a-attention"
+    shutil.copytree(five_runs / "ell" / "a-attention", run)
+    assert listing(capsys, root)[0]["folds_damaged"] == []
+    (run / "fold1.safetensors").unlink()
+    assert listing(capsys, root)[0]["folds_damaged"] == [1]
+    monkeypatch.setenv("COLUMNS", "120")
+    code, out, err = run_kit(capsys, "runs", "--root", root)
+    assert code == 0, err
+    assert " 2/2! " in out and "weight file is missing or changed" in out, out
+    (run / "fold1.safetensors").write_bytes(b"not the weights")
+    assert listing(capsys, root)[0]["folds_damaged"] == [1]
