@@ -53,7 +53,8 @@ def predict(
     from kaggle_kit.config import check_value
     from kaggle_kit.data.load import load_test, read_csv
     from kaggle_kit.fileio import atomic_path
-    from kaggle_kit.predict.inference import predict_runs, submission_frame
+    from kaggle_kit.predict.inference import predict_runs
+    from kaggle_kit.predict.submission import submission_frame
     from kaggle_kit.registry import get_competition
 
     setup_logging()

@@ -28,6 +28,7 @@ import pandas as pd
 from kaggle_kit.competition import Competition
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
+from kaggle_kit.predict.submission import submission_frame
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.tasks.targets import output_weights, prior_prediction
 
@@ -303,8 +304,6 @@ def predict_with_fallback(comp: Competition, df: pd.DataFrame, run_paths: Sequen
 
 def fallback_submission(comp: Competition, sample: pd.DataFrame, fallback: np.ndarray) -> pd.DataFrame:
     """Every row of the sample submission with the fallback prediction, in its columns' formats."""
-    from kaggle_kit.predict.inference import submission_frame
-
     rows = sample[[comp.schema.id_column]].copy()
     preds = np.tile(np.asarray(fallback, dtype=np.float64), (len(rows), 1))
     return submission_frame(comp, rows, preds, sample)

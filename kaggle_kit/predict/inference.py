@@ -26,9 +26,8 @@ from kaggle_kit.models.lora import AdapterSpec, merge_adapters, trainable_state
 from kaggle_kit.models.model import KitModel, build_model, label_tokens_of, load_backbone_config, window_of
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.tasks.losses import apply_link, get_loss
-from kaggle_kit.tasks.metrics import predicted_labels
 from kaggle_kit.tasks.postprocess import apply_record
-from kaggle_kit.tasks.targets import Target, output_slices, output_weights
+from kaggle_kit.tasks.targets import Target, output_weights
 
 log = logging.getLogger(__name__)
 
@@ -495,42 +494,3 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     raw_outputs = predict_plan(comp, df, plan, device, batch_size, data_dir, should_continue, clock, report,
                                base_model, merge_lora, devices, workers, quantize)
     return blend_plan(comp, len(df), plan, raw_outputs, report, postprocess_state)
-
-
-def submission_frame(comp: Competition, test_df: pd.DataFrame, preds: np.ndarray,
-                     sample_submission: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Predictions in the sample submission's row and column order (or the test order without one), each target
-    as it is submitted: a score, a whole number, a probability, one probability per class, or a class label."""
-    id_col = comp.schema.id_column
-    columns: dict[str, np.ndarray] = {id_col: test_df[id_col].to_numpy()}
-    for target, block in zip(comp.schema.targets, output_slices(comp.schema.targets), strict=True):
-        pred = preds[:, block] if target.width > 1 else preds[:, block.start]
-        if target.submit_format in ("score", "probability"):
-            columns[target.name] = pred
-        elif target.submit_format == "probabilities":
-            columns.update(zip(target.output_columns, pred.T, strict=True))
-        elif target.submit_format == "integer":
-            columns[target.name] = np.round(predicted_labels(pred, target)).astype(np.int64)
-        else:
-            labels = predicted_labels(pred, target).astype(np.int64)
-            columns[target.name] = np.array(target.classes, dtype=object)[labels]
-    sub = pd.DataFrame(columns)
-    if sample_submission is None:
-        return sub
-    missing = set(sample_submission[id_col]) - set(sub[id_col])
-    if missing:
-        raise KitError(f"sample submission has {len(missing)} id(s) not in the test file, e.g. {sorted(missing)[0]!r}")
-    columns = [c for c in sample_submission.columns if c in sub.columns]
-    return sub.set_index(id_col).loc[sample_submission[id_col].to_numpy()].reset_index()[columns]
-
-
-def submission_difference(comp: Competition, first: pd.DataFrame, second: pd.DataFrame) -> float:
-    """The largest absolute difference between two submissions' predictions (inf where labels differ)."""
-    largest = 0.0
-    for column in comp.schema.submission_columns()[1:]:
-        a, b = first[column], second[column]
-        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
-            largest = max(largest, float(np.max(np.abs(a.to_numpy(dtype=float) - b.to_numpy(dtype=float)))))
-        elif (a.astype(str).to_numpy() != b.astype(str).to_numpy()).any():
-            return float("inf")
-    return largest

@@ -257,8 +257,9 @@ def _predict_submission(dataset_dir: Path, competition_dir: Path, output_path: P
     from kaggle_kit.errors import KitError
     from kaggle_kit.fileio import atomic_path, read_json
     from kaggle_kit.predict.fallback import predict_with_fallback
-    from kaggle_kit.predict.inference import PredictionReport, submission_frame
+    from kaggle_kit.predict.inference import PredictionReport
     from kaggle_kit.predict.quantize import manifest_mode
+    from kaggle_kit.predict.submission import submission_frame
     from kaggle_kit.registry import get_competition
 
     manifest = read_json(dataset_dir / MANIFEST_NAME)

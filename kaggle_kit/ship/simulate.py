@@ -337,8 +337,8 @@ def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path
     """Largest absolute difference between the notebook's submission and `kit predict --lenient`'s code in this
     process (the rows it can predict by `predict_runs`, the others by the runs' fallback)."""
     from kaggle_kit.predict.fallback import predict_with_fallback
-    from kaggle_kit.predict.inference import submission_difference, submission_frame
     from kaggle_kit.predict.quantize import manifest_mode
+    from kaggle_kit.predict.submission import submission_difference, submission_frame
 
     dataset = bundle_dir / "dataset"
     runs = manifest["runs"]

@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -286,3 +288,18 @@ def test_the_guard_stops_the_notebook_only_when_nothing_can_be_written(ell_tiny_
         run_submission(ell_tiny_bundle / "dataset", competition, out, device="cpu")
     assert "could not write even the fallback submission" in capsys.readouterr().out
     assert not out.exists()
+
+
+def test_the_guard_writes_the_fallback_when_torch_itself_cannot_be_imported(ell_tiny_bundle, ell_small_dir, tmp_path):
+    """A Kaggle image whose torch is broken (a wheel built for another CUDA): the fallback path needs no torch."""
+    out = tmp_path / "working" / "submission.csv"
+    out.parent.mkdir()
+    script = ("import sys\nsys.modules['torch'] = sys.modules['transformers'] = None  # import raises ImportError\n"
+              "from kaggle_kit.ship.kaggle_runtime import run_submission\n"
+              f"run_submission({str(ell_tiny_bundle / 'dataset')!r}, {str(ell_small_dir)!r}, {str(out)!r})\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ERROR: prediction failed: ModuleNotFoundError: import of torch halted" in done.stdout, done.stdout
+    sub, sample = pd.read_csv(out), pd.read_csv(ell_small_dir / "sample_submission.csv")
+    assert submission_problems(sub, sample, "text_id") == [] and len(sub) == len(sample)
+    assert json.loads((out.parent / "kit_run_report.json").read_text())["fallback_rows"]["count"] == len(sample)
