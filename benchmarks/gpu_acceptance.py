@@ -182,7 +182,7 @@ def train_steps(model, device, dtype, batch: int, seq: int, vocab: int, steps: i
     import torch
 
     from kaggle_kit.config import TrainConfig
-    from kaggle_kit.device import autocast
+    from kaggle_kit.device import autocast, optimizer_step
     from kaggle_kit.train.trainer import make_optimizer
 
     if trainable_only:
@@ -204,11 +204,7 @@ def train_steps(model, device, dtype, batch: int, seq: int, vocab: int, steps: i
             out = model(input_ids=ids, attention_mask=mask)
         loss = torch.nn.functional.mse_loss(out.float(), target)
         scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(optimizer, scaler, model.parameters(), 1.0)
     _sync(device)
     return time.perf_counter() - started, float(loss.detach())
 

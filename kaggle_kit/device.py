@@ -82,6 +82,19 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, parameters,
+                   max_grad_norm: float) -> torch.Tensor:
+    """One optimizer step after the (scaled) backward passes: unscale so the clip sees true gradient norms, clip,
+    step (the scaler skips it when fp16 overflowed), update the scale, clear the gradients. The gradient norm before
+    clipping is returned as a tensor (no host sync)."""
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kaggle_kit.data.load import read_csv
-from kaggle_kit.device import amp_dtype, autocast, pick_device
+from kaggle_kit.device import amp_dtype, autocast, optimizer_step, pick_device
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json, sha256_file, write_json
 
@@ -209,11 +209,7 @@ def pretrain(texts: list[Path], model_dir: Path, out: Path, settings: PretrainSe
         with autocast(device, dtype):
             loss = masked_lm_loss(model, batch)
         scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(optimizer, scaler, model.parameters(), 1.0)
         scheduler.step()
         state["step"] = step + 1
         state["losses"].append(round(float(loss.detach()), 5))

@@ -19,7 +19,7 @@ from kaggle_kit.competition import Competition
 from kaggle_kit.config import TrainConfig
 from kaggle_kit.data.batching import bucketed_batches, collate
 from kaggle_kit.data.loader import StageSampler, TokenBatches, make_loader, shard_rows, to_device
-from kaggle_kit.device import amp_dtype, autocast
+from kaggle_kit.device import amp_dtype, autocast, optimizer_step
 from kaggle_kit.fileio import atomic_path, write_json
 from kaggle_kit.models.lora import AdapterSpec, quantization_config, trainable_state
 from kaggle_kit.models.model import (
@@ -297,11 +297,7 @@ class FoldTrainer:
                         backward(forward_loss(batch))
                     attack.restore()
                 if last_micro_step:
-                    scaler.unscale_(optimizer)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.max_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
+                    grad_norm = optimizer_step(optimizer, scaler, core.parameters(), cfg.max_grad_norm)
                     scheduler.step()
                     step += 1
                     if ema is not None:
