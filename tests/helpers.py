@@ -53,3 +53,15 @@ def same_weights_atol() -> float:
     import torch
 
     return 2e-2 if torch.cuda.is_available() else 1e-5
+
+
+class SteppingClock:
+    """A clock for deadline tests: every reading is `step` seconds after the previous one (each fold, or each
+    check, appears to take a fixed time)."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now

@@ -13,6 +13,7 @@ from kaggle_kit.errors import KitError
 from kaggle_kit.predict.inference import predict_runs
 from kaggle_kit.registry import get_competition
 from kaggle_kit.ship.kaggle_runtime import DeadlineGuard, run_submission, submission_problems, verify_files
+from tests.helpers import SteppingClock
 
 pytestmark = pytest.mark.e2e
 TARGETS = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
@@ -64,17 +65,6 @@ def test_every_listed_file_is_checked(dataset_copy):
     verify_files(str(dataset_copy))
 
 
-class FakeClock:
-    """Every reading is `step` seconds after the previous one."""
-
-    def __init__(self, step: float):
-        self.now, self.step = 0.0, step
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
-
-
 def test_guard_stops_only_when_the_next_fold_would_overrun():
     elapsed = {"now": 0.0}
     lines = []
@@ -109,7 +99,7 @@ def test_deadline_skips_folds_and_still_writes_a_valid_submission(ell_tiny_bundl
     """A clock that runs 1000 s per reading: after the first fold the budget (0.5 h) is spent."""
     out = tmp_path / "working" / "submission.csv"
     report = run_submission(ell_tiny_bundle / "dataset", ell_small_dir, out, budget_hours=0.5, started_at=0.0,
-                            clock=FakeClock(1000.0), device="cpu")
+                            clock=SteppingClock(1000.0), device="cpu")
     assert report["deadline_stopped"] is True
     assert report["folds_used"] == ["ell-tiny/fold0"] and report["folds_skipped"] == ["ell-tiny/fold1"]
     sub = pd.read_csv(out)

@@ -7,18 +7,7 @@ from kaggle_kit.fileio import read_json
 from kaggle_kit.runs.folder import RunDir
 from kaggle_kit.train import session_limit
 from kaggle_kit.train.session_limit import SessionLimit
-from tests.helpers import run_kit
-
-
-class FakeClock:
-    """Each call moves time on by `step` seconds: every fold appears to take a fixed number of hours."""
-
-    def __init__(self, step: float):
-        self.now, self.step = 0.0, step
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
+from tests.helpers import SteppingClock, run_kit
 
 
 def test_the_limit_projects_the_slowest_fold(monkeypatch):
@@ -39,7 +28,7 @@ def test_training_stops_between_folds_and_resume_trains_the_rest(ell_small_dir, 
                                                                   monkeypatch):
     # each clock reading is 0.4 h later: start, fold 0 start, fold 0 end -> fold 0 "took" 0.4 h, and at the check
     # before fold 1 it is 1.2 h, so fold 1 would end at 1.6 h, past --stop-after-hours 1.5
-    monkeypatch.setattr(session_limit, "clock", FakeClock(0.4 * 3600))
+    monkeypatch.setattr(session_limit, "clock", SteppingClock(0.4 * 3600))
     out = tmp_path / "run"
     args = ["--data", ell_small_dir, "--model", tiny_bert, "--folds", "3", "--epochs", "1", "--max-len", "32",
             "--batch-size", "8", "--precision", "fp32"]
@@ -54,7 +43,7 @@ def test_training_stops_between_folds_and_resume_trains_the_rest(ell_small_dir, 
     assert read_json(run.config)["stop_after_hours"] == 1.5
     first_fold = (out / "fold0.safetensors").read_bytes()
 
-    monkeypatch.setattr(session_limit, "clock", FakeClock(1.0))  # a fast session: everything fits
+    monkeypatch.setattr(session_limit, "clock", SteppingClock(1.0))  # a fast session: everything fits
     code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", out, "--stop-after-hours", "11")
     assert code == 0, err
     assert run.finished_folds() == [0, 1, 2]
@@ -67,7 +56,7 @@ def test_training_stops_between_folds_and_resume_trains_the_rest(ell_small_dir, 
 def test_fold_workers_start_no_fold_past_the_limit(ell_small_dir, tiny_bert, tmp_path, capsys, monkeypatch):
     # the parent's clock: 2 workers start folds 0 and 1 (nothing measured yet); when fold 0 is in, it "took"
     # 0.8 h and 1.6 h have passed, so folds 2 and 3 would end past 2 h and are not started
-    monkeypatch.setattr(session_limit, "clock", FakeClock(0.4 * 3600))
+    monkeypatch.setattr(session_limit, "clock", SteppingClock(0.4 * 3600))
     out = tmp_path / "run"
     code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "4",
                            "--epochs", "1", "--max-len", "32", "--batch-size", "8", "--precision", "fp32",
