@@ -226,6 +226,10 @@ class Competition:
     # With --head label-tokens: the label word of each class or score level (in classes / grid order) per target
     # name, for targets whose class names or level numbers 1..N are not the words a prompt's answer would use.
     label_words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Test-time training's `examples` source (`--ttt source=examples`): test frame -> the labelled examples it
+    # carries, as rows of train.csv's columns (labels as written in train.csv). None: the test rows whose target
+    # columns are all filled.
+    test_time_examples: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 
     def __post_init__(self) -> None:
         self._check_fields()
@@ -265,6 +269,9 @@ class Competition:
         for field_name in ("build_inputs", "fold_strategy", "postprocess"):
             if not callable(getattr(self, field_name)):
                 raise bad(field_name, getattr(self, field_name), "must be a function")
+        if self.test_time_examples is not None and not callable(self.test_time_examples):
+            raise bad("test_time_examples", self.test_time_examples, "must be a function (test frame -> labelled "
+                                                                     "rows) or None")
         if (not isinstance(self.input_formats, tuple) or not self.input_formats
                 or not all(isinstance(f, str) and f for f in self.input_formats)):
             raise bad("input_formats", self.input_formats, "must be a non-empty tuple of names, e.g. ('essay',) "

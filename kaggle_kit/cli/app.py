@@ -47,6 +47,15 @@ def folds_option():
                              "on these folds' OOF rows.")
 
 
+def ttt_option():
+    """`--ttt`, declared once for `kit predict` and `kit bundle`; its keys are TestTimeConfig's fields."""
+    from kaggle_kit.predict.test_time import spec_help
+
+    return typer.Option(None, "--ttt", metavar="KEY=VALUE,...",
+                        help="Test-time training before each fold predicts, e.g. steps=20,source=examples "
+                             "[default: off]. Keys: " + spec_help())
+
+
 def parse_folds(folds: str | None, runs: int, ensemble: bool) -> list[list[int]] | None:
     """`--folds 0,2` as the fold list of the one run it may name."""
     if folds is None:

@@ -14,6 +14,7 @@ from kaggle_kit.cli.app import (
     quiet_transformers,
     say,
     setup_logging,
+    ttt_option,
 )
 from kaggle_kit.errors import KitError
 
@@ -48,6 +49,7 @@ def predict(
                                       "cannot be built, get the runs' fallback prediction (counted in the log) "
                                       "instead of stopping with an error."),
     folds_text: str = folds_option(),
+    ttt: str = ttt_option(),
 ) -> None:
     """Fold-averaged, post-processed predictions in the sample submission's row and column order."""
     from kaggle_kit.config import check_value
@@ -55,6 +57,7 @@ def predict(
     from kaggle_kit.fileio import atomic_path
     from kaggle_kit.predict.inference import predict_runs
     from kaggle_kit.predict.submission import submission_frame
+    from kaggle_kit.predict.test_time import parse_spec
     from kaggle_kit.registry import get_competition
 
     setup_logging()
@@ -78,7 +81,8 @@ def predict(
         weight_list = parse_weights(weights)
     options = dict(device=device, batch_size=batch_size, base_model=base_model, folds=folds,
                    postprocess_state=postprocess_state, merge_lora=merge,
-                   devices=check_value("devices", devices, "command line"), workers=workers, quantize=quantize)
+                   devices=check_value("devices", devices, "command line"), workers=workers, quantize=quantize,
+                   test_time=parse_spec(ttt))
     if lenient:
         from kaggle_kit.predict.fallback import predict_with_fallback
 

@@ -15,6 +15,7 @@ from kaggle_kit.cli.app import (
     require_module,
     say,
     setup_logging,
+    ttt_option,
 )
 
 
@@ -62,10 +63,12 @@ def bundle(
                                  help="CPU-only sessions predict with int8 linear layers (faster); each run's OOF "
                                       "rows are predicted with and without it here and both scores recorded."),
     folds_text: str = folds_option(),
+    ttt: str = ttt_option(),
 ) -> None:
     """A Kaggle dataset (wheels, models, manifest) and an offline inference notebook, in bundles/<slug>/."""
     from kaggle_kit.accelerators import DEFAULT_ACCELERATOR
     from kaggle_kit.errors import KitError
+    from kaggle_kit.predict.test_time import parse_spec
     from kaggle_kit.registry import get_competition
     from kaggle_kit.ship.bundle import build_bundle
     from kaggle_kit.ship.image import load_image_packages
@@ -91,7 +94,8 @@ def bundle(
     result = build_bundle(comp, run or [], out, weight_list, slug=slug, owner=owner, license_name=license,
                           accelerator_name=accelerator or DEFAULT_ACCELERATOR, image=image, log=say,
                           ensemble_file=ensemble, base_model=base_model, force=force,
-                          assume_tflops=assume_tflops, merge=merge, quantize=quantize, run_folds=run_folds)
+                          assume_tflops=assume_tflops, merge=merge, quantize=quantize, run_folds=run_folds,
+                          test_time=parse_spec(ttt))
     say(f"bundle: {result.path} ({result.size_bytes() / 1e6:.1f} MB; wheels: "
         f"{', '.join(Path(w).name for w in result.wheels)})")
     say(f"next: kit simulate --bundle {result.path} --data DIR [--image], then kit submit {comp.name} "

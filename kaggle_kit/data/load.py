@@ -75,6 +75,16 @@ def validate_train(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFr
         raise KitError(f"{path}: unknown column(s) {', '.join(map(repr, unknown))}: not in the {comp.name} schema "
                        f"({', '.join(schema.train_columns())})")
     _check_ids(df, path, schema.id_column)
+    out = encode_labels(df, path, comp)
+    _check_inputs(df, path, comp)
+    _check_row_files(df, path, comp, "train")
+    return out
+
+
+def encode_labels(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFrame:
+    """A copy of `df` with its target columns as floats (a class label as its class's index); a bad label is one
+    line naming the file, row and column."""
+    schema = comp.schema
     out = df.copy()
     for target in schema.targets:
         raw = df[target.name]
@@ -93,8 +103,6 @@ def validate_train(df: pd.DataFrame, path: Path, comp: Competition) -> pd.DataFr
             if problem:
                 raise KitError(f"{_where(path, df, row, schema.id_column, target.name)}: label {problem}")
         out[target.name] = values
-    _check_inputs(df, path, comp)
-    _check_row_files(df, path, comp, "train")
     return out
 
 

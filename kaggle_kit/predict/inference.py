@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -288,6 +290,8 @@ class PredictionReport:
     # With keep_members: each fold model's own predictions (after the link, before blending): (run index, fold, pred)
     keep_members: bool = False
     members: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
+    # Test-time training: the folds adapted, the folds it was skipped for (time), seconds spent
+    test_time: dict = field(default_factory=dict)
 
 
 # Called before each fold after the first with (folds done, folds total, seconds so far, fold_seconds=mean seconds
@@ -308,6 +312,7 @@ class RunInputs:
     n_outputs: int
     base_model: Path | None = None
     merge: bool = False
+    test_time: Any = None  # kaggle_kit.predict.test_time.RunTestTime: the run's test-time training, if any
 
     @property
     def name(self) -> str:
@@ -315,15 +320,21 @@ class RunInputs:
 
 
 def predict_fold(inputs: RunInputs, fold: int, device: torch.device, quantize: str | None = None,
-                 desc: bool = True) -> tuple[np.ndarray, float, float]:
-    """Raw outputs of one fold model on `device`, with (load seconds, total seconds)."""
+                 desc: bool = True, test_time_share=None) -> tuple[np.ndarray, float, float]:
+    """Raw outputs of one fold model on `device`, with (load seconds, total seconds); with the run's test-time
+    training, after its steps (within `test_time_share`, a kaggle_kit.predict.test_time.TimeShare)."""
     started = time.monotonic()
     model = load_fold_model(inputs.run, inputs.cfg, inputs.n_outputs, fold, device, inputs.base_model, inputs.merge,
                             quantize)
     loaded = time.monotonic() - started
-    raw = infer(model, inputs.ids, inputs.pad_id, inputs.batch_size, device,
-                inference_dtype(inputs.cfg.precision, device), desc=f"{inputs.name} fold {fold}" if desc else None,
-                max_tokens=inputs.cfg.eval_max_tokens)
+    dtype = inference_dtype(inputs.cfg.precision, device)
+    if inputs.test_time is not None and test_time_share is not None:
+        from kaggle_kit.predict.test_time import adapt_fold
+
+        adapt_fold(model, inputs.test_time, inputs.pad_id, inputs.batch_size, device, dtype, test_time_share,
+                   f"{inputs.name} fold {fold}")
+    raw = infer(model, inputs.ids, inputs.pad_id, inputs.batch_size, device, dtype,
+                desc=f"{inputs.name} fold {fold}" if desc else None, max_tokens=inputs.cfg.eval_max_tokens)
     del model
     release_memory(device)
     return raw, loaded, time.monotonic() - started
@@ -382,9 +393,11 @@ def predict_plan(comp: Competition, df: pd.DataFrame, plan: Sequence[PlannedRun]
                  should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
                  report: PredictionReport | None = None, base_model: Path | None = None, merge_lora: bool = False,
                  devices: Sequence[int] | None = None, workers: int | None = None,
-                 quantize: str | None = None) -> dict[tuple[int, int], np.ndarray]:
+                 quantize: str | None = None, test_time=None,
+                 test_time_seconds: float = float("inf")) -> dict[tuple[int, int], np.ndarray]:
     """Raw outputs of the planned folds, keyed by (run index, fold): the folds spread over the devices, stopped
-    early when `should_continue` says so (at least one fold always runs)."""
+    early when `should_continue` says so (at least one fold always runs). `test_time` (a TestTimeConfig) adapts
+    each fold model on the test first, its steps of all folds within `test_time_seconds`."""
     from kaggle_kit.predict import parallel
     from kaggle_kit.predict.quantize import applies, check_mode
 
@@ -397,13 +410,31 @@ def predict_plan(comp: Competition, df: pd.DataFrame, plan: Sequence[PlannedRun]
         log.info("LoRA runs: predicting in this process on %s (a large base is split over every GPU instead)",
                  torch_device)
         slots = [parallel.Slot(torch_device, torch.get_num_threads())]
+    share = None
+    if test_time is not None and test_time.enabled:
+        from kaggle_kit.predict.test_time import TimeShare
+
+        if quantize is not None:
+            raise KitError("--ttt with --quantize int8: an int8 model cannot take training steps; drop one of them")
+        share = TimeShare(test_time_seconds)
+        slots = slots[:1]  # the steps of every fold share one time allowance
     start = clock()
     inputs = []
     for p in plan:
         tokenizer = load_tokenizer(p.run.tokenizer)
-        ids = build_model_inputs(comp, df, tokenizer, p.cfg, data_dir, run_files(comp, p.run, p.cfg, data_dir))
-        inputs.append(RunInputs(p.run, p.cfg, p.folds, ids, tokenizer.pad_token_id or 0,
-                                batch_size or p.cfg.eval_batch_size, comp.n_outputs, base_model, merge_lora))
+        files = run_files(comp, p.run, p.cfg, data_dir)
+        ids = build_model_inputs(comp, df, tokenizer, p.cfg, data_dir, files)
+        item = RunInputs(p.run, p.cfg, p.folds, ids, tokenizer.pad_token_id or 0,
+                         batch_size or p.cfg.eval_batch_size, comp.n_outputs, base_model, merge_lora)
+        if share is not None:
+            from kaggle_kit.predict.test_time import prepare_run
+
+            item.test_time = prepare_run(
+                comp, df, test_time, ids, p.trained, get_loss(p.cfg.loss or comp.default_loss, comp.losses),
+                lambda rows, tok=tokenizer, cfg=p.cfg, files=files: build_model_inputs(comp, rows, tok, cfg,
+                                                                                        data_dir, files),
+                Path(data_dir or ".") / "test.csv")
+        inputs.append(item)
     jobs = [(i, fold) for i, item in enumerate(inputs) for fold in item.folds]
     raw_outputs: dict[tuple[int, int], np.ndarray] = {}
 
@@ -426,11 +457,15 @@ def predict_plan(comp: Competition, df: pd.DataFrame, plan: Sequence[PlannedRun]
             if not may_start(len(raw_outputs)):
                 break
             fold_start = clock()
-            raw, load_seconds, _ = predict_fold(inputs[job[0]], job[1], slots[0].device, quantize)
+            raw, load_seconds, _ = predict_fold(inputs[job[0]], job[1], slots[0].device, quantize,
+                                                test_time_share=share)
             finished(job, raw, load_seconds, clock() - fold_start)
     else:
         parallel.predict_folds(slots, inputs, jobs, quantize, may_start, finished)
     report.folds_skipped.extend((inputs[i].name, fold) for i, fold in jobs if (i, fold) not in raw_outputs)
+    if share is not None:
+        report.test_time = {"seconds": round(share.spent, 3), "skipped_from": share.skipped[:1],
+                            "allowance_seconds": None if math.isinf(share.seconds) else share.seconds}
     return raw_outputs
 
 
@@ -470,7 +505,7 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                  report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None,
                  base_model: Path | None = None, postprocess_state: dict | None = None,
                  merge_lora: bool = False, devices: Sequence[int] | None = None, workers: int | None = None,
-                 quantize: str | None = None) -> np.ndarray:
+                 quantize: str | None = None, test_time=None, test_time_seconds: float = float("inf")) -> np.ndarray:
     """Post-processed predictions (n_rows, n_outputs): folds averaged within a run, runs blended by weight, then
     the plugin's post-processing: its stateless `postprocess`, then its fitted `postprocessor` with the single
     run's own state, or for several runs `postprocess_state` (a bundle's, fitted on the blended OOF predictions)
@@ -488,9 +523,11 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     records that `RunDir.finished_folds` looks for. `base_model` is where LoRA runs find their base model when it
     is not where training found it; `merge_lora` folds their adapters into it (refused for 4/8-bit bases, where
     merging re-quantises the weights and changes the outputs). `quantize` ("int8") applies to CPU inference only.
+    `test_time` (kaggle_kit.predict.test_time.TestTimeConfig) trains each fold model on the test's labelled examples
+    or its own confident pseudo-labels before it predicts, the steps of all folds within `test_time_seconds`.
     """
     report = report if report is not None else PredictionReport()
     plan = plan_runs(comp, run_paths, weights, folds, merge_lora)
     raw_outputs = predict_plan(comp, df, plan, device, batch_size, data_dir, should_continue, clock, report,
-                               base_model, merge_lora, devices, workers, quantize)
+                               base_model, merge_lora, devices, workers, quantize, test_time, test_time_seconds)
     return blend_plan(comp, len(df), plan, raw_outputs, report, postprocess_state)

@@ -33,6 +33,7 @@ from kaggle_kit.accelerators import DEFAULT_ACCELERATOR
 from kaggle_kit.competition import Competition
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import default_mode, read_json, sha256_file, write_json, write_text
+from kaggle_kit.predict.test_time import TestTimeConfig
 from kaggle_kit.runs.folder import RunDir, weight_file_problem
 from kaggle_kit.ship.image import ImagePackages, load_image_packages, missing_from_image
 from kaggle_kit.ship.kaggle_metadata import (
@@ -339,12 +340,14 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
                  downloader: Downloader = pip_download, log: Callable[[str], None] = print,
                  ensemble_file: Path | None = None, base_model: str | None = None, force: bool = False,
                  assume_tflops: float | None = None, merge: bool = False,
-                 quantize: str | None = None, run_folds: list[list[int]] | None = None) -> Bundle:
+                 quantize: str | None = None, run_folds: list[list[int]] | None = None,
+                 test_time: TestTimeConfig | None = None) -> Bundle:
     """Write `out_root/<slug>/dataset/` and `out_root/<slug>/notebook/`, replacing an older bundle of that slug.
 
     Everything is written to a staging folder first, so a failure never leaves half a bundle under the slug.
     A bundle whose notebook is projected past Kaggle's time limit is refused before anything is written, unless
     `force`. `run_folds` (--folds) names the folds of each run to bundle instead of every finished one.
+    `test_time` (--ttt) turns on the notebook's test-time training stage: recorded in the manifest, projected.
     """
     if slug is not None and not (SLUG_PATTERN.match(slug) and 6 <= len(slug) <= 40):
         raise KitError(f"--slug {slug!r}: use 6-40 lowercase letters, digits and single hyphens "
@@ -373,7 +376,10 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
             raise KitError(f"--merge: {', '.join(quantised)} hold their base in 4/8 bits; merging re-quantises the "
                            f"weights and changes the predictions: bundle without --merge")
         base["merge"] = True
-    projected = projected_time(comp, runs, machine.name, assume_tflops, force, log)
+    if test_time is not None and test_time.enabled and quantize:
+        raise KitError("--ttt with --quantize int8: an int8 model cannot take training steps; drop one of them")
+    test_time = test_time if test_time is not None and test_time.enabled else None
+    projected = projected_time(comp, runs, machine.name, assume_tflops, force, log, test_time)
     quantized = quantize_report(comp, runs, quantize, log) if quantize else None
     slug = slug or f"{slugify(comp.name)}-kit-{runs_digest(runs)[:10]}"
     owner = owner or kaggle_username()
@@ -387,7 +393,7 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
     staging.chmod(default_mode(directory=True))
     try:
         manifest = write_dataset(staging / "dataset", comp, runs, image, downloader, log, ensemble, base, projected,
-                                 quantized)
+                                 quantized, test_time)
         write_json(staging / "dataset" / DATASET_METADATA, dataset_meta)
         write_notebook_folder(staging / "notebook", comp, manifest, owner, slug, machine.name)
         final = out_root / slug
@@ -455,7 +461,7 @@ def quantize_report(comp: Competition, runs: list[BundleRun], mode: str, log: Ca
 
 
 def projected_time(comp: Competition, runs: list[BundleRun], accelerator_name: str, assume_tflops: float | None,
-                   force: bool, log: Callable[[str], None]) -> dict[str, Any]:
+                   force: bool, log: Callable[[str], None], test_time: TestTimeConfig | None = None) -> dict[str, Any]:
     """The notebook's projected time on `accelerator_name` for the hidden test's rows (printed, recorded in the
     manifest); past the notebook's deadline budget it is refused unless `force`."""
     from kaggle_kit.accelerators import ACCELERATORS
@@ -464,7 +470,8 @@ def projected_time(comp: Competition, runs: list[BundleRun], accelerator_name: s
 
     if accelerator_name not in ACCELERATORS or ACCELERATORS[accelerator_name].tflops is None:
         return {"skipped": f"no throughput assumption for {accelerator_name}"}
-    costs = [bundle_run_cost(r.name, r.run, len(r.folds), accelerator_name, fold=r.folds[0]) for r in runs]
+    costs = [bundle_run_cost(r.name, r.run, len(r.folds), accelerator_name, fold=r.folds[0], test_time=test_time,
+                             hidden_rows=comp.hidden_test_size) for r in runs]
     result = project(costs, comp.hidden_test_size, accelerator_name, assume_tflops)
     for cost in costs:
         log(f"projection: {cost.name}: {cost.parameters / 1e6:,.0f}M parameters ({cost.weights_format}), "
@@ -534,7 +541,8 @@ def llm_requirements(runs: list[BundleRun]) -> list[Requirement]:
 def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image: ImagePackages,
                   downloader: Downloader, log: Callable[[str], None],
                   ensemble: dict[str, Any] | None = None, base: dict[str, Any] | None = None,
-                  projected: dict[str, Any] | None = None, quantize: dict[str, Any] | None = None) -> dict[str, Any]:
+                  projected: dict[str, Any] | None = None, quantize: dict[str, Any] | None = None,
+                  test_time: TestTimeConfig | None = None) -> dict[str, Any]:
     """models/, data/ (plugin extra files), wheels/, a copied base model, and manifest.json; returns the manifest."""
     epoch = bundle_epoch(runs)
     for r in runs:
@@ -598,6 +606,7 @@ def write_dataset(dataset: Path, comp: Competition, runs: list[BundleRun], image
         "base_model": base,
         "projection": projected,
         "quantize": quantize,
+        "test_time": test_time.model_dump() if test_time is not None else None,
         "wheels": sorted(f"wheels/{p.name}" for p in wheels.glob("*.whl")),
         "downloaded": [str(r) for r in missing],
         "files": {p.relative_to(dataset).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}

@@ -260,6 +260,7 @@ def _predict_submission(dataset_dir: Path, competition_dir: Path, output_path: P
     from kaggle_kit.predict.inference import PredictionReport
     from kaggle_kit.predict.quantize import manifest_mode
     from kaggle_kit.predict.submission import submission_frame
+    from kaggle_kit.predict.test_time import from_record
     from kaggle_kit.registry import get_competition
 
     manifest = read_json(dataset_dir / MANIFEST_NAME)
@@ -275,6 +276,7 @@ def _predict_submission(dataset_dir: Path, competition_dir: Path, output_path: P
         base_model = (dataset_dir / base["path"] if base.get("path")
                       else find_base_model(input_root or dataset_dir.parent, base["identity"]))
     guard = DeadlineGuard(budget_hours * 3600, started_at, clock)
+    test_time = from_record(manifest.get("test_time"), f"{dataset_dir / MANIFEST_NAME}: test_time")
     report = PredictionReport()
     predict_start = clock()
     preds, fallback = predict_with_fallback(
@@ -282,7 +284,8 @@ def _predict_submission(dataset_dir: Path, competition_dir: Path, output_path: P
         device=device, batch_size=batch_size, should_continue=guard, clock=clock, report=report,
         folds=[r["folds"] for r in runs], base_model=base_model,
         postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
-        merge_lora=bool((base or {}).get("merge")), quantize=manifest_mode(manifest))
+        merge_lora=bool((base or {}).get("merge")), quantize=manifest_mode(manifest), test_time=test_time,
+        test_time_seconds=test_time.share * budget_hours * 3600 if test_time is not None else 0.0)
     if fallback.count:
         print(fallback.summary())
     sub = submission_frame(comp, test_df, preds, sample)
@@ -298,6 +301,7 @@ def _predict_submission(dataset_dir: Path, competition_dir: Path, output_path: P
         "predict_seconds": clock() - predict_start,
         "elapsed_seconds": clock() - started_at,
         "deadline_stopped": guard.stopped,
+        "test_time": report.test_time or None,
         "fallback_rows": fallback.record(test_df[comp.schema.id_column].tolist()),
         "failure": None,
         **_environment(),

@@ -57,6 +57,10 @@ class RunCost:
     weights_format: str = "fp16"  # how the weights are held at inference (fp16, 4bit, int8, fp32)
     stored_bytes_per_weight: float = 2.0  # as read from disk: a 4-bit base is quantised from its 16-bit checkpoint
     parallel_folds: bool = True  # LoRA runs predict their folds one after another (one base in memory at a time)
+    # Test-time training per fold: rows through a training step (3 x a forward: forward and backward) and rows
+    # predicted once more first (source=pseudo labels the test before the steps)
+    train_rows: float = 0.0
+    extra_forward_rows: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ def project(runs: list[RunCost], rows: int, accelerator: str, assume_tflops: flo
             layout[run.name] = f"one model split over {gpus} GPUs ({model_gib:.1f} GiB of weights)"
             if not fits_split(model_gib, [memory] * gpus):
                 layout[run.name] += " - DOES NOT FIT: hold the weights in 4 bits (--load-in-4bit)"
-        flops = 2.0 * run.parameters * rows * run.tokens_per_row
+        flops = 2.0 * run.parameters * run.tokens_per_row * (
+            rows + run.extra_forward_rows + 3.0 * run.train_rows)
         fold_seconds = flops / (speed * 1e12) + run.parameters * run.stored_bytes_per_weight / (DISK_GBPS * 1e9)
         per_run[run.name] = notebook_seconds(0.0, fold_seconds, run.folds, parallel)
         total += per_run[run.name]
@@ -116,7 +121,8 @@ def safetensors_parameters(path) -> int:
     return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
 
 
-def bundle_run_cost(name: str, run, folds: int, accelerator: str, fold: int | None = None) -> RunCost:
+def bundle_run_cost(name: str, run, folds: int, accelerator: str, fold: int | None = None,
+                    test_time=None, hidden_rows: int = 0) -> RunCost:
     """One bundled run's cost: parameters from the weights' headers (a LoRA run's base from its folder, else from
     the recorded file sizes at 2 bytes a weight), tokens per row as training measured them (else max_len); `fold`
     is a bundled fold to read the headers of [default: the first finished one]."""
@@ -137,5 +143,8 @@ def bundle_run_cost(name: str, run, folds: int, accelerator: str, fold: int | No
     tokens = manifest.get("tokens_per_row") or cfg.max_len
     weights_format = ("4bit" if cfg.load_in_4bit else "int8" if cfg.load_in_8bit
                       else "fp32" if ACCELERATORS[accelerator].gpus == 0 else "fp16")
+    train_rows = test_time.steps * test_time.batch_size if test_time is not None else 0
+    pseudo = test_time is not None and test_time.source == "pseudo"
     return RunCost(name, float(parameters), folds, float(min(tokens, cfg.max_len)), weights_format,
-                   stored / max(parameters, 1), parallel_folds=not cfg.lora_r)
+                   stored / max(parameters, 1), parallel_folds=not cfg.lora_r, train_rows=float(train_rows),
+                   extra_forward_rows=float(hidden_rows if pseudo else 0))

@@ -339,15 +339,20 @@ def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path
     from kaggle_kit.predict.fallback import predict_with_fallback
     from kaggle_kit.predict.quantize import manifest_mode
     from kaggle_kit.predict.submission import submission_difference, submission_frame
+    from kaggle_kit.predict.test_time import from_record
+    from kaggle_kit.ship.kaggle_runtime import DEFAULT_BUDGET_HOURS
 
     dataset = bundle_dir / "dataset"
     runs = manifest["runs"]
+    test_time = from_record(manifest.get("test_time"), "the bundle manifest's test_time")
     preds, _ = predict_with_fallback(comp, test_df, [dataset / r["path"] for r in runs], [r["weight"] for r in runs],
                                      device="cpu", folds=[r["folds"] for r in runs], data_dir=data_dir,
                                      postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
                                      base_model=base_model or _copied_base(manifest, dataset),
                                      merge_lora=bool((manifest.get("base_model") or {}).get("merge")),
-                                     quantize=manifest_mode(manifest))
+                                     quantize=manifest_mode(manifest), test_time=test_time,
+                                     test_time_seconds=(test_time.share * DEFAULT_BUDGET_HOURS * 3600
+                                                        if test_time is not None else 0.0))
     return submission_difference(comp, submission, submission_frame(comp, test_df, preds, sample))
 
 
