@@ -465,7 +465,9 @@ def predict_plan(comp: Competition, df: pd.DataFrame, plan: Sequence[PlannedRun]
     report.folds_skipped.extend((inputs[i].name, fold) for i, fold in jobs if (i, fold) not in raw_outputs)
     if share is not None:
         report.test_time = {"seconds": round(share.spent, 3), "skipped_from": share.skipped[:1],
-                            "allowance_seconds": None if math.isinf(share.seconds) else share.seconds}
+                            "allowance_seconds": None if math.isinf(share.seconds) else share.seconds,
+                            "fold_seconds": {name.replace(" fold ", "/fold"): seconds
+                                             for name, seconds in share.by_fold.items()}}
     return raw_outputs
 
 

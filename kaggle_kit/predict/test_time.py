@@ -166,6 +166,7 @@ class TimeShare:
     spent: float = 0.0
     stopped: bool = False
     skipped: list[str] = field(default_factory=list)
+    by_fold: dict[str, float] = field(default_factory=dict)  # each adapted fold's seconds of steps
 
     def fits(self, projected: float) -> bool:
         return not self.stopped and self.spent + projected <= self.seconds
@@ -225,6 +226,7 @@ def adapt(model: torch.nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, p
         p.requires_grad_(False)
     seconds = clock() - started
     share.spent += seconds
+    share.by_fold[name] = seconds
     log.info("%s: %d test-time steps on %d rows in %.1fs (loss %.4f)", name, settings.steps, len(ids), seconds,
              float(loss.detach()))
     return True

@@ -80,6 +80,7 @@ class Simulation:
     python: str = ""
     versions: dict[str, str] = field(default_factory=dict)  # what the notebook's kernel imported
     fallback: str = ""  # the notebook's line on test rows that got the fallback prediction, if any
+    test_time_seconds: dict[str, float] = field(default_factory=dict)  # per fold, inside its fold's seconds
 
 
 # ---- the environment ------------------------------------------------------------------------------------------
@@ -469,12 +470,17 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
     if diff > tolerance:
         raise KitError(f"simulate: the notebook's predictions differ from `kit predict` by up to {diff:.2e} "
                        f"(> {tolerance:g})")
-    infer = {k: v - report["fold_load_seconds"].get(k, 0.0) for k, v in report["fold_seconds"].items()}
+    # test-time training steps do not grow with the test's rows: kept apart from inference, projected as measured
+    steps = (report.get("test_time") or {}).get("fold_seconds", {})
+    infer = {k: v - report["fold_load_seconds"].get(k, 0.0) - steps.get(k, 0.0)
+             for k, v in report["fold_seconds"].items()}
     phases["find inputs"] = cells.get("find", 0.0)
     phases["bundle check"] = cells.get("verify", 0.0)
     phases["versions + pip freeze"] = cells.get("versions", 0.0)
     phases["install"] = cells.get("install", 0.0)
-    phases["load (imports, data, models)"] = cells.get("predict", 0.0) - sum(infer.values())
+    phases["load (imports, data, models)"] = cells.get("predict", 0.0) - sum(infer.values()) - sum(steps.values())
+    if steps:
+        phases["test-time training"] = sum(steps.values())
     phases["notebook total"] = total
     # Model loading and setup do not grow with the test size; inference does, linearly in rows. The folds ran one
     # after another here; kaggle_kit.ship.projection says how this projection and kit bundle's differ.
@@ -485,7 +491,7 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
                                  len(infer))
     return Simulation(Path(output) if output else None, len(submission), network, phases, infer, projected,
                       comp.hidden_test_size, diff, report["kaggle_kit_file"], layout, environment,
-                      report.get("python", ""), report.get("versions", {}), fallback_line(report))
+                      report.get("python", ""), report.get("versions", {}), fallback_line(report), steps)
 
 
 def fallback_line(report: dict[str, Any]) -> str:

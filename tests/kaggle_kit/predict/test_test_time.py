@@ -179,3 +179,24 @@ def test_pseudo_labels_train_each_fold_on_its_own_confident_predictions(fbe_tiny
     nothing = pseudo.model_copy(update={"confidence": 1.0})
     same = predict_runs(comp, test, [fbe_tiny_run], device="cpu", data_dir=fbe_small_dir, test_time=nothing)
     np.testing.assert_array_equal(same, plain)
+
+
+def test_kit_simulate_runs_the_ttt_stage_and_keeps_its_seconds_apart(ell_tiny_run, shifted_test, tmp_path,
+                                                                      image_packages_of_this_env, monkeypatch):
+    from kaggle_kit.ship.bundle import build_bundle, load_image_packages
+    from kaggle_kit.ship.simulate import simulate
+
+    folder, truth = shifted_test
+    image = load_image_packages(image_packages_of_this_env)
+    bundle = build_bundle(get_competition("ell"), [ell_tiny_run], tmp_path / "bundles", owner="kit-tester",
+                          image=image, log=lambda _: None, test_time=STEPS)
+    # the notebook's kernel on one thread as this process: 40 steps at lr 0.05 turn the float differences of
+    # another thread count's sums into 7e-4 (measured), past the 1e-4 that simulate allows
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    sim = simulate(bundle.path, folder, output=tmp_path / "nb.csv", log=lambda _: None, image=image)
+    assert sim.max_abs_diff <= 1e-4  # against kit predict with the bundle's --ttt
+    assert set(sim.test_time_seconds) == {"ell-tiny/fold0", "ell-tiny/fold1"}
+    assert sim.phases["test-time training"] == pytest.approx(sum(sim.test_time_seconds.values()))
+    notebook = pd.read_csv(tmp_path / "nb.csv")[ELL_TARGETS].to_numpy()
+    plain, _ = predict(ell_tiny_run, folder)
+    assert mcrmse(notebook[24:], truth) < mcrmse(plain[24:], truth) - 0.5
