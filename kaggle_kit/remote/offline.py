@@ -58,9 +58,12 @@ def lay_out_inputs(root: Path, upload_dir: Path, competition_slug: str, data_dir
 
 def run_offline(notebook_dir: Path, upload_dir: Path, competition_slug: str, data_dir: Path, output: Path,
                 layout: str = "new", image: ImagePackages | None = None, model_dir: Path | None = None,
-                timeout: int = 1800, log: Callable[[str], None] = print) -> Path:
+                timeout: int = 1800, log: Callable[[str], None] = print, use_image: bool = False,
+                python: Path | None = None) -> Path:
     """Execute the training notebook offline; copy what it left in /kaggle/working (and the executed notebook,
-    as <slug>.ipynb) to `output`. A failing cell is a KitError after the copy, so the output can be inspected."""
+    as <slug>.ipynb) to `output`. A failing cell is a KitError after the copy, so the output can be inspected.
+    `use_image`: in the image venv `kit simulate --image` builds (the image's Python and pinned versions, `python`
+    an interpreter of that version), instead of the stand-in of this interpreter's packages."""
     import nbformat
 
     from kaggle_kit.ship.image import load_image_packages
@@ -71,8 +74,19 @@ def run_offline(notebook_dir: Path, upload_dir: Path, competition_slug: str, dat
     with tempfile.TemporaryDirectory(prefix="kit-remote-offline-") as tmp:
         root = Path(tmp)
         inputs, working = lay_out_inputs(root, upload_dir, competition_slug, data_dir, layout, model_dir)
-        site_dir, left_out = image_site_dir(root, image)
-        python = make_kernel_venv(root, Path(sys.executable), site_dir, block_with_socket_patch=not use_unshare)
+        if use_image:
+            from kaggle_kit.ship.image_venv import ensure_image_venv, find_python
+            from kaggle_kit.ship.simulate import wheels_requirements
+
+            interpreter = find_python(image.python, python)
+            site_dir = ensure_image_venv(image, wheels_requirements(upload_dir / "wheels"), interpreter, log)
+            environment = f"image venv (Python {image.python}, {image.path.name} {image.date})"
+        else:
+            interpreter = Path(sys.executable)
+            site_dir, left_out = image_site_dir(root, image)
+            environment = (f"stand-in image (this Python {platform.python_version()}, {len(left_out)} packages "
+                           f"hidden)")
+        python = make_kernel_venv(root, interpreter, site_dir, block_with_socket_patch=not use_unshare)
         env = kernel_env(root, write_kernelspec(root, python))
         nb = inject_parameters(read_notebook(notebook_dir / NOTEBOOK_NAME),
                                {"INPUT_ROOT": str(inputs), "WORKING_DIR": str(working)})
@@ -80,8 +94,8 @@ def run_offline(notebook_dir: Path, upload_dir: Path, competition_slug: str, dat
                                      "language": "python"}
         nbformat.write(nb, str(root / "notebook.ipynb"))
         network = "unshare --net" if use_unshare else "socket patch"
-        log(f"remote offline: running {notebook_dir / NOTEBOOK_NAME} ({network}, loopback only) in the stand-in "
-            f"image (this Python {platform.python_version()}, {len(left_out)} packages hidden), {layout} layout")
+        log(f"remote offline: running {notebook_dir / NOTEBOOK_NAME} ({network}, loopback only) in the "
+            f"{environment}, {layout} layout")
         failure = None
         try:
             run_notebook(root / "notebook.ipynb", root / "executed.ipynb", working, env, use_unshare, timeout)

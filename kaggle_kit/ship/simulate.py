@@ -367,11 +367,12 @@ def _copied_base(manifest: dict[str, Any], dataset: Path) -> Path | None:
     return dataset / path if path else None
 
 
-def bundle_requirements(bundle_dir: Path) -> list[Requirement]:
-    """What the bundle's wheels require, kaggle-kit itself left out (it is one of the wheels)."""
+def wheels_requirements(wheels: Path) -> list[Requirement]:
+    """What the wheels in `wheels` (a bundle's, an upload's) require, kaggle-kit itself left out (it is one of
+    them)."""
     from kaggle_kit.ship.bundle import wheel_requirements
 
-    reqs = [r for w in sorted((bundle_dir / "dataset" / "wheels").glob("*.whl")) for r in wheel_requirements(w)
+    reqs = [r for w in sorted(wheels.glob("*.whl")) for r in wheel_requirements(w)
             if canonicalize_name(r.name) != KIT_DISTRIBUTION]
     return list({canonicalize_name(r.name): r for r in reqs}.values())
 
@@ -426,7 +427,8 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
             from kaggle_kit.ship.image_venv import ensure_image_venv, find_python
 
             interpreter = find_python(image.python, python)
-            site_dir = ensure_image_venv(image, bundle_requirements(bundle_dir), interpreter, log)
+            site_dir = ensure_image_venv(image, wheels_requirements(bundle_dir / "dataset" / "wheels"), interpreter,
+                                         log)
             environment = f"image venv (Python {image.python}, {image.path.name} {image.date})"
         else:
             interpreter = Path(sys.executable)
