@@ -83,6 +83,18 @@ def test_a_label_token_run_blends_with_a_linear_run(ell_tiny_run, ell_small_dir,
             "--folds", "2", "--epochs", "1", "--max-len", "32", "--lr", "1e-3", "--threads", "1", "--out", run)
     code, _, err = run_kit(capsys, *args)
     assert code == 0, err
+    post = json.loads((run / "cv.json").read_text()).get("postprocess")  # the OOF calibration, when it gained
+    assert (run / "postprocess.json").is_file() == (post is not None)
+    assert post is None or post["name"] == "calibration"
+
+    # kit predict applies a label-token run's calibration (no plugin post-processor declares it)
+    line = {"name": "calibration", "state": {"calibration": {"cohesion": [0.0, 3.5]}}, "n_rows": 48}
+    (run / "postprocess.json").write_text(json.dumps(line))
+    code, _, err = run_kit(capsys, "predict", "ell", "--input", ell_small_dir / "test.csv", "--run", run,
+                           "--output", tmp_path / "c.csv")
+    assert code == 0, err
+    calibrated = pd.read_csv(tmp_path / "c.csv")
+    assert (calibrated["cohesion"] == 3.5).all() and (calibrated["syntax"] != 3.5).any()
 
     blend = tmp_path / "blend.json"
     code, _, err = run_kit(capsys, "ensemble", "ell", "--run", ell_tiny_run, "--run", run, "--out", blend,

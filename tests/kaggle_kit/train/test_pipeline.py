@@ -184,3 +184,27 @@ def test_frozen_mode_rejects_trained_poolings(tmp_path, ell_small_dir, tiny_bert
                            ell_small_dir, "--model", tiny_bert, "--folds", "2", "--out", tmp_path / "r")
     assert code == 2 and "--mode frozen needs a pooling without trained weights" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_label_calibration_is_saved_where_it_gains_and_removed_where_it_does_not(tmp_path):
+    """A label-token run's OOF calibration: written as postprocess.json with the cross-fitted score when adopted;
+    a postprocess.json left by an earlier finalize is removed when it no longer gains."""
+    from types import SimpleNamespace
+
+    from kaggle_kit.registry import get_competition
+    from kaggle_kit.train.pipeline import fit_label_calibration
+
+    comp = get_competition("ell")
+    rng = np.random.default_rng(0)
+    pred = rng.normal(3.0, 0.5, size=(800, 6))
+    truth = np.clip(np.round((pred + rng.normal(0, 0.3, size=pred.shape)) * 2) / 2, 1, 5)
+    folds = np.arange(800) % 4
+    run = SimpleNamespace(postprocess=tmp_path / "postprocess.json")
+    squeezed = 3.0 + (pred - 3.0) * 0.5
+    before = comp.metric(truth, squeezed, comp.schema.targets)
+    record = fit_label_calibration(run, comp, squeezed, truth, folds, before)
+    assert record["name"] == "calibration" and run.postprocess.is_file()
+    assert record["score_after_crossfit"] < before.score - 0.05
+    assert json.loads(run.postprocess.read_text())["state"] == record["state"]
+    assert fit_label_calibration(run, comp, truth, truth, folds, comp.metric(truth, truth, comp.schema.targets)) is None
+    assert not run.postprocess.exists()
