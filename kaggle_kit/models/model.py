@@ -217,10 +217,10 @@ def build_model(config, n_outputs: int, pooling: str, pooling_layers: int = 4, h
             backbone = add_adapters(backbone, adapters, quantized=quantization is not None and trainable)
         model = KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout, window, label_tokens)
     if label_tokens is not None and not empty:
-        from kaggle_kit.models.label_tokens import pretrained_lm_rows
+        from kaggle_kit.models.label_tokens import initial_label_rows
 
         base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-        rows = pretrained_lm_rows(base, weights_from, model.fc.ids)
+        rows = initial_label_rows(base, weights_from, label_tokens)
         if rows is not None:
             with torch.no_grad():
                 model.fc.label_rows.copy_(rows)

@@ -149,7 +149,8 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
         from kaggle_kit.models.label_tokens import resolve_label_tokens
 
         cfg = cfg.model_copy(update={"label_tokens": resolve_label_tokens(tokenizer, comp.schema.targets,
-                                                                          cfg.label_cue, comp.label_words)})
+                                                                          cfg.label_cue, comp.label_words,
+                                                                          cfg.label_token_mode)})
     targets = comp.schema.target_names
     cut: list[bool] = []
     ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir, files, split="train", cut=cut)

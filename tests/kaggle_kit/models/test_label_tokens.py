@@ -142,3 +142,23 @@ def test_every_prompt_ends_with_the_cue_even_when_cut(causal_llama):
     cue = tokenizer(cfg.label_cue, add_special_tokens=False)["input_ids"]
     assert all(x[-len(cue):] == cue for x in ids) and len(ids[1]) <= 16
     assert ids[0][0] == tokenizer.cls_token_id  # the opening special token stays; the closing [SEP] is dropped
+
+
+SPLIT = Target("label", kind="multiclass", classes=("unkind", "unwise", "kind"))  # "un ##kind" and "un ##wise"
+
+
+def test_added_mode_gives_split_words_a_row_started_from_the_mean_of_their_pieces(causal_llama):
+    folder, causal, tokenizer = causal_llama
+    with pytest.raises(KitError, match="label-token-mode added"):
+        resolve_label_tokens(tokenizer, [SPLIT], " Answer:")
+    (record,) = resolve_label_tokens(tokenizer, [SPLIT], " Answer:", mode="added")
+    vocabulary = len(tokenizer)
+    assert record["ids"][:2] == [vocabulary, vocabulary + 1] and record["ids"][2] < vocabulary
+    assert record["tokens"][:2] == ["<label:unkind>", "<label:unwise>"] and len(record["pieces"][0]) == 2
+    assert record["pieces"][2] == [record["ids"][2]]
+    lm = causal.lm_head.weight.detach()
+    model = _head_model(folder, [record], 3)
+    rows = model.fc.label_rows.detach()
+    for k, pieces in enumerate(record["pieces"]):
+        torch.testing.assert_close(rows[k], lm[pieces].mean(dim=0))
+    assert not torch.allclose(rows[0], rows[1])  # the words share a first piece, not their rows
