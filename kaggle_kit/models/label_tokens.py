@@ -35,6 +35,8 @@ from kaggle_kit.tasks.targets import Target
 
 log = logging.getLogger(__name__)
 
+DEFAULT_LABEL_CUE = " Answer:"  # what ends every prompt when neither --label-cue nor the plugin's label_cue says
+
 
 def default_label_words(target: Target) -> list[str]:
     """A class's own name; a score's level number (1..N over its grid, single digits up to 9 levels)."""

@@ -20,6 +20,7 @@ from kaggle_kit.config import TrainConfig
 from kaggle_kit.data.load import SAMPLE
 from kaggle_kit.device import check_gpus_exist, resolved_precision
 from kaggle_kit.errors import KitError
+from kaggle_kit.models.label_tokens import DEFAULT_LABEL_CUE
 from kaggle_kit.tasks.losses import check_loss_trains, get_loss
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path | str, d
         "pooling_layers": min(cfg.pooling_layers, depth), "loss": loss, "input_format": input_format,
         "precision": resolved_precision(cfg.precision, device), "data": data,
         "competition_version": comp.version, "targets": [t.record() for t in comp.schema.targets],
+        "label_cue": cfg.label_cue if cfg.label_cue is not None else comp.label_cue or DEFAULT_LABEL_CUE,  # recorded
     })
 
 

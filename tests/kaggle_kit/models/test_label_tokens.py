@@ -137,7 +137,7 @@ def test_every_prompt_ends_with_the_cue_even_when_cut(causal_llama):
     _, _, tokenizer = causal_llama
     comp = get_competition("ell")
     df = pd.DataFrame({"text_id": ["a", "b"], "full_text": ["short essay.", "a long essay " * 40]})
-    cfg = TrainConfig(head="label-tokens", max_len=16)
+    cfg = TrainConfig(head="label-tokens", max_len=16, label_cue=" Answer:")
     ids = build_model_inputs(comp, df, tokenizer, cfg, None, {})
     cue = tokenizer(cfg.label_cue, add_special_tokens=False)["input_ids"]
     assert all(x[-len(cue):] == cue for x in ids) and len(ids[1]) <= 16
@@ -162,3 +162,35 @@ def test_added_mode_gives_split_words_a_row_started_from_the_mean_of_their_piece
     for k, pieces in enumerate(record["pieces"]):
         torch.testing.assert_close(rows[k], lm[pieces].mean(dim=0))
     assert not torch.allclose(rows[0], rows[1])  # the words share a first piece, not their rows
+
+
+def test_the_plugins_cue_is_what_the_label_tokens_follow_unless_label_cue_overrides(causal_llama):
+    import dataclasses
+
+    from kaggle_kit.config import TrainConfig
+    from kaggle_kit.registry import get_competition
+    from kaggle_kit.train.preflight import resolved_config
+
+    folder, _, tokenizer = causal_llama
+    config = load_backbone_config(folder, None)
+    ell = get_competition("ell")
+    scored = dataclasses.replace(ell, label_cue="\nOverall level:")
+
+    def cue(comp, **settings):
+        cfg = TrainConfig(head="label-tokens", **settings)
+        return resolved_config(cfg, comp, "sample", torch.device("cpu"), config, folder).label_cue
+
+    assert cue(scored) == "\nOverall level:" and cue(ell) == " Answer:"
+    assert cue(scored, label_cue=" Grade:") == " Grade:"
+    import pandas as pd
+
+    from kaggle_kit.predict.inference import build_model_inputs
+
+    cfg = resolved_config(TrainConfig(head="label-tokens", max_len=32), scored, "sample", torch.device("cpu"), config,
+                          folder)
+    (ids,) = build_model_inputs(scored, pd.DataFrame({"text_id": ["a"], "full_text": ["an essay."]}), tokenizer, cfg,
+                                None, {})
+    ending = tokenizer("\nOverall level:", add_special_tokens=False)["input_ids"]
+    assert ids[-len(ending):] == ending  # the prompt ends with the plugin's cue: the label word is read after it
+    with pytest.raises(ValueError, match="label_cue"):
+        dataclasses.replace(ell, label_cue="  ")
