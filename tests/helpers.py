@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -53,3 +55,16 @@ def same_weights_atol() -> float:
     import torch
 
     return 2e-2 if torch.cuda.is_available() else 1e-5
+
+
+def interrupted_copy(trained_run, dest):
+    """A copy of the run as if the process was killed during fold 1: its results and the final reports are
+    missing, its manifest still says running, and its process is gone."""
+    shutil.copytree(trained_run, dest)
+    for name in ("folds/fold1.json", "folds/fold1_oof.csv", "fold1.safetensors", "oof.csv", "cv.json"):
+        (dest / name).unlink()
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["status"] = "running"
+    manifest["sessions"][-1].update(pid=dead_pid(), ended=None, outcome=None)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest

@@ -9,7 +9,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from kaggle_kit.runs.folder import weights_record
-from tests.helpers import assert_one_line_error, run_kit, same_weights_atol
+from tests.helpers import assert_one_line_error, interrupted_copy, run_kit, same_weights_atol
 
 pytest.importorskip("peft")
 pytestmark = pytest.mark.e2e
@@ -113,3 +113,26 @@ def test_label_tokens_refuse_another_pooling_and_the_frozen_mode(tiny_llama, ell
     code, _, err = run_kit(capsys, *base, "--mode", "frozen", "--out", tmp_path / "b")
     assert_one_line_error(code, err, "--mode frozen")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_stopped_label_token_run_resumes_to_the_same_folds(ell_small_dir, tiny_llama, tmp_path, capsys):
+    """--resume keeps the recorded label tokens and the finished fold's file, and trains the stopped fold to the
+    same label rows and OOF predictions as the run that was not stopped."""
+    run = tmp_path / "run"
+    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--lora-r", "4",
+                           "--head", "label-tokens", "--folds", "2", "--epochs", "1", "--max-len", "32", "--lr",
+                           "1e-3", "--threads", "1", "--out", run)
+    assert code == 0, err
+    stopped = interrupted_copy(run, tmp_path / "stopped")
+    fold0 = (stopped / "fold0.safetensors").read_bytes()
+    code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", stopped)
+    assert code == 0, err
+    assert "fold 0: already finished" in err and (stopped / "fold0.safetensors").read_bytes() == fold0
+    recorded = json.loads((run / "run_config.json").read_text())
+    assert json.loads((stopped / "run_config.json").read_text())["label_tokens"] == recorded["label_tokens"]
+    torch = pytest.importorskip("torch")
+    rows, resumed = (load_file(str(r / "fold1.safetensors"))["fc.label_rows"] for r in (run, stopped))
+    torch.testing.assert_close(resumed, rows, atol=same_weights_atol(), rtol=0)
+    oof, again = (pd.read_csv(r / "folds" / "fold1_oof.csv") for r in (run, stopped))
+    np.testing.assert_allclose(again.drop(columns="text_id").to_numpy(), oof.drop(columns="text_id").to_numpy(),
+                               atol=same_weights_atol())

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ from safetensors.torch import load_file
 from kaggle_kit.device import pick_device
 from kaggle_kit.fileio import sha256_file
 from kaggle_kit.runs.folder import RunDir
-from tests.helpers import dead_pid, run_kit
+from tests.helpers import interrupted_copy, run_kit
 
 pytestmark = pytest.mark.e2e
 TARGETS = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
@@ -70,21 +69,8 @@ def test_same_seed_same_folds(trained_run, tmp_path, ell_small_dir, tiny_bert, c
     assert (again / "folds.csv").read_bytes() == (trained_run / "folds.csv").read_bytes()
 
 
-def _interrupted_copy(trained_run, dest):
-    """A copy of the run as if the process was killed during fold 1: its results and the final reports are
-    missing, its manifest still says running, and its process is gone."""
-    shutil.copytree(trained_run, dest)
-    for name in ("folds/fold1.json", "folds/fold1_oof.csv", "fold1.safetensors", "oof.csv", "cv.json"):
-        (dest / name).unlink()
-    manifest = json.loads((dest / "manifest.json").read_text())
-    manifest["status"] = "running"
-    manifest["sessions"][-1].update(pid=dead_pid(), ended=None, outcome=None)
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
-
-
 def test_resume_skips_finished_folds_and_keeps_their_files(trained_run, tmp_path, capsys):
-    run_copy = _interrupted_copy(trained_run, tmp_path / "interrupted")
+    run_copy = interrupted_copy(trained_run, tmp_path / "interrupted")
     fold0_hash = sha256_file(run_copy / "fold0.safetensors")
 
     code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", run_copy)
@@ -100,8 +86,8 @@ def test_resume_without_out_continues_the_latest_unfinished_run(trained_run, tmp
     code, _, err = run_kit(capsys, "train", "ell", "--resume")
     assert code == 2 and "no unfinished run under runs/ell/" in err
 
-    older = _interrupted_copy(trained_run, tmp_path / "runs" / "ell" / "older")
-    newer = _interrupted_copy(trained_run, tmp_path / "runs" / "ell" / "newer")
+    older = interrupted_copy(trained_run, tmp_path / "runs" / "ell" / "older")
+    newer = interrupted_copy(trained_run, tmp_path / "runs" / "ell" / "newer")
     os.utime(older / "run_config.json", (1, 1))
     code, _, err = run_kit(capsys, "train", "ell", "--resume")
     assert code == 0, err
