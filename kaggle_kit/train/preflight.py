@@ -44,7 +44,7 @@ def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path | str, d
     if cfg.mode == "frozen":
         from kaggle_kit.train.frozen import check_config
 
-        check_config(cfg)
+        check_config(cfg, comp.schema.targets)
     check_model_fits(cfg, backbone_config)
     cfg = cfg.model_copy(update=window_settings(cfg, backbone_config))
     depth = getattr(backbone_config, "num_hidden_layers", None) or cfg.pooling_layers
