@@ -194,3 +194,14 @@ def test_the_plugins_cue_is_what_the_label_tokens_follow_unless_label_cue_overri
     assert ids[-len(ending):] == ending  # the prompt ends with the plugin's cue: the label word is read after it
     with pytest.raises(ValueError, match="label_cue"):
         dataclasses.replace(ell, label_cue="  ")
+
+
+def test_label_rows_train_at_the_head_rate_without_weight_decay(causal_llama):
+    """Decay toward zero would shrink the pretrained LM head's rows the head starts from."""
+    from kaggle_kit.models.model import llrd_param_groups
+
+    folder, _, tokenizer = causal_llama
+    model = _head_model(folder, resolve_label_tokens(tokenizer, [CLASSES], " Answer:"), 3)
+    (group,) = [g for g in llrd_param_groups(model, 1e-4, 1e-3, 1.0, 0.01)
+                if any(p is model.fc.label_rows for p in g["params"])]
+    assert group["weight_decay"] == 0.0 and group["lr"] == 1e-3
