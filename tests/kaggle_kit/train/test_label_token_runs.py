@@ -9,7 +9,14 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from kaggle_kit.runs.folder import weights_record
-from tests.helpers import assert_one_line_error, interrupted_copy, run_kit, same_weights_atol
+from tests.helpers import (
+    assert_one_line_error,
+    fold_rows_as_test,
+    interrupted_copy,
+    run_kit,
+    same_weights_atol,
+    train_tiny_lora,
+)
 
 pytest.importorskip("peft")
 pytestmark = pytest.mark.e2e
@@ -27,10 +34,7 @@ def test_label_token_run_ships_label_rows_and_predicts_its_oof(competition, fami
     data = request.getfixturevalue(data_fixture)
     base = request.getfixturevalue(family)
     run = tmp_path / "run"
-    code, _, err = run_kit(capsys, "train", competition, "--data", data, "--model", base, "--lora-r", "8",
-                           "--head", "label-tokens", "--folds", "2", "--train-folds", "0", "--epochs", "1",
-                           "--max-len", "48", "--batch-size", "16", "--lr", "1e-3", "--threads", "1", "--out", run)
-    assert code == 0, err
+    train_tiny_lora(capsys, competition, data, base, run, "--head", "label-tokens", lora_r=8, max_len=48)
     recorded = json.loads((run / "run_config.json").read_text())
     assert recorded["head"] == "label-tokens" and recorded["pooling"] == "last-token"
     assert [r["target"] for r in recorded["label_tokens"]] == comp.schema.target_names
@@ -39,12 +43,8 @@ def test_label_token_run_ships_label_rows_and_predicts_its_oof(competition, fami
     assert {k for k in state if "lora_" not in k} == {"fc.label_rows"}
     assert state["fc.label_rows"].shape[0] == n_rows
 
-    folds = pd.read_csv(run / "folds.csv", dtype={comp.schema.id_column: str})
-    train = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
-    rows = train[train[comp.schema.id_column].isin(folds.loc[folds["fold"] == 0, comp.schema.id_column])]
     test_dir = tmp_path / "fold0"
-    test_dir.mkdir()
-    rows[[comp.schema.id_column, *comp.schema.input_columns]].to_csv(test_dir / "test.csv", index=False)
+    rows = fold_rows_as_test(data, run, comp.schema.id_column, comp.schema.input_columns, 0, test_dir)
     if competition == "fbe":  # per-row essay files
         (test_dir / "test").symlink_to(data / "train")
     columns = [c for t in comp.schema.targets for c in t.submission_columns]
@@ -79,10 +79,7 @@ def test_label_tokens_refused_for_an_encoder(tiny_bert, ell_small_dir, tmp_path,
 
 def test_a_label_token_run_blends_with_a_linear_run(ell_tiny_run, ell_small_dir, tiny_llama, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ("train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--lora-r", "4", "--head", "label-tokens",
-            "--folds", "2", "--epochs", "1", "--max-len", "32", "--lr", "1e-3", "--threads", "1", "--out", run)
-    code, _, err = run_kit(capsys, *args)
-    assert code == 0, err
+    train_tiny_lora(capsys, "ell", ell_small_dir, tiny_llama, run, "--head", "label-tokens", train_folds=None)
     post = json.loads((run / "cv.json").read_text()).get("postprocess")  # the OOF calibration, when it gained
     assert (run / "postprocess.json").is_file() == (post is not None)
     assert post is None or post["name"] == "calibration"
@@ -119,10 +116,7 @@ def test_a_stopped_label_token_run_resumes_to_the_same_folds(ell_small_dir, tiny
     """--resume keeps the recorded label tokens and the finished fold's file, and trains the stopped fold to the
     same label rows and OOF predictions as the run that was not stopped."""
     run = tmp_path / "run"
-    code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--lora-r", "4",
-                           "--head", "label-tokens", "--folds", "2", "--epochs", "1", "--max-len", "32", "--lr",
-                           "1e-3", "--threads", "1", "--out", run)
-    assert code == 0, err
+    train_tiny_lora(capsys, "ell", ell_small_dir, tiny_llama, run, "--head", "label-tokens", train_folds=None)
     stopped = interrupted_copy(run, tmp_path / "stopped")
     fold0 = (stopped / "fold0.safetensors").read_bytes()
     code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", stopped)
