@@ -130,3 +130,38 @@ def test_a_stopped_label_token_run_resumes_to_the_same_folds(ell_small_dir, tiny
     oof, again = (pd.read_csv(r / "folds" / "fold1_oof.csv") for r in (run, stopped))
     np.testing.assert_allclose(again.drop(columns="text_id").to_numpy(), oof.drop(columns="text_id").to_numpy(),
                                atol=same_weights_atol())
+
+
+def test_added_label_tokens_train_ship_and_predict_their_oof(fbe_small_dir, tiny_llama, tmp_path, capsys,
+                                                              monkeypatch):
+    """Label words the MiniLM tokenizer splits with a shared first piece ("un ##kind", "un ##wise"): refused as
+    first tokens, trained as rows of their own with --label-token-mode added, and `kit predict` reproduces the OOF."""
+    import dataclasses
+
+    from kaggle_kit import registry
+
+    comp = dataclasses.replace(registry.get_competition("fbe"),
+                               label_words={"discourse_effectiveness": ("unkind", "unwise", "kind")})
+    monkeypatch.setitem(registry.all_competitions(), "fbe", comp)
+    code, _, err = run_kit(capsys, "train", "fbe", "--data", fbe_small_dir, "--model", tiny_llama, "--head",
+                           "label-tokens", "--lora-r", "4", "--folds", "2", "--out", tmp_path / "first")
+    assert_one_line_error(code, err, "'unkind' and 'unwise'", "--label-token-mode added")
+    run = train_tiny_lora(capsys, "fbe", fbe_small_dir, tiny_llama, tmp_path / "run", "--head", "label-tokens",
+                          "--label-token-mode", "added", max_len=48)
+    (record,) = json.loads((run / "run_config.json").read_text())["label_tokens"]
+    assert record["tokens"][:2] == ["<label:unkind>", "<label:unwise>"] and len(record["pieces"][1]) == 2
+    assert load_file(str(run / "fold0.safetensors"))["fc.label_rows"].shape[0] == 3
+
+    test_dir = tmp_path / "fold0"
+    rows = fold_rows_as_test(fbe_small_dir, run, "discourse_id", comp.schema.input_columns, 0, test_dir)
+    (test_dir / "test").symlink_to(fbe_small_dir / "train")
+    (run / "postprocess.json").unlink(missing_ok=True)  # the fitted temperature: predict as validation did
+    code, _, err = run_kit(capsys, "predict", "fbe", "--run", run, "--input", test_dir / "test.csv", "--output",
+                           tmp_path / "sub.csv")
+    assert code == 0, err
+    columns = list(comp.schema.targets[0].submission_columns)
+    sub = pd.read_csv(tmp_path / "sub.csv", dtype={"discourse_id": str}).set_index("discourse_id")
+    oof = pd.read_csv(run / "oof.csv", dtype={"discourse_id": str}).set_index("discourse_id")
+    ids = rows["discourse_id"]
+    np.testing.assert_allclose(sub.loc[ids, columns].to_numpy(), oof.loc[ids, columns].to_numpy(),
+                               atol=same_weights_atol())
