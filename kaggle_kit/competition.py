@@ -230,6 +230,9 @@ class Competition:
     # carries, as rows of train.csv's columns (labels as written in train.csv). None: the test rows whose target
     # columns are all filled.
     test_time_examples: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    # With --head label-tokens: the answer cue that ends every prompt (its next token is the label word), for a
+    # plugin whose inputs read better with another ("\nScore:"); --label-cue overrides it. None = " Answer:".
+    label_cue: str | None = None
 
     def __post_init__(self) -> None:
         self._check_fields()
@@ -290,6 +293,8 @@ class Competition:
                 raise bad(field_name, value, f"must be a tuple of {kind.__name__}(...)")
 
     def _check_label_words(self, bad: Callable[[str, Any, str], ValueError]) -> None:
+        if self.label_cue is not None and (not isinstance(self.label_cue, str) or not self.label_cue.strip()):
+            raise bad("label_cue", self.label_cue, "must be a non-empty string such as ' Answer:', or None")
         if not isinstance(self.label_words, Mapping):
             raise bad("label_words", self.label_words, "must map target names to label words")
         targets = {t.name: t for t in self.schema.targets}

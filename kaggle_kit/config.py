@@ -32,6 +32,7 @@ Pooling = Literal["mean", "max", "min", "cls", "last-token", "attention", "gem",
 Tracker = Literal["mlflow", "wandb", "tensorboard"]
 PseudoStage = Literal["mix", "pretrain"]
 Head = Literal["linear", "label-tokens"]
+LabelTokenMode = Literal["first", "added"]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
 
 
@@ -113,8 +114,13 @@ class TrainConfig(BaseModel):
                                    "the prompt ends with --label-cue and each output is the LM head's logits of "
                                    "one label word per class or score level at the last real token (their rows "
                                    "train; a score is the expected value over its levels).")
-    label_cue: str = setting(" Answer:", "With --head label-tokens: the answer cue appended to every input; the "
-                                          "label word is its next token.", metavar="TEXT")
+    label_cue: str | None = setting(None, "With --head label-tokens: the answer cue appended to every input; the "
+                                          "label word is its next token [default: the competition's label_cue, "
+                                          "else ' Answer:'].", metavar="TEXT")
+    label_token_mode: LabelTokenMode = setting("first", "With --head label-tokens, a label word the tokenizer "
+                                                        "splits: first = scored by its first piece (two labels "
+                                                        "sharing it are refused); added = a new row of its own, "
+                                                        "started from the mean of its pieces' LM-head rows.")
     label_tokens: list[dict[str, Any]] | None = setting(None, "With --head label-tokens: per target, its label "
                                                               "words, their token ids (resolved at training) and "
                                                               "a score's level values.", flag=False)

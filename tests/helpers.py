@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -65,3 +67,40 @@ class SteppingClock:
     def __call__(self) -> float:
         self.now += self.step
         return self.now
+
+
+def interrupted_copy(trained_run, dest):
+    """A copy of the run as if the process was killed during fold 1: its results and the final reports are
+    missing, its manifest still says running, and its process is gone."""
+    shutil.copytree(trained_run, dest)
+    for name in ("folds/fold1.json", "folds/fold1_oof.csv", "fold1.safetensors", "oof.csv", "cv.json"):
+        (dest / name).unlink()
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["status"] = "running"
+    manifest["sessions"][-1].update(pid=dead_pid(), ended=None, outcome=None)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def train_tiny_lora(capsys, competition: str, data, base, out, *flags, lora_r: int = 4, train_folds: str | None = "0",
+                    max_len: int = 32):
+    """`kit train` of a tiny decoder with LoRA adapters on two folds (only `train_folds` of them trained; None: both),
+    one epoch, sized for a CPU; `flags` add to it (--head label-tokens). Asserts it succeeded and returns `out`."""
+    folds = ("--train-folds", train_folds) if train_folds is not None else ()
+    code, _, err = run_kit(capsys, "train", competition, "--data", data, "--model", base, "--lora-r", str(lora_r),
+                           "--folds", "2", *folds, "--epochs", "1", "--max-len", str(max_len), "--batch-size", "16",
+                           "--lr", "1e-3", "--threads", "1", "--out", out, *flags)
+    assert code == 0, err
+    return out
+
+
+def fold_rows_as_test(data, run, comp_id: str, input_columns, fold: int, out):
+    """The validation rows of `fold` in train.csv, written as out/test.csv (with their inputs only); returns them."""
+    import pandas as pd
+
+    train = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
+    folds = pd.read_csv(run / "folds.csv", dtype={comp_id: str})
+    rows = train[train[comp_id].isin(folds.loc[folds["fold"] == fold, comp_id])]
+    out.mkdir()
+    rows[[comp_id, *input_columns]].to_csv(out / "test.csv", index=False)
+    return rows

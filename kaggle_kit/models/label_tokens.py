@@ -13,7 +13,10 @@ expected value of the softmax over its level words, so a score loss (rmse) train
 
 Token ids are resolved once, at training, as the prompt produces them (the first token after the cue of
 `cue + " " + word`), refused when two labels of a target share it, and recorded in run_config.json
-(`label_tokens`): inference never derives them again.
+(`label_tokens`): inference never derives them again. With --label-token-mode added, a word the tokenizer splits
+gets a row of its own instead, started from the mean of its pieces' rows. The tokenizer gains no token for it:
+a label token is only ever predicted, never read, so no input embedding is needed, and a text that happened to
+hold an added token's literal string would otherwise look up an embedding row the base does not have.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from kaggle_kit.tasks.targets import Target
 
 log = logging.getLogger(__name__)
 
+DEFAULT_LABEL_CUE = " Answer:"  # what ends every prompt when neither --label-cue nor the plugin's label_cue says
+
 
 def default_label_words(target: Target) -> list[str]:
     """A class's own name; a score's level number (1..N over its grid, single digits up to 9 levels)."""
@@ -45,32 +50,65 @@ def default_label_words(target: Target) -> list[str]:
 
 
 def resolve_label_tokens(tokenizer, targets: Sequence[Target], cue: str,
-                         declared: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
-    """Per target its label words (the plugin's `label_words`, else the defaults) and their first token as it
-    follows the cue; refused when two share one."""
+                         declared: Mapping[str, Sequence[str]] | None = None,
+                         mode: str = "first") -> list[dict[str, Any]]:
+    """Per target its label words (the plugin's `label_words`, else the defaults) and their tokens as they follow
+    the cue. `first`: a word's first token, refused when two share one. `added`: a word of one token keeps it; a
+    word of several gets a row of its own (`pieces` records the tokens its row starts from, `ids` a new id past
+    the vocabulary that names it)."""
     cue_ids = tokenizer(cue, add_special_tokens=False)["input_ids"]
-    records = []
+    vocabulary = len(tokenizer)
+    records, added = [], 0
     for target in targets:
         words = list((declared or {}).get(target.name) or default_label_words(target))
-        ids = []
+        ids, pieces = [], []
         for word in words:
             full = tokenizer(f"{cue} {word}", add_special_tokens=False)["input_ids"]
             if full[:len(cue_ids)] != cue_ids or len(full) == len(cue_ids):
                 raise KitError(f"--label-cue {cue!r}: the tokenizer merges it with the label word {word!r} of "
                                f"{target.name!r}; end the cue with a separating character such as ':'")
-            ids.append(full[len(cue_ids)])
+            word_ids = full[len(cue_ids):]
+            pieces.append(word_ids)
+            if mode == "added" and len(word_ids) > 1:
+                ids.append(vocabulary + added)
+                added += 1
+            else:
+                ids.append(word_ids[0])
         seen: dict[int, str] = {}
         for word, token in zip(words, ids, strict=True):
             if token in seen:
                 raise KitError(f"--head label-tokens: labels {seen[token]!r} and {word!r} of {target.name!r} start "
-                               f"with the same token ({tokenizer.convert_ids_to_tokens(token)!r}) after the cue")
+                               f"with the same token ({tokenizer.convert_ids_to_tokens(token)!r}) after the cue; "
+                               f"--label-token-mode added gives each a row of its own")
             seen[token] = word
+        tokens = [f"<label:{word}>" if token >= vocabulary else tokenizer.convert_ids_to_tokens(token)
+                  for word, token in zip(words, ids, strict=True)]
         record: dict[str, Any] = {"target": target.name, "kind": target.kind, "words": words, "ids": ids,
-                                  "tokens": tokenizer.convert_ids_to_tokens(ids)}
+                                  "tokens": tokens}
+        if mode == "added":
+            record["pieces"] = pieces
         if target.kind == "regression":
             record["values"] = [float(v) for v in target.grid()]
         records.append(record)
     return records
+
+
+def initial_label_rows(backbone: nn.Module, model_path: Path | None, records: Sequence[dict[str, Any]]
+                       ) -> torch.Tensor | None:
+    """The label rows a run starts from: each label's token row of the pretrained LM head, or for a label with
+    its own added row (`pieces`) the mean of its pieces' rows. None without a checkpoint (a random model)."""
+    groups = [[i] for r in records for i in r["ids"]]
+    for r in records:
+        if "pieces" in r:
+            start = sum(len(q["ids"]) for q in records[:records.index(r)])
+            for k, word_pieces in enumerate(r["pieces"]):
+                groups[start + k] = list(word_pieces)
+    needed = sorted({i for g in groups for i in g})
+    rows = pretrained_lm_rows(backbone, model_path, needed)
+    if rows is None:
+        return None
+    at = {token: k for k, token in enumerate(needed)}
+    return torch.stack([rows[[at[i] for i in g]].mean(dim=0) for g in groups])
 
 
 def pretrained_lm_rows(backbone: nn.Module, model_path: Path | None, ids: Sequence[int]) -> torch.Tensor | None:

@@ -217,10 +217,10 @@ def build_model(config, n_outputs: int, pooling: str, pooling_layers: int = 4, h
             backbone = add_adapters(backbone, adapters, quantized=quantization is not None and trainable)
         model = KitModel(backbone, pooling, n_outputs, pooling_layers, head_dropout, window, label_tokens)
     if label_tokens is not None and not empty:
-        from kaggle_kit.models.label_tokens import pretrained_lm_rows
+        from kaggle_kit.models.label_tokens import initial_label_rows
 
         base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-        rows = pretrained_lm_rows(base, weights_from, model.fc.ids)
+        rows = initial_label_rows(base, weights_from, label_tokens)
         if rows is not None:
             with torch.no_grad():
                 model.fc.label_rows.copy_(rows)
@@ -319,9 +319,11 @@ def freeze_bottom(model: KitModel, embeddings: bool, layers_from_bottom: int) ->
 def llrd_param_groups(model: KitModel, lr: float, head_lr: float, decay: float, weight_decay: float) -> list[dict]:
     """AdamW groups: the top block gets `lr`, each block below `decay` times the one above, embeddings lowest.
 
-    Biases and norm weights (1-D tensors) get no weight decay. Backbone parameters outside the blocks and
-    embeddings (DeBERTa's relative embeddings, poolers) train at the top-block rate.
+    Biases and norm weights (1-D tensors) get no weight decay, nor a label-token head's rows: they are the
+    pretrained LM head's, and decay toward zero would shrink what the head starts from. Backbone parameters outside
+    the blocks and embeddings (DeBERTa's relative embeddings, poolers) train at the top-block rate.
     """
+    label_rows = getattr(model.fc, "label_rows", None)
     embeddings, layers = find_encoder_layers(model.backbone)
     depth_of: dict[int, int] = {}
     for p in (embeddings.parameters() if embeddings is not None else []):
@@ -343,7 +345,7 @@ def llrd_param_groups(model: KitModel, lr: float, head_lr: float, decay: float, 
             group_lr = lr * decay**depth
         else:
             key, group_lr = "head", head_lr
-        no_decay = param.ndim <= 1
+        no_decay = param.ndim <= 1 or param is label_rows
         group = groups.setdefault((key, no_decay), {
             "name": f"{key}{'/no_decay' if no_decay else ''}", "params": [], "lr": group_lr,
             "weight_decay": 0.0 if no_decay else weight_decay,

@@ -6,6 +6,10 @@ saves {"name", "state"} as the run's postprocess.json and reports the score befo
 fitted on all OOF rows, and cross-fitted: each fold's rows post-processed with a state fitted on the other folds,
 an estimate that does not flatter the fit). Ensembles blend the predictions before post-processing and fit it
 again on the blended OOF predictions (what top solutions do: thresholds fitted per member do not fit a blend).
+
+A label-token run of a plugin without a post-processor gets the kit's own LinearCalibration instead, adopted per
+score target only where it lowers the cross-fitted metric (adopt_calibration); its postprocess.json names it, so
+apply_record applies it without the plugin declaring it.
 """
 
 from __future__ import annotations
@@ -152,6 +156,65 @@ class TemperatureScaling:
         return out
 
 
+@dataclass(frozen=True)
+class LinearCalibration:
+    """Per score target with a value grid, a*x + b fitted by least squares, clipped to the grid's range.
+
+    What a label-token head's expected value over its level words needs: a softmax over levels pulls the expected
+    value toward the middle (a > 1 undoes it). The kit fits it itself on a label-token run's OOF predictions
+    (`adopt_calibration`), keeping a target's line only where it lowers the cross-fitted metric; targets absent
+    from the state pass through.
+    """
+
+    name: str = "calibration"
+
+    @staticmethod
+    def _targets(targets: Sequence[Target]) -> list[tuple[int, Target, np.ndarray]]:
+        found = [(i, t, t.grid()) for i, t in enumerate(targets) if t.kind == "regression"]
+        return [(i, t, g) for i, t, g in found if g is not None and len(g) >= 2]
+
+    def fit(self, pred: np.ndarray, truth: np.ndarray, targets: Sequence[Target]) -> dict[str, Any]:
+        lines, slices = {}, output_slices(targets)
+        for i, target, _ in self._targets(targets):
+            x = np.asarray(pred, dtype=np.float64)[:, slices[i].start]
+            y = np.asarray(truth, dtype=np.float64)[:, i]
+            a, b = (np.polyfit(x, y, 1) if np.ptp(x) > 0 else (1.0, 0.0))
+            lines[target.name] = [float(a), float(b)]
+        return {"calibration": lines}
+
+    def apply(self, pred: np.ndarray, state: dict[str, Any], targets: Sequence[Target]) -> np.ndarray:
+        out = np.array(pred, dtype=np.float64, copy=True)
+        slices = output_slices(targets)
+        for i, target, grid in self._targets(targets):
+            if target.name in state["calibration"]:
+                a, b = state["calibration"][target.name]
+                column = slices[i].start
+                out[:, column] = np.clip(a * out[:, column] + b, grid[0], grid[-1])
+        return out
+
+
+def adopt_calibration(pred: np.ndarray, truth: np.ndarray, targets: Sequence[Target], folds: np.ndarray,
+                      metric) -> dict[str, Any] | None:
+    """LinearCalibration's record fitted on all OOF rows, holding only the targets whose cross-fitted metric (each
+    fold calibrated by a line fitted on the other folds) beats the uncalibrated one; None when none does, or with
+    fewer than two folds (nothing to judge it on)."""
+    calibration = LinearCalibration()
+    if not calibration._targets(targets):
+        return None
+    crossfitted = crossfit(calibration, pred, truth, targets, folds)
+    if crossfitted is None:
+        return None
+    before, after = metric(truth, pred, targets).per_target, metric(truth, crossfitted, targets).per_target
+    better = (lambda new, old: new > old) if metric.greater_is_better else (lambda new, old: new < old)
+    record = fit_record(calibration, pred, truth, targets)
+    lines = record["state"]["calibration"]
+    record["state"]["calibration"] = {name: line for name, line in lines.items() if better(after[name], before[name])}
+    for name in lines:
+        log.info("calibration of %s: %s %.4f -> %.4f cross-fitted: %s", name, metric.name, before[name], after[name],
+                 "adopted" if name in record["state"]["calibration"] else "not adopted")
+    return record if record["state"]["calibration"] else None
+
+
 # ---- how the kit uses a post-processor --------------------------------------------------------------------------
 
 def fit_record(postprocessor, pred: np.ndarray, truth: np.ndarray, targets: Sequence[Target]) -> dict[str, Any]:
@@ -163,6 +226,8 @@ def apply_record(postprocessor, record: dict[str, Any] | None, pred: np.ndarray,
                  where: str) -> np.ndarray:
     """`pred` post-processed with a saved state. A state of another post-processor is refused by name: applying
     it would change the predictions silently."""
+    if postprocessor is None and record is not None and record.get("name") == LinearCalibration.name:
+        postprocessor = LinearCalibration()  # the kit's own, fitted on a label-token run's OOF (adopt_calibration)
     if postprocessor is None and record is None:
         return pred
     if record is None:

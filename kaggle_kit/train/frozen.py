@@ -45,8 +45,9 @@ def ridge_targets(y: np.ndarray, targets, spec: LossSpec) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def check_config(cfg: TrainConfig) -> None:
-    """Checked before the run folder exists: a learned pooling would stay at its random initialisation."""
+def check_config(cfg: TrainConfig, targets=()) -> None:
+    """Checked before the run folder exists: a learned pooling would stay at its random initialisation, and a
+    multi-class teacher (--distill) is a loss on soft labels, which a ridge head fitted in closed form never sees."""
     if cfg.pooling not in PARAMETER_FREE_POOLINGS:
         raise KitError(f"--pooling {cfg.pooling!r}: --mode frozen needs a pooling without trained "
                        f"weights ({', '.join(PARAMETER_FREE_POOLINGS)})")
@@ -54,6 +55,11 @@ def check_config(cfg: TrainConfig) -> None:
         if on:
             raise KitError(f"{name} with --mode frozen: not supported (a ridge head has no step count to take from "
                            f"the folds, and no batches to weight); use --mode finetune")
+    multiclass = [t.name for t in targets if t.kind == "multiclass"]
+    if cfg.distill and multiclass:
+        raise KitError(f"--distill with --mode frozen: the teacher of multi-class target {multiclass[0]!r} is a "
+                       f"KL loss on its probabilities, which the frozen mode's ridge head never trains on; use "
+                       f"--mode finetune")
 
 
 class FrozenFoldTrainer(FoldTrainer):
@@ -61,7 +67,7 @@ class FrozenFoldTrainer(FoldTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        check_config(self.cfg)
+        check_config(self.cfg, self.targets)
         self.model: KitModel | None = None
         self.features: dict[object, np.ndarray] = {}
 

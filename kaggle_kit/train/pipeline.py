@@ -35,8 +35,8 @@ from kaggle_kit.runs import plots
 from kaggle_kit.runs.folder import RunDir, check_not_running, new_manifest, now_iso
 from kaggle_kit.runs.monitor import NullMonitor, RunMonitor
 from kaggle_kit.runs.tracker import check_tracker
-from kaggle_kit.tasks.postprocess import crossfit, fit_record
-from kaggle_kit.tasks.targets import prior_prediction
+from kaggle_kit.tasks.postprocess import LinearCalibration, adopt_calibration, crossfit, fit_record
+from kaggle_kit.tasks.targets import output_slices, prior_prediction
 from kaggle_kit.train import distributed
 from kaggle_kit.train.distributed import SINGLE, Dist
 from kaggle_kit.train.preflight import assign_folds, check_devices, check_output_folder, resolved_config
@@ -149,7 +149,8 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool, dist: Dist = SINGLE, fo
         from kaggle_kit.models.label_tokens import resolve_label_tokens
 
         cfg = cfg.model_copy(update={"label_tokens": resolve_label_tokens(tokenizer, comp.schema.targets,
-                                                                          cfg.label_cue, comp.label_words)})
+                                                                          cfg.label_cue, comp.label_words,
+                                                                          cfg.label_token_mode)})
     targets = comp.schema.target_names
     cut: list[bool] = []
     ids = build_model_inputs(comp, train_df, tokenizer, cfg, data_dir, files, split="train", cut=cut)
@@ -510,8 +511,11 @@ def _finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> d
         "n_oof": len(oof),
         "baseline_train_mean": {"score": baseline.score, "per_target": baseline.per_target},
     }
+    cfg = run.load_config()
     if comp.postprocessor is not None:
         cv["postprocess"] = fit_postprocessor(run, comp, pred, truth, oof_folds, pooled)
+    elif cfg.head == "label-tokens":
+        cv["postprocess"] = fit_label_calibration(run, comp, pred, truth, oof_folds, pooled)
     with atomic_path(run.oof) as tmp:
         oof.to_csv(tmp, index=False)
     metrics = pd.concat([pd.read_csv(run.fold_log(f)) for f in done if run.fold_log(f).is_file()], ignore_index=True)
@@ -526,7 +530,6 @@ def _finalize(run: RunDir, comp, train_df: pd.DataFrame, folds: np.ndarray) -> d
     # what hidden-test rows that cannot be predicted get (kit predict --lenient, the notebook)
     write_json(run.fallback, fallback_record(comp, train_df[targets].to_numpy(float)))
     manifest = run.load_manifest()
-    cfg = run.load_config()
     complete = set(done) >= set(cfg.fold_list()) and (not cfg.full_train or run.fold_done(cfg.full_fold))
     manifest.update(status="complete" if complete else "partial", finished=now_iso(),
                     folds_finished=run.finished_folds())
@@ -548,6 +551,33 @@ def fit_postprocessor(run: RunDir, comp: Competition, pred: np.ndarray, truth: n
     log.info("%s fitted on %d OOF rows: %s %.4f -> %.4f%s", comp.postprocessor.name, len(pred), comp.metric.name,
              before.score, after.score, f" (cross-fitted {honest:.4f})" if honest is not None else "")
     return {"name": comp.postprocessor.name, "file": run.postprocess.name, "score_before": before.score,
+            "score_after": after.score, "per_target_after": after.per_target, "score_after_crossfit": honest,
+            "state": record["state"]}
+
+
+def fit_label_calibration(run: RunDir, comp: Competition, pred: np.ndarray, truth: np.ndarray, folds: np.ndarray,
+                          before) -> dict | None:
+    """A label-token run's expected values over score levels crowd toward the middle: fit a line per score target
+    on the OOF predictions, kept per target only where it lowers the cross-fitted metric (tasks/postprocess.py
+    adopt_calibration), saved as postprocess.json, which kit predict and the bundle apply. None (and no
+    postprocess.json, also not one an earlier finalize left) when no target gains."""
+    targets = comp.schema.targets
+    record = adopt_calibration(pred, truth, targets, folds, comp.metric)
+    if record is None:
+        run.postprocess.unlink(missing_ok=True)
+        return None
+    write_json(run.postprocess, record)
+    calibration = LinearCalibration()
+    after = comp.metric(truth, calibration.apply(pred, record["state"], targets), targets)
+    crossfitted = crossfit(calibration, pred, truth, targets, folds)
+    kept, adopted = np.array(pred, dtype=np.float64, copy=True), set(record["state"]["calibration"])
+    for target, columns in zip(targets, output_slices(targets), strict=True):  # unadopted targets pass through
+        if target.name in adopted:
+            kept[:, columns] = crossfitted[:, columns]
+    honest = comp.metric(truth, kept, targets).score
+    log.info("calibration of %s fitted on %d OOF rows: %s %.4f -> %.4f (cross-fitted %.4f)",
+             ", ".join(sorted(adopted)), len(pred), comp.metric.name, before.score, after.score, honest)
+    return {"name": calibration.name, "file": run.postprocess.name, "score_before": before.score,
             "score_after": after.score, "per_target_after": after.per_target, "score_after_crossfit": honest,
             "state": record["state"]}
 

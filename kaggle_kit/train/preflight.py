@@ -20,6 +20,7 @@ from kaggle_kit.config import TrainConfig
 from kaggle_kit.data.load import SAMPLE
 from kaggle_kit.device import check_gpus_exist, resolved_precision
 from kaggle_kit.errors import KitError
+from kaggle_kit.models.label_tokens import DEFAULT_LABEL_CUE
 from kaggle_kit.tasks.losses import check_loss_trains, get_loss
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path | str, d
     if cfg.mode == "frozen":
         from kaggle_kit.train.frozen import check_config
 
-        check_config(cfg)
+        check_config(cfg, comp.schema.targets)
     check_model_fits(cfg, backbone_config)
     cfg = cfg.model_copy(update=window_settings(cfg, backbone_config))
     depth = getattr(backbone_config, "num_hidden_layers", None) or cfg.pooling_layers
@@ -52,6 +53,7 @@ def resolved_config(cfg: TrainConfig, comp: Competition, data_dir: Path | str, d
         "pooling_layers": min(cfg.pooling_layers, depth), "loss": loss, "input_format": input_format,
         "precision": resolved_precision(cfg.precision, device), "data": data,
         "competition_version": comp.version, "targets": [t.record() for t in comp.schema.targets],
+        "label_cue": cfg.label_cue if cfg.label_cue is not None else comp.label_cue or DEFAULT_LABEL_CUE,  # recorded
     })
 
 

@@ -137,8 +137,71 @@ def test_every_prompt_ends_with_the_cue_even_when_cut(causal_llama):
     _, _, tokenizer = causal_llama
     comp = get_competition("ell")
     df = pd.DataFrame({"text_id": ["a", "b"], "full_text": ["short essay.", "a long essay " * 40]})
-    cfg = TrainConfig(head="label-tokens", max_len=16)
+    cfg = TrainConfig(head="label-tokens", max_len=16, label_cue=" Answer:")
     ids = build_model_inputs(comp, df, tokenizer, cfg, None, {})
     cue = tokenizer(cfg.label_cue, add_special_tokens=False)["input_ids"]
     assert all(x[-len(cue):] == cue for x in ids) and len(ids[1]) <= 16
     assert ids[0][0] == tokenizer.cls_token_id  # the opening special token stays; the closing [SEP] is dropped
+
+
+SPLIT = Target("label", kind="multiclass", classes=("unkind", "unwise", "kind"))  # "un ##kind" and "un ##wise"
+
+
+def test_added_mode_gives_split_words_a_row_started_from_the_mean_of_their_pieces(causal_llama):
+    folder, causal, tokenizer = causal_llama
+    with pytest.raises(KitError, match="label-token-mode added"):
+        resolve_label_tokens(tokenizer, [SPLIT], " Answer:")
+    (record,) = resolve_label_tokens(tokenizer, [SPLIT], " Answer:", mode="added")
+    vocabulary = len(tokenizer)
+    assert record["ids"][:2] == [vocabulary, vocabulary + 1] and record["ids"][2] < vocabulary
+    assert record["tokens"][:2] == ["<label:unkind>", "<label:unwise>"] and len(record["pieces"][0]) == 2
+    assert record["pieces"][2] == [record["ids"][2]]
+    lm = causal.lm_head.weight.detach()
+    model = _head_model(folder, [record], 3)
+    rows = model.fc.label_rows.detach()
+    for k, pieces in enumerate(record["pieces"]):
+        torch.testing.assert_close(rows[k], lm[pieces].mean(dim=0))
+    assert not torch.allclose(rows[0], rows[1])  # the words share a first piece, not their rows
+
+
+def test_the_plugins_cue_is_what_the_label_tokens_follow_unless_label_cue_overrides(causal_llama):
+    import dataclasses
+
+    from kaggle_kit.config import TrainConfig
+    from kaggle_kit.registry import get_competition
+    from kaggle_kit.train.preflight import resolved_config
+
+    folder, _, tokenizer = causal_llama
+    config = load_backbone_config(folder, None)
+    ell = get_competition("ell")
+    scored = dataclasses.replace(ell, label_cue="\nOverall level:")
+
+    def cue(comp, **settings):
+        cfg = TrainConfig(head="label-tokens", **settings)
+        return resolved_config(cfg, comp, "sample", torch.device("cpu"), config, folder).label_cue
+
+    assert cue(scored) == "\nOverall level:" and cue(ell) == " Answer:"
+    assert cue(scored, label_cue=" Grade:") == " Grade:"
+    import pandas as pd
+
+    from kaggle_kit.predict.inference import build_model_inputs
+
+    cfg = resolved_config(TrainConfig(head="label-tokens", max_len=32), scored, "sample", torch.device("cpu"), config,
+                          folder)
+    (ids,) = build_model_inputs(scored, pd.DataFrame({"text_id": ["a"], "full_text": ["an essay."]}), tokenizer, cfg,
+                                None, {})
+    ending = tokenizer("\nOverall level:", add_special_tokens=False)["input_ids"]
+    assert ids[-len(ending):] == ending  # the prompt ends with the plugin's cue: the label word is read after it
+    with pytest.raises(ValueError, match="label_cue"):
+        dataclasses.replace(ell, label_cue="  ")
+
+
+def test_label_rows_train_at_the_head_rate_without_weight_decay(causal_llama):
+    """Decay toward zero would shrink the pretrained LM head's rows the head starts from."""
+    from kaggle_kit.models.model import llrd_param_groups
+
+    folder, _, tokenizer = causal_llama
+    model = _head_model(folder, resolve_label_tokens(tokenizer, [CLASSES], " Answer:"), 3)
+    (group,) = [g for g in llrd_param_groups(model, 1e-4, 1e-3, 1.0, 0.01)
+                if any(p is model.fc.label_rows for p in g["params"])]
+    assert group["weight_decay"] == 0.0 and group["lr"] == 1e-3

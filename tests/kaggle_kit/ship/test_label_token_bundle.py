@@ -1,5 +1,5 @@
 """A label-token LoRA run ships adapters and label rows, never the base; the notebook under `kit simulate` equals
-`kit predict`."""
+`kit predict`, the run's OOF calibration included."""
 
 import json
 
@@ -24,6 +24,9 @@ def test_label_token_bundle_simulates_as_kit_predict(tmp_path, ell_small_dir, ti
     assert invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--lora-r", "4", "--head",
                   "label-tokens", "--folds", "2", "--train-folds", "0", "--epochs", "1", "--max-len", "32",
                   "--lr", "1e-3", "--threads", "1", "--out", run) == 0
+    # an OOF calibration of the expected value (what finalize adopts where it gains): the notebook applies it too
+    line = {"name": "calibration", "state": {"calibration": {"cohesion": [0.0, 3.5]}}, "n_rows": 24}
+    (run / "postprocess.json").write_text(json.dumps(line))
     bundle = build_bundle(get_competition("ell"), [run], tmp_path / "bundles", owner="kit-tester",
                           image=load_image_packages(image_packages_of_this_env), log=lambda _: None,
                           base_model="kaggle-model:kit-tester/tiny-llama/transformers/default/1")
@@ -38,3 +41,5 @@ def test_label_token_bundle_simulates_as_kit_predict(tmp_path, ell_small_dir, ti
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "nb.csv"), pd.read_csv(tmp_path / "kit.csv"),
                                   atol=1e-4, check_exact=False)
     assert sim.max_abs_diff <= 1e-4
+    notebook = pd.read_csv(tmp_path / "nb.csv")
+    assert (notebook["cohesion"] == 3.5).all() and (notebook["syntax"] != 3.5).any()

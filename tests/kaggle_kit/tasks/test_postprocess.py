@@ -93,3 +93,41 @@ def test_fit_record_and_crossfit():
         state = OrdinalThresholds().fit(pred[~rows], truth[~rows], SCORE)
         assert np.array_equal(crossed[rows], OrdinalThresholds().apply(pred[rows], state, SCORE))
     assert crossfit(OrdinalThresholds(), pred, truth, SCORE, np.zeros(600)) is None
+
+
+ELL_LIKE = [Target("cohesion", low=1.0, high=5.0, step=0.5), Target("syntax", low=1.0, high=5.0, step=0.5)]
+
+
+def _levels(n=1200, seed=0):
+    """ELL-like scores 1-5 in 0.5 steps and a calibrated prediction of each (the truth is the prediction plus
+    noise, rounded to the grid: nothing for a line to gain), in four folds."""
+    rng = np.random.default_rng(seed)
+    pred = rng.normal(3.0, 0.5, size=(n, 2))
+    truth = np.clip(np.round((pred + rng.normal(0, 0.4, size=pred.shape)) * 2) / 2, 1, 5)
+    return truth, pred, np.arange(n) % 4
+
+
+def test_calibration_is_adopted_where_the_expected_value_is_compressed():
+    from kaggle_kit.tasks.metrics import MCRMSE
+    from kaggle_kit.tasks.postprocess import LinearCalibration, adopt_calibration
+
+    truth, pred, folds = _levels()
+    pred[:, 0] = 3.0 + (pred[:, 0] - 3.0) * 0.5  # cohesion's expected value pulled toward the middle; syntax is fine
+    record = adopt_calibration(pred, truth, ELL_LIKE, folds, MCRMSE)
+    assert record["name"] == "calibration" and set(record["state"]["calibration"]) == {"cohesion"}
+    a, b = record["state"]["calibration"]["cohesion"]
+    assert a == pytest.approx(2.0, rel=0.1) and b == pytest.approx(-3.0, abs=0.4)
+    after = apply_record(None, record, pred, ELL_LIKE, "test")  # the kit's own: no plugin post-processor needed
+    assert np.array_equal(after[:, 1], pred[:, 1])
+    before = MCRMSE(truth, pred, ELL_LIKE).per_target["cohesion"]
+    assert MCRMSE(truth, after, ELL_LIKE).per_target["cohesion"] < before - 0.05
+    assert np.array_equal(after, LinearCalibration().apply(pred, record["state"], ELL_LIKE))
+
+
+def test_calibration_is_not_adopted_where_it_does_not_help():
+    from kaggle_kit.tasks.metrics import MCRMSE
+    from kaggle_kit.tasks.postprocess import adopt_calibration
+
+    truth, pred, folds = _levels()
+    assert adopt_calibration(pred, truth, ELL_LIKE, folds, MCRMSE) is None
+    assert adopt_calibration(pred, truth, ELL_LIKE, np.zeros(len(pred), dtype=int), MCRMSE) is None  # one fold

@@ -89,3 +89,13 @@ def test_distill_refuses_a_missing_teacher(fbe_small_dir, tiny_bert, tmp_path, c
     code, _, err = run_kit(capsys, "train", "fbe", "--data", fbe_small_dir, "--model", tiny_bert, "--folds", "2",
                            "--distill", tmp_path / "nowhere", "--out", tmp_path / "run")
     assert_one_line_error(code, err, "--distill", "not an OOF file, nor a run folder")
+
+
+def test_frozen_mode_refuses_a_multiclass_teacher(fbe_small_dir, tiny_bert, tmp_path, capsys):
+    """The ridge head of --mode frozen never sees a KL term: the teacher would be ignored without a word."""
+    teacher = tmp_path / "teacher.csv"
+    pd.DataFrame({"discourse_id": ["x"], **{c: [1 / 3] for c in COLUMNS}}).to_csv(teacher, index=False)
+    code, _, err = run_kit(capsys, "train", "fbe", "--data", fbe_small_dir, "--model", tiny_bert, "--folds", "2",
+                           "--mode", "frozen", "--distill", teacher, "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "--distill with --mode frozen", "'discourse_effectiveness'")
+    assert not (tmp_path / "run").exists()

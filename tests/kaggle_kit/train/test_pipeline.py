@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ from safetensors.torch import load_file
 from kaggle_kit.device import pick_device
 from kaggle_kit.fileio import sha256_file
 from kaggle_kit.runs.folder import RunDir
-from tests.helpers import dead_pid, run_kit
+from tests.helpers import interrupted_copy, run_kit
 
 pytestmark = pytest.mark.e2e
 TARGETS = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
@@ -70,21 +69,8 @@ def test_same_seed_same_folds(trained_run, tmp_path, ell_small_dir, tiny_bert, c
     assert (again / "folds.csv").read_bytes() == (trained_run / "folds.csv").read_bytes()
 
 
-def _interrupted_copy(trained_run, dest):
-    """A copy of the run as if the process was killed during fold 1: its results and the final reports are
-    missing, its manifest still says running, and its process is gone."""
-    shutil.copytree(trained_run, dest)
-    for name in ("folds/fold1.json", "folds/fold1_oof.csv", "fold1.safetensors", "oof.csv", "cv.json"):
-        (dest / name).unlink()
-    manifest = json.loads((dest / "manifest.json").read_text())
-    manifest["status"] = "running"
-    manifest["sessions"][-1].update(pid=dead_pid(), ended=None, outcome=None)
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
-
-
 def test_resume_skips_finished_folds_and_keeps_their_files(trained_run, tmp_path, capsys):
-    run_copy = _interrupted_copy(trained_run, tmp_path / "interrupted")
+    run_copy = interrupted_copy(trained_run, tmp_path / "interrupted")
     fold0_hash = sha256_file(run_copy / "fold0.safetensors")
 
     code, _, err = run_kit(capsys, "train", "ell", "--resume", "--out", run_copy)
@@ -100,8 +86,8 @@ def test_resume_without_out_continues_the_latest_unfinished_run(trained_run, tmp
     code, _, err = run_kit(capsys, "train", "ell", "--resume")
     assert code == 2 and "no unfinished run under runs/ell/" in err
 
-    older = _interrupted_copy(trained_run, tmp_path / "runs" / "ell" / "older")
-    newer = _interrupted_copy(trained_run, tmp_path / "runs" / "ell" / "newer")
+    older = interrupted_copy(trained_run, tmp_path / "runs" / "ell" / "older")
+    newer = interrupted_copy(trained_run, tmp_path / "runs" / "ell" / "newer")
     os.utime(older / "run_config.json", (1, 1))
     code, _, err = run_kit(capsys, "train", "ell", "--resume")
     assert code == 0, err
@@ -184,3 +170,27 @@ def test_frozen_mode_rejects_trained_poolings(tmp_path, ell_small_dir, tiny_bert
                            ell_small_dir, "--model", tiny_bert, "--folds", "2", "--out", tmp_path / "r")
     assert code == 2 and "--mode frozen needs a pooling without trained weights" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_label_calibration_is_saved_where_it_gains_and_removed_where_it_does_not(tmp_path):
+    """A label-token run's OOF calibration: written as postprocess.json with the cross-fitted score when adopted;
+    a postprocess.json left by an earlier finalize is removed when it no longer gains."""
+    from types import SimpleNamespace
+
+    from kaggle_kit.registry import get_competition
+    from kaggle_kit.train.pipeline import fit_label_calibration
+
+    comp = get_competition("ell")
+    rng = np.random.default_rng(0)
+    pred = rng.normal(3.0, 0.5, size=(800, 6))
+    truth = np.clip(np.round((pred + rng.normal(0, 0.3, size=pred.shape)) * 2) / 2, 1, 5)
+    folds = np.arange(800) % 4
+    run = SimpleNamespace(postprocess=tmp_path / "postprocess.json")
+    squeezed = 3.0 + (pred - 3.0) * 0.5
+    before = comp.metric(truth, squeezed, comp.schema.targets)
+    record = fit_label_calibration(run, comp, squeezed, truth, folds, before)
+    assert record["name"] == "calibration" and run.postprocess.is_file()
+    assert record["score_after_crossfit"] < before.score - 0.05
+    assert json.loads(run.postprocess.read_text())["state"] == record["state"]
+    assert fit_label_calibration(run, comp, truth, truth, folds, comp.metric(truth, truth, comp.schema.targets)) is None
+    assert not run.postprocess.exists()
