@@ -11,6 +11,9 @@ batches, and the rest (writing the submission, exit).
 
     python benchmarks/predict_profile.py --run runs/ell/RUN256 --run runs/ell/RUN512 [--essays 400] [--int8]
 
+The ratio is printed for wall time and for CPU time (user + system of the child; on a busy machine threads that
+wait for each other inflate both: `--threads 1` gives every variant one thread).
+
 A run to profile: `kit train ell --data ../shared/data/ell --preset quick --max-train-samples 160 --folds 2
 --train-folds 0 --max-len 256 --out runs/ell/quick256` (and --max-len 512); the essays are sampled from train.csv.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -113,22 +117,26 @@ def seed_child(args) -> None:
     clock.write(args.phases)
 
 
-def run_child(variant: str, run: str, test_csv: Path, out: Path, seed_batch_size: int) -> dict:
+def run_child(variant: str, run: str, test_csv: Path, out: Path, seed_batch_size: int, threads: int | None = None
+              ) -> dict:
     phases = out / f"{variant}.json"
     output = out / f"{variant}.csv"
     spawned = time.time()
     command = [sys.executable, __file__, "--child", variant, "--spawned", repr(spawned), "--run", run,
                "--input", str(test_csv), "--output", str(output), "--phases", str(phases),
                "--seed-batch-size", str(seed_batch_size)]
-    env = {**os.environ, "TQDM_DISABLE": "1"}
+    env = {**os.environ, "TQDM_DISABLE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     total = time.time() - spawned
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
     record = json.loads(phases.read_text())
     spans = record["spans"]
     first = min(start for start, _ in spans.values()) if spans else record["exit"]
     shares = {"start-up": first - spawned, **{p: spans[p][1] for p in PHASES[1:4] if p in spans}}
     shares["writing, exit"] = total - sum(shares.values())
-    return {"total": total, "phases": shares, "output": output}
+    return {"total": total, "cpu": cpu, "phases": shares, "output": output}
 
 
 def main() -> None:
@@ -139,6 +147,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--seed-batch-size", type=int, default=8)
     parser.add_argument("--int8", action="store_true", help="also time `kit predict --quantize int8`")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of every variant (OMP_NUM_THREADS) [default: all cores]; on a loaded "
+                             "machine 1 keeps the ratio from measuring how threads wait for each other")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--spawned", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--input", default=None, help=argparse.SUPPRESS)
@@ -165,9 +176,10 @@ def main() -> None:
             for repeat in range(args.repeats):
                 shift = repeat % len(variants)
                 for variant in variants[shift:] + variants[:shift]:
-                    timings[variant].append(run_child(variant, run, test_csv, Path(tmp), args.seed_batch_size))
-                    print(f"max_len {max_len} round {repeat + 1} {variant}: {timings[variant][-1]['total']:.1f} s "
-                          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+                    timings[variant].append(run_child(variant, run, test_csv, Path(tmp), args.seed_batch_size,
+                                                      args.threads))
+                    print(f"max_len {max_len} round {repeat + 1} {variant}: {timings[variant][-1]['total']:.1f} s, "
+                          f"CPU {timings[variant][-1]['cpu']:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
             diff = (pd.read_csv(timings["kit"][-1]["output"]).iloc[:, 1:].to_numpy()
                     - pd.read_csv(timings["seed"][-1]["output"]).iloc[:, 1:].to_numpy())
             results.append((max_len, timings, float(np.abs(diff).max())))
@@ -175,13 +187,16 @@ def main() -> None:
 
     print(f"\n{args.essays} ELL essays, {args.repeats} interleaved rounds, medians; load average (1/5/15 min) "
           f"{'/'.join(f'{x:.1f}' for x in load_before)} before, {'/'.join(f'{x:.1f}' for x in load_after)} after, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, {args.threads or 'all'} thread(s) per process")
     for max_len, timings, diff in results:
         median = {v: float(np.median([t["total"] for t in ts])) for v, ts in timings.items()}
         ratios = ", ".join(f"{v} {median['seed'] / median[v]:.2f}x" for v in variants[1:])
+        cpu = {v: float(np.median([t["cpu"] for t in ts])) for v, ts in timings.items()}
+        cpu_ratios = ", ".join(f"{v} {cpu['seed'] / cpu[v]:.2f}x" for v in variants[1:])
         print(f"\nmax_len {max_len}: seed loop {median['seed']:.1f} s, "
               + ", ".join(f"{v} {median[v]:.1f} s" for v in variants[1:])
-              + f"; whole process vs the seed loop: {ratios}; max |kit - seed| prediction {diff:.2g}")
+              + f"; whole process vs the seed loop: {ratios} (CPU time: seed {cpu['seed']:.1f} s, {cpu_ratios}); "
+              f"max |kit - seed| prediction {diff:.2g}")
         print(f"{'phase':<16}" + "".join(f"{v + ' s':>12}{'share':>8}" for v in variants))
         for phase in PHASES:
             cells = ""

@@ -99,7 +99,9 @@ class TrainConfig(BaseModel):
     batch_size: int = setting(8, "Training batch size (per optimizer micro-step).", ge=1)
     eval_batch_size: int = setting(32, "Inference batch size.", ge=1, resume_safe=True)
     eval_max_tokens: int | None = setting(None, "Inference token budget: a batch holds at most this many padded "
-                                                "tokens (long inputs go a few at a time); for LLMs on small GPUs.",
+                                                "tokens (long inputs go a few at a time); for LLMs on small GPUs "
+                                                "[default: none on a GPU, 2048 on a CPU, where bigger batches run "
+                                                "slower per token].",
                                           ge=1, resume_safe=True)
     lr: float = setting(2e-5, "Learning rate of the top encoder layer.", gt=0)
     head_lr: float = setting(1e-3, "Learning rate of the pooling head and output layer.", gt=0)

@@ -20,6 +20,10 @@ from kaggle_kit.data.batching import collate, sorted_batches
 
 # DataLoader workers per process on CUDA: padding a batch takes about a millisecond, two keep a GPU fed.
 CUDA_LOADER_WORKERS = 2
+# Padded tokens per inference batch on a CPU when --eval-max-tokens is not set: batches past this size run slower
+# per token (their activations leave the caches: MiniLM on 2 cores, 16-32 rows of 256 tokens cost 15-20% more per
+# token than 1-8 rows), and fewer rows per batch pad less (README "Measured (CPU)").
+CPU_BATCH_TOKENS = 2048
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from kaggle_kit.competition import Competition, InputContext
 from kaggle_kit.config import TrainConfig
 from kaggle_kit.data.batching import tokenize
 from kaggle_kit.data.load import find_extra_files
-from kaggle_kit.data.loader import inference_batches, inference_plans
+from kaggle_kit.data.loader import CPU_BATCH_TOKENS, inference_batches, inference_plans
 from kaggle_kit.device import autocast, inference_dtype, pick_device
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json
@@ -38,11 +38,13 @@ log = logging.getLogger(__name__)
 def infer(model: KitModel, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device: torch.device,
           dtype: torch.dtype | None, desc: str | None = None, max_tokens: int | None = None) -> np.ndarray:
     """Raw model outputs (before the loss's link), in the order of `ids`, computed in length-sorted batches (of at
-    most `max_tokens` padded tokens each, when given).
+    most `max_tokens` padded tokens each, when given; on a CPU at most CPU_BATCH_TOKENS when not).
 
     Outputs stay on the device until the end: one copy back instead of a wait for the device after every batch.
     """
     model.eval()
+    if max_tokens is None and device.type == "cpu":
+        max_tokens = CPU_BATCH_TOKENS
     rows, outputs = [], []
     plans = inference_plans([len(x) for x in ids], batch_size, max_tokens)
     batches = inference_batches(ids, pad_id, plans, device)

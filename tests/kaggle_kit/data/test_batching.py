@@ -42,6 +42,28 @@ def test_infer_returns_input_order_and_matches_unbatched(tiny_bert):
     assert np.allclose(batched, single, atol=1e-5)
 
 
+def test_infer_on_a_cpu_caps_batches_at_the_cpu_token_budget_with_the_same_outputs(tiny_bert, monkeypatch):
+    """Without --eval-max-tokens a CPU batch holds at most CPU_BATCH_TOKENS padded tokens (bigger ones run slower
+    per token there); the outputs equal those of the eval batch size's batches to 1e-6."""
+    from kaggle_kit.predict import inference
+
+    torch.manual_seed(0)
+    model = build_model(load_backbone_config(tiny_bert, 0.0), 2, "mean", weights_from=tiny_bert)
+    rng = np.random.default_rng(0)
+    ids = [list(rng.integers(1000, 2000, n)) for n in (30, 28, 30, 5, 29, 7, 30, 12)]
+    cpu = pick_device("cpu")
+    uncapped = infer(model, ids, 0, 8, cpu, None, max_tokens=10**9)
+    shapes = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda input_ids, attention_mask: (
+        shapes.append(tuple(input_ids.shape)), forward(input_ids, attention_mask))[1])
+    monkeypatch.setattr(inference, "CPU_BATCH_TOKENS", 60)
+    capped = infer(model, ids, 0, 8, cpu, None)
+    assert shapes[0] == (2, 30) and all(rows * width <= 60 for rows, width in shapes), shapes
+    assert sum(rows for rows, _ in shapes) == len(ids)
+    np.testing.assert_allclose(capped, uncapped, rtol=0, atol=1e-6)
+
+
 def test_a_token_budget_shrinks_batches_of_long_rows_and_keeps_every_row_once():
     lengths = [100, 10, 90, 10, 10, 10, 10, 50]
     batches = sorted_batches(lengths, batch_size=8, max_tokens=200)
