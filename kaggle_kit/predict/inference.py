@@ -395,11 +395,12 @@ def predict_plan(comp: Competition, df: pd.DataFrame, plan: Sequence[PlannedRun]
                  should_continue: ContinueCheck | None = None, clock: Callable[[], float] = time.monotonic,
                  report: PredictionReport | None = None, base_model: Path | None = None, merge_lora: bool = False,
                  devices: Sequence[int] | None = None, workers: int | None = None,
-                 quantize: str | None = None, test_time=None,
-                 test_time_seconds: float = float("inf")) -> dict[tuple[int, int], np.ndarray]:
+                 quantize: str | None = None, test_time=None, test_time_seconds: float = float("inf"),
+                 deadline_left: Callable[[], float] | None = None) -> dict[tuple[int, int], np.ndarray]:
     """Raw outputs of the planned folds, keyed by (run index, fold): the folds spread over the devices, stopped
     early when `should_continue` says so (at least one fold always runs). `test_time` (a TestTimeConfig) adapts
-    each fold model on the test first, its steps of all folds within `test_time_seconds`."""
+    each fold model on the test first, its steps of all folds within `test_time_seconds` and, when given, the
+    seconds `deadline_left` says the notebook has left."""
     from kaggle_kit.predict import parallel
     from kaggle_kit.predict.quantize import applies, check_mode
 
@@ -418,7 +419,7 @@ def predict_plan(comp: Competition, df: pd.DataFrame, plan: Sequence[PlannedRun]
 
         if quantize is not None:
             raise KitError("--ttt with --quantize int8: an int8 model cannot take training steps; drop one of them")
-        share = TimeShare(test_time_seconds)
+        share = TimeShare(test_time_seconds, deadline_left=deadline_left)
         slots = slots[:1]  # the steps of every fold share one time allowance
     start = clock()
     inputs = []
@@ -509,7 +510,8 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
                  report: PredictionReport | None = None, folds: Sequence[Sequence[int]] | None = None,
                  base_model: Path | None = None, postprocess_state: dict | None = None,
                  merge_lora: bool = False, devices: Sequence[int] | None = None, workers: int | None = None,
-                 quantize: str | None = None, test_time=None, test_time_seconds: float = float("inf")) -> np.ndarray:
+                 quantize: str | None = None, test_time=None, test_time_seconds: float = float("inf"),
+                 deadline_left: Callable[[], float] | None = None) -> np.ndarray:
     """Post-processed predictions (n_rows, n_outputs): folds averaged within a run, runs blended by weight, then
     the plugin's post-processing: its stateless `postprocess`, then its fitted `postprocessor` with the single
     run's own state, or for several runs `postprocess_state` (a bundle's, fitted on the blended OOF predictions)
@@ -533,5 +535,6 @@ def predict_runs(comp: Competition, df: pd.DataFrame, run_paths: Sequence[Path],
     report = report if report is not None else PredictionReport()
     plan = plan_runs(comp, run_paths, weights, folds, merge_lora)
     raw_outputs = predict_plan(comp, df, plan, device, batch_size, data_dir, should_continue, clock, report,
-                               base_model, merge_lora, devices, workers, quantize, test_time, test_time_seconds)
+                               base_model, merge_lora, devices, workers, quantize, test_time, test_time_seconds,
+                               deadline_left)
     return blend_plan(comp, len(df), plan, raw_outputs, report, postprocess_state)

@@ -168,8 +168,15 @@ class TimeShare:
     skipped: list[str] = field(default_factory=list)
     by_fold: dict[str, float] = field(default_factory=dict)  # each adapted fold's seconds of steps
 
+    # seconds the notebook has left before its deadline (the guard's budget), when it has one
+    deadline_left: Callable[[], float] | None = None
+
+    def left(self) -> float:
+        left = self.seconds - self.spent
+        return min(left, self.deadline_left()) if self.deadline_left is not None else left
+
     def fits(self, projected: float) -> bool:
-        return not self.stopped and self.spent + projected <= self.seconds
+        return not self.stopped and projected <= self.left()
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
@@ -180,7 +187,8 @@ def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Par
 def adapt(model: torch.nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, pad_id: int, loss_fn: torch.nn.Module,
           settings: TestTimeConfig, device: torch.device, dtype: torch.dtype | None, share: TimeShare, name: str,
           clock: Callable[[], float] = time.monotonic) -> bool:
-    """`settings.steps` steps on (ids, y); False, with the model as it was, when they do not fit the time share."""
+    """`settings.steps` steps on (ids, y); False, with the model as it was, when they do not fit the time left or
+    fail (an out-of-memory error, say): the fold then predicts plainly and TTT stops for the remaining folds."""
     import torch
 
     from kaggle_kit.data.batching import collate
@@ -195,33 +203,54 @@ def adapt(model: torch.nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, p
         p.data = p.data.float()  # a 16-bit inference copy would not take small AdamW updates
         p.requires_grad_(True)
     before = {n: p.detach().clone() for n, p in params}
-    optimizer = torch.optim.AdamW([p for _, p in params], lr=settings.lr, weight_decay=0.0)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    generator = np.random.default_rng(settings.seed)
-    target = torch.as_tensor(y, dtype=torch.float32)
-    model.eval()
+
+    def give_up(why: str) -> bool:
+        with torch.no_grad():
+            for n, p in params:
+                p.copy_(before[n])
+                p.grad = None
+        for p in model.parameters():
+            p.requires_grad_(False)
+        share.stopped = True
+        share.skipped.append(name)
+        log.warning("test-time training skipped from %s on: %s; predicting without it", name, why)
+        return False
+
     started = clock()
-    for step in range(settings.steps):
-        rows = generator.choice(len(ids), size=settings.batch_size, replace=len(ids) < settings.batch_size)
-        batch = {k: v.to(device) for k, v in collate([ids[i] for i in rows], pad_id).items()}
-        with torch.enable_grad(), autocast(device, dtype):
-            out = model(**batch)
-        loss = loss_fn(out.float(), target[rows].to(device))
-        scaler.scale(loss).backward()
-        optimizer_step(optimizer, scaler, [p for _, p in params], 1.0)
-        if step == 0:
-            projected = (clock() - started) * settings.steps
-            if not share.fits(projected):
-                with torch.no_grad():
-                    for n, p in params:
-                        p.copy_(before[n])
-                share.stopped = True
-                left = max(share.seconds - share.spent, 0.0)
-                log.warning("test-time training skipped from %s on: its %d steps would take about %.0fs, %.0fs "
-                            "of the TTT time share is left; predicting without it", name, settings.steps,
-                            projected, left)
-                share.skipped.append(name)
-                return False
+    try:
+        optimizer = torch.optim.AdamW([p for _, p in params], lr=settings.lr, weight_decay=0.0)
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        generator = np.random.default_rng(settings.seed)
+        target = torch.as_tensor(y, dtype=torch.float32)
+        model.eval()
+        # projected from the second step (the first also pays for allocating the optimizer's state and warm-up)
+        check_after = min(1, settings.steps - 1)
+        for step in range(settings.steps):
+            step_started = clock()
+            rows = generator.choice(len(ids), size=settings.batch_size, replace=len(ids) < settings.batch_size)
+            batch = {k: v.to(device) for k, v in collate([ids[i] for i in rows], pad_id).items()}
+            with torch.enable_grad(), autocast(device, dtype):
+                out = model(**batch)
+            loss = loss_fn(out.float(), target[rows].to(device))
+            scaler.scale(loss).backward()
+            optimizer_step(optimizer, scaler, [p for _, p in params], 1.0)
+            if step == check_after:
+                now = clock()
+                projected = now - started + (now - step_started) * (settings.steps - step - 1)
+                if not share.fits(projected):
+                    return give_up(f"its {settings.steps} steps would take about {projected:.0f}s, "
+                                   f"{share.left():.0f}s of its time is left")
+    except Exception as err:  # noqa: BLE001 - a failed TTT must cost only the TTT, never the fold's prediction
+        failure = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+    else:
+        failure = None
+    if failure is not None:  # outside the handler: the traceback's frames (and their tensors) are released
+        import gc
+
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return give_up(f"its steps failed ({failure})")
     for p in model.parameters():
         p.requires_grad_(False)
     seconds = clock() - started
@@ -274,7 +303,9 @@ def adapt_fold(model: torch.nn.Module, ttt: RunTestTime, pad_id: int, batch_size
         from kaggle_kit.predict.inference import infer
         from kaggle_kit.tasks.losses import apply_link
 
+        labelling = time.monotonic()
         raw = infer(model, ids, pad_id, batch_size, device, dtype)
+        share.spent += time.monotonic() - labelling  # the share pays for the labelling pass too
         probabilities = apply_link(ttt.loss_spec, torch.from_numpy(raw), ttt.targets).numpy()
         keep, labels = confident_rows(probabilities, ttt.targets, ttt.settings.confidence)
         if not len(keep):

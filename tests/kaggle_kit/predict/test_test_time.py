@@ -200,3 +200,38 @@ def test_kit_simulate_runs_the_ttt_stage_and_keeps_its_seconds_apart(ell_tiny_ru
     notebook = pd.read_csv(tmp_path / "nb.csv")[ELL_TARGETS].to_numpy()
     plain, _ = predict(ell_tiny_run, folder)
     assert mcrmse(notebook[24:], truth) < mcrmse(plain[24:], truth) - 0.5
+
+
+def test_a_failing_step_costs_only_the_ttt_never_the_fold(ell_tiny_run, shifted_test, caplog, monkeypatch):
+    """An out-of-memory error in the steps (likely for a large model on a T4): the fold is put back as loaded and
+    predicts plainly, TTT stops for the remaining folds, the notebook goes on."""
+    from kaggle_kit import device as device_mod
+
+    folder, _ = shifted_test
+    plain, _ = predict(ell_tiny_run, folder)
+    calls = []
+
+    def out_of_memory(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(*args, **kwargs)
+
+    original = device_mod.optimizer_step
+    monkeypatch.setattr(device_mod, "optimizer_step", out_of_memory)
+    with caplog.at_level(logging.WARNING):
+        failed, report = predict(ell_tiny_run, folder, STEPS)
+    assert ("test-time training skipped from ell-tiny fold 0 on: its steps failed (RuntimeError: CUDA out of memory"
+            in caplog.text)
+    assert len(calls) == 3 and report.test_time["skipped_from"] == ["ell-tiny fold 0"]
+    np.testing.assert_array_equal(failed, plain)
+
+
+def test_the_steps_never_run_past_the_notebooks_deadline(ell_tiny_run, shifted_test, caplog):
+    """A share of the budget is not enough: when loading took most of the 9 h, the time left decides."""
+    folder, _ = shifted_test
+    plain, _ = predict(ell_tiny_run, folder)
+    with caplog.at_level(logging.WARNING):
+        late, _ = predict(ell_tiny_run, folder, STEPS, test_time_seconds=3600.0, deadline_left=lambda: 1e-6)
+    assert "test-time training skipped from ell-tiny fold 0 on: its 40 steps would take about" in caplog.text
+    np.testing.assert_array_equal(late, plain)
