@@ -235,3 +235,37 @@ def test_the_steps_never_run_past_the_notebooks_deadline(ell_tiny_run, shifted_t
         late, _ = predict(ell_tiny_run, folder, STEPS, test_time_seconds=3600.0, deadline_left=lambda: 1e-6)
     assert "test-time training skipped from ell-tiny fold 0 on: its 40 steps would take about" in caplog.text
     np.testing.assert_array_equal(late, plain)
+
+
+def test_ttt_trains_a_lora_fold_adapters_and_head_and_leaves_its_file_unchanged(capsys, ell_small_dir, tiny_llama,
+                                                                               shifted_test, tmp_path, monkeypatch):
+    """A decoder LoRA fold (the issue's 4B-8B recipe in miniature): its adapters and head take the steps, the
+    shifted test's examples lift its scores, and the fold file on disk is the same bytes afterwards."""
+    import hashlib
+
+    from kaggle_kit.predict import test_time
+    from tests.helpers import train_tiny_lora
+
+    trained = []
+
+    def spy(model):
+        params = real(model)
+        trained.extend((n, p, p.detach().clone()) for n, p in params)
+        return params
+
+    real = test_time.trainable_parameters
+
+    run = train_tiny_lora(capsys, "ell", ell_small_dir, tiny_llama, tmp_path / "lora")
+    folder, truth = shifted_test
+    files = sorted(p for p in run.rglob("*") if p.is_file() and "fold" in p.name)
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    plain, _ = predict(run, folder)
+    monkeypatch.setattr(test_time, "trainable_parameters", spy)
+    adapted, report = predict(run, folder, STEPS)
+    plain_score, adapted_score = mcrmse(plain[24:], truth), mcrmse(adapted[24:], truth)
+    assert adapted_score < plain_score - 0.3, (plain_score, adapted_score)
+    assert report.test_time["skipped_from"] == []
+    moved = {n for n, p, start in trained if not np.allclose(p.detach().float().numpy(), start.float().numpy())}
+    assert any("lora_" in n for n in moved), sorted(moved)
+    assert not any(n.startswith("backbone.") and "lora_" not in n for n, _, _ in trained)
+    assert files and {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == before
