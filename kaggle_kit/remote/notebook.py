@@ -15,8 +15,8 @@ from typing import Any
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from kaggle_kit.ship.kaggle_runtime import find_inputs, verify_files
-from kaggle_kit.ship.notebook import PARAMETERS_CELL
+from kaggle_kit.ship.kaggle_runtime import verify_files
+from kaggle_kit.ship.notebook import PARAMETERS_CELL, find_inputs_source
 
 NOTEBOOK_NAME = "train.ipynb"
 OUTPUT_LIST = "kit_remote_output.json"  # what the notebook left, with sha256s: `kit remote pull` checks it
@@ -136,11 +136,7 @@ def build_training_notebook(competition_title: str, competition: str, competitio
                             settings: dict[str, Any], resume: bool) -> nbformat.NotebookNode:
     """The notebook for one push. `wheels` are paths relative to the upload dataset's folder."""
     wheel_args = " ".join(f"{{DATASET_DIR}}/{w}" for w in wheels)
-    find_call = (f"\n\n\nCOMPETITION_SLUG = {competition_slug!r}\nTEST_COLUMNS = {test_columns!r}\n"
-                 f"SUBMISSION_COLUMNS = {submission_columns!r}\n"
-                 "DATASET_DIR, COMPETITION_DIR = find_inputs(INPUT_ROOT, REMOTE_ID, COMPETITION_SLUG, TEST_COLUMNS,\n"
-                 "                                           SUBMISSION_COLUMNS, DATASET_DIR, COMPETITION_DIR)\n"
-                 "if not os.path.isfile(os.path.join(COMPETITION_DIR, 'train.csv')):\n"
+    find_call = ("\nif not os.path.isfile(os.path.join(COMPETITION_DIR, 'train.csv')):\n"
                  "    raise RuntimeError(f'input discovery: {COMPETITION_DIR} has no train.csv')")
     cells = [
         (PARAMETERS_CELL, new_code_cell(parameters_source(remote_id, competition, settings, resume),
@@ -153,7 +149,8 @@ def build_training_notebook(competition_title: str, competition: str, competitio
             f"settings of the first cell{' (continuing the uploaded run)' if resume else ''}. It stops between "
             "folds before Kaggle's session limit, and leaves the run folder in `/kaggle/working/run` for "
             "`kit remote pull`.")),
-        ("find", new_code_cell("import os\n\n" + inspect.getsource(find_inputs).rstrip() + find_call)),
+        ("find", new_code_cell("import os\n\n" + find_inputs_source("REMOTE_ID", competition_slug, test_columns,
+                                                                      submission_columns) + find_call)),
         ("verify", new_code_cell(inspect.getsource(verify_files).rstrip()
                                  + "\n\n\nMANIFEST = verify_files(DATASET_DIR)")),
         ("install", new_code_cell(f"%pip install --quiet --no-index --no-deps --find-links {{DATASET_DIR}}/wheels "
