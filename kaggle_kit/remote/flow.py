@@ -69,6 +69,19 @@ def check_run_config(run_config: dict[str, Any], asked: dict[str, Any], where: s
                            f"{value!r} was asked; this is not the run that was pushed")
 
 
+def check_no_local_files(comp: Competition, cfg: TrainConfig) -> None:
+    """Refuse, before anything is uploaded, settings that need files from this machine the upload does not carry
+    yet: a plugin's extra files (not in the competition's data on Kaggle), `--pseudo`, `--distill`, `extra`
+    paths. On Kaggle `kit train` would fail on them after the upload and the session's start."""
+    needs = [f"--{name} {getattr(cfg, name)}" for name in ("pseudo", "distill") if getattr(cfg, name)]
+    needs += [f"extra {key}: {value}" for key, value in sorted(cfg.extra.items())]
+    needs += [f"{comp.name}'s {extra.name}" for extra in comp.extra_files]
+    if needs:
+        raise KitError(f"kit remote train {comp.name}: {'; '.join(needs)}: a file from this machine, which kit "
+                       f"remote does not upload yet (only the kit, the model and a run to resume); train this run "
+                       f"locally with kit train")
+
+
 # ---- records --------------------------------------------------------------------------------------------------
 
 def record_path(root: Path, competition: str, kernel_slug: str) -> Path:
@@ -180,6 +193,7 @@ def push_training(comp: Competition, cfg: TrainConfig, client: Any, owner: str, 
         kernel_id = previous["kernel"]
     else:
         run_path = None
+        check_no_local_files(comp, cfg)
         asked = asked_settings(cfg)
         model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
         run_name = f"{default_run_path(Path(), comp.name, model_path).name}-remote"

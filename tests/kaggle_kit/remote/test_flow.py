@@ -280,3 +280,19 @@ def test_remote_train_refusals_are_one_line(tmp_path, capsys, monkeypatch):
     code, _, err = run_kit(capsys, "remote", "train", "ell", "--owner", "kit-tester", "--resume", "nope")
     assert_one_line_error(code, err, "no pushed run or kernel 'nope'")
     assert not (tmp_path / "remote" / "ell" / "datasets").exists()
+
+
+@pytest.mark.parametrize("competition, flags, fragment", [
+    ("uspppm", [], "uspppm's cpc_titles.csv: a file from this machine"),
+    ("ell", ["--pseudo", "pseudo.csv"], "--pseudo pseudo.csv: a file from this machine"),
+    ("ell", ["--distill", "runs/ell/teacher"], "--distill runs/ell/teacher: a file from this machine"),
+])
+def test_files_the_upload_does_not_carry_are_refused_before_anything_is_pushed(tmp_path, capsys, monkeypatch,
+                                                                               competition, flags, fragment):
+    monkeypatch.chdir(tmp_path)
+    fake = RemoteKaggle()
+    use(monkeypatch, fake)
+    code, _, err = run_kit(capsys, "remote", "train", competition, "--owner", "kit-tester", *flags)
+    assert_one_line_error(code, err, fragment, "train this run locally")
+    assert not (tmp_path / "remote").exists()
+    assert not [n for n in fake.names() if n.startswith(("dataset", "kernels"))]
