@@ -23,7 +23,7 @@ from kaggle_kit.config import TrainConfig
 from kaggle_kit.errors import KitError
 from kaggle_kit.fileio import read_json, sha256_file, write_json, write_text
 from kaggle_kit.kaggle_api import PushResult
-from kaggle_kit.remote.notebook import NOTEBOOK_NAME, OUTPUT_LIST, RUN_FOLDER, build_training_notebook
+from kaggle_kit.remote.notebook import NOTEBOOK_NAME, OUTPUT_LIST, RUN_FOLDER, TRAIN_LOG, build_training_notebook
 from kaggle_kit.remote.upload import Upload, build_upload
 from kaggle_kit.runs.folder import RunDir, default_run_path
 from kaggle_kit.ship.bundle import Downloader
@@ -67,6 +67,19 @@ def check_run_config(run_config: dict[str, Any], asked: dict[str, Any], where: s
         if run_config.get(name) != value:
             raise KitError(f"{where}: run_config.json has {name} {run_config.get(name)!r}, but "
                            f"{value!r} was asked; this is not the run that was pushed")
+
+
+def check_no_local_files(comp: Competition, cfg: TrainConfig) -> None:
+    """Refuse, before anything is uploaded, settings that need files from this machine the upload does not carry
+    yet: a plugin's extra files (not in the competition's data on Kaggle), `--pseudo`, `--distill`, `extra`
+    paths. On Kaggle `kit train` would fail on them after the upload and the session's start."""
+    needs = [f"--{name} {getattr(cfg, name)}" for name in ("pseudo", "distill") if getattr(cfg, name)]
+    needs += [f"extra {key}: {value}" for key, value in sorted(cfg.extra.items())]
+    needs += [f"{comp.name}'s {extra.name}" for extra in comp.extra_files]
+    if needs:
+        raise KitError(f"kit remote train {comp.name}: {'; '.join(needs)}: a file from this machine, which kit "
+                       f"remote does not upload yet (only the kit, the model and a run to resume); train this run "
+                       f"locally with kit train")
 
 
 # ---- records --------------------------------------------------------------------------------------------------
@@ -180,6 +193,7 @@ def push_training(comp: Competition, cfg: TrainConfig, client: Any, owner: str, 
         kernel_id = previous["kernel"]
     else:
         run_path = None
+        check_no_local_files(comp, cfg)
         asked = asked_settings(cfg)
         model_path = check_model_dir(cfg.model) if cfg.model else default_model_path()
         run_name = f"{default_run_path(Path(), comp.name, model_path).name}-remote"
@@ -264,8 +278,10 @@ def log_tail(folder: Path, lines: int = LOG_LINES) -> list[str]:
 
 def pull_run(record: dict[str, Any], client: Any, waiter: Waiter, root: Path = REMOTE_ROOT,
              runs_root: Path = Path("runs"), log: Callable[[str], None] = print, data_dir: Path | None = None) -> Path:
-    """Wait (bounded) for the kernel to end; on success fetch its output to a staging folder, check it and rename
-    the run folder into runs/<competition>/<run name>; on failure one line with the reason and the log's end.
+    """Wait (bounded) for the kernel to end, fetch its output to a staging folder, check it and rename the run
+    folder into runs/<competition>/<run name>. A kernel that ended in error or was cancelled lands as a partial,
+    resumable run when its output holds finished folds (the notebook lists the run even when kit train fails);
+    else one line with the reason and the log's end.
 
     `data_dir` (default data/<competition>): when its train.csv is the one the run trained on (sha256), the run
     points at it instead of its Kaggle input folder, so ensembles and multi-run bundles find the labels here."""
@@ -275,6 +291,7 @@ def pull_run(record: dict[str, Any], client: Any, waiter: Waiter, root: Path = R
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     last_failure = ""
+    partial: dict[str, Any] = {}  # set when a failed kernel left finished folds: its state and the staged run
 
     def poll() -> str:
         nonlocal last_failure
@@ -284,25 +301,36 @@ def pull_run(record: dict[str, Any], client: Any, waiter: Waiter, root: Path = R
     def failure_detail(status: str) -> str:
         state = describe_state(status, last_failure)
         reason = f": {last_failure}" if last_failure else ""
-        if state == "cancelled":
-            return (f"{reason}; the run was cancelled on kaggle.com; push it again with kit remote train "
-                    f"{record['competition']} --resume {record['run_name']} once its partial output is pulled")
         if state == "quota":
             return f"{reason}; accelerator quota exceeded: the GPU quota resets weekly (kaggle.com/settings)"
         try:
             client.kernels_output(kernel, staging)
         except KitError as err:
             return f"{reason}; its log could not be fetched ({err})"
-        tail = log_tail(staging)
+        tail = log_tail(staging) or text_tail(staging / TRAIN_LOG)
         for line in tail:
             log(f"  log: {line}")
+        try:
+            partial.update(state=state, run=check_output(staging, record))
+        except KitError:
+            pass
+        if state == "cancelled":
+            return (f"{reason}; the run was cancelled on kaggle.com and left no finished fold; push it again with "
+                    f"kit remote train {record['competition']}")
         return f"{reason}; the log ends: {tail[-1] if tail else '(empty)'}"
 
-    waiter.until(f"notebook {kernel} version {record['version']}", poll, KERNEL_DONE, KERNEL_FAILED, KERNEL_WAITING,
-                 failure_detail)
-    client.kernels_output(kernel, staging)
-    run_staging = check_output(staging, record)
-    remote = remote_record(record, read_json(staging / OUTPUT_LIST))
+    try:
+        waiter.until(f"notebook {kernel} version {record['version']}", poll, KERNEL_DONE, KERNEL_FAILED,
+                     KERNEL_WAITING, failure_detail)
+    except KitError as err:
+        if not partial:
+            raise
+        log(f"note: {err}")
+        run_staging, state = partial["run"], partial["state"]
+    else:
+        client.kernels_output(kernel, staging)
+        run_staging, state = check_output(staging, record), "complete"
+    remote = {**remote_record(record, read_json(staging / OUTPUT_LIST)), "kernel_state": state}
     local_data = data_dir or Path("data") / record["competition"]
     remote["data_on_kaggle"] = point_at_local_data(RunDir(run_staging), local_data, log)
     write_json(run_staging / RECORD_FILE, remote)
@@ -312,14 +340,24 @@ def pull_run(record: dict[str, Any], client: Any, waiter: Waiter, root: Path = R
     run = RunDir(dest)
     manifest = run.load_manifest()
     folds = run.finished_folds()
-    if manifest.get("status") == "complete":
+    resume_hint = f"train the rest with kit remote train {record['competition']} --resume {record['run_name']}"
+    if state != "complete":
+        log(f"pulled {dest}: PARTIAL, the kernel ended {state}; folds {','.join(map(str, folds))} finished and "
+            f"verified; {resume_hint}")
+    elif manifest.get("status") == "complete":
         log(f"pulled {dest}: complete, folds {','.join(map(str, folds))}; next: kit bundle "
             f"{record['competition']} --run {dest}")
     else:
         log(f"pulled {dest}: {manifest.get('status')}, folds {','.join(map(str, folds)) or 'none'} finished"
-            f"{' (' + manifest['stopped'] + ')' if manifest.get('stopped') else ''}; train the rest with kit remote "
-            f"train {record['competition']} --resume {record['run_name']}")
+            f"{' (' + manifest['stopped'] + ')' if manifest.get('stopped') else ''}; {resume_hint}")
     return dest
+
+
+def text_tail(path: Path, lines: int = LOG_LINES) -> list[str]:
+    """The last non-empty lines of a text file (the notebook's kit train log); none when it is missing."""
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()][-lines:]
 
 
 def check_output(staging: Path, record: dict[str, Any]) -> Path:

@@ -15,11 +15,12 @@ from typing import Any
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from kaggle_kit.ship.kaggle_runtime import find_inputs, verify_files
-from kaggle_kit.ship.notebook import PARAMETERS_CELL
+from kaggle_kit.ship.kaggle_runtime import verify_files
+from kaggle_kit.ship.notebook import PARAMETERS_CELL, find_inputs_source
 
 NOTEBOOK_NAME = "train.ipynb"
 OUTPUT_LIST = "kit_remote_output.json"  # what the notebook left, with sha256s: `kit remote pull` checks it
+TRAIN_LOG = "kit_train.log"  # kit train's output, beside the run folder: kept even when the kernel ends in error
 RUN_FOLDER = "run"  # the run folder's name under /kaggle/working
 KAGGLE_SESSION_HOURS = 12.0  # a GPU session's limit
 MARGIN_HOURS = 0.5  # kept free for listing the output and saving the notebook
@@ -73,10 +74,17 @@ else:
 hours_left = SESSION_HOURS - MARGIN_HOURS - (time.time() - STARTED_AT) / 3600
 command += ["--stop-after-hours", f"{max(hours_left, 0.01):.3f}"]
 print("running:", " ".join(command), flush=True)
-process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-for line in process.stdout:
-    print(line, end="", flush=True)
-TRAIN_EXIT_CODE = process.wait()
+with open(os.path.join(WORKING_DIR, TRAIN_LOG), "w", encoding="utf-8") as train_log:
+    try:  # never raise here: the listing cell must run, so a failed run's finished folds can be pulled
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            train_log.write(line)
+            train_log.flush()
+        TRAIN_EXIT_CODE = process.wait()
+    except Exception as err:  # noqa: BLE001 - reported in the log and by the listing cell's error
+        train_log.write(f"kit train could not run: {err!r}\\n")
+        TRAIN_EXIT_CODE = -1
 print(f"kit train exited with code {TRAIN_EXIT_CODE}")'''
 
 
@@ -100,6 +108,9 @@ for root, _, names in os.walk(RUN_DIR):
             continue
         files[os.path.relpath(path, WORKING_DIR).replace(os.sep, "/")] = {"sha256": sha256(path),
                                                                          "size": os.path.getsize(path)}
+log_path = os.path.join(WORKING_DIR, TRAIN_LOG)
+if os.path.isfile(log_path):
+    files[TRAIN_LOG] = {"sha256": sha256(log_path), "size": os.path.getsize(log_path)}
 try:
     import torch
 
@@ -108,6 +119,7 @@ try:
 except ImportError:
     gpus, torch_version = [], None
 output = {"remote_id": REMOTE_ID, "run": RUN_FOLDER, "train_exit_code": TRAIN_EXIT_CODE, "files": files,
+          "train_log": TRAIN_LOG,
           "session_seconds": round(time.time() - STARTED_AT, 1), "python": platform.python_version(),
           "torch": torch_version, "gpus": gpus,
           "image": {k: os.environ[k] for k in ("KAGGLE_DOCKER_IMAGE", "KAGGLE_KERNEL_RUN_TYPE") if k in os.environ}}
@@ -115,7 +127,8 @@ with open(os.path.join(WORKING_DIR, OUTPUT_LIST), "w", encoding="utf-8") as hand
     json.dump(output, handle, indent=2, sort_keys=True)
 print(f"{len(files)} files of the run listed in {OUTPUT_LIST}")
 if TRAIN_EXIT_CODE != 0:
-    raise RuntimeError(f"kit train failed (exit code {TRAIN_EXIT_CODE}); its last lines are above")'''
+    raise RuntimeError(f"kit train failed (exit code {TRAIN_EXIT_CODE}); its last lines are above, the run folder "
+                       f"and {TRAIN_LOG} are kept for kit remote pull")'''
 
 
 def build_training_notebook(competition_title: str, competition: str, competition_slug: str, remote_id: str,
@@ -123,11 +136,7 @@ def build_training_notebook(competition_title: str, competition: str, competitio
                             settings: dict[str, Any], resume: bool) -> nbformat.NotebookNode:
     """The notebook for one push. `wheels` are paths relative to the upload dataset's folder."""
     wheel_args = " ".join(f"{{DATASET_DIR}}/{w}" for w in wheels)
-    find_call = (f"\n\n\nCOMPETITION_SLUG = {competition_slug!r}\nTEST_COLUMNS = {test_columns!r}\n"
-                 f"SUBMISSION_COLUMNS = {submission_columns!r}\n"
-                 "DATASET_DIR, COMPETITION_DIR = find_inputs(INPUT_ROOT, REMOTE_ID, COMPETITION_SLUG, TEST_COLUMNS,\n"
-                 "                                           SUBMISSION_COLUMNS, DATASET_DIR, COMPETITION_DIR)\n"
-                 "if not os.path.isfile(os.path.join(COMPETITION_DIR, 'train.csv')):\n"
+    find_call = ("\nif not os.path.isfile(os.path.join(COMPETITION_DIR, 'train.csv')):\n"
                  "    raise RuntimeError(f'input discovery: {COMPETITION_DIR} has no train.csv')")
     cells = [
         (PARAMETERS_CELL, new_code_cell(parameters_source(remote_id, competition, settings, resume),
@@ -140,7 +149,8 @@ def build_training_notebook(competition_title: str, competition: str, competitio
             f"settings of the first cell{' (continuing the uploaded run)' if resume else ''}. It stops between "
             "folds before Kaggle's session limit, and leaves the run folder in `/kaggle/working/run` for "
             "`kit remote pull`.")),
-        ("find", new_code_cell("import os\n\n" + inspect.getsource(find_inputs).rstrip() + find_call)),
+        ("find", new_code_cell("import os\n\n" + find_inputs_source("REMOTE_ID", competition_slug, test_columns,
+                                                                      submission_columns) + find_call)),
         ("verify", new_code_cell(inspect.getsource(verify_files).rstrip()
                                  + "\n\n\nMANIFEST = verify_files(DATASET_DIR)")),
         ("install", new_code_cell(f"%pip install --quiet --no-index --no-deps --find-links {{DATASET_DIR}}/wheels "
@@ -155,7 +165,7 @@ def build_training_notebook(competition_title: str, competition: str, competitio
             "## Train\n`kit train` in its own process, its log streamed here. `--stop-after-hours` is what is left "
             "of the session (less a margin): a fold that would not finish in time is not started, and the run is "
             "left resumable (`kit remote train --resume`).")),
-        ("train", new_code_cell(f"RUN_FOLDER = {RUN_FOLDER!r}\n" + TRAIN_SOURCE)),
+        ("train", new_code_cell(f"RUN_FOLDER = {RUN_FOLDER!r}\nTRAIN_LOG = {TRAIN_LOG!r}\n" + TRAIN_SOURCE)),
         ("list", new_code_cell(f"OUTPUT_LIST = {OUTPUT_LIST!r}\n" + LIST_SOURCE)),
     ]
     nb = new_notebook(metadata={

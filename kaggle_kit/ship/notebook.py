@@ -36,6 +36,17 @@ def parameters_source(bundle_id: str, input_root: str, output_path: str, budget_
     ])
 
 
+def find_inputs_source(id_name: str, competition_slug: str, test_columns: list[str],
+                       submission_columns: list[str]) -> str:
+    """The input-finding cell of the inference and the training notebooks: `find_inputs`' own source, then its call
+    with the uploaded dataset's id in the variable `id_name`."""
+    return (inspect.getsource(find_inputs).rstrip()
+            + f"\n\n\nCOMPETITION_SLUG = {competition_slug!r}\nTEST_COLUMNS = {test_columns!r}\n"
+              f"SUBMISSION_COLUMNS = {submission_columns!r}\n"
+              f"DATASET_DIR, COMPETITION_DIR = find_inputs(INPUT_ROOT, {id_name}, COMPETITION_SLUG, TEST_COLUMNS,\n"
+              "                                           SUBMISSION_COLUMNS, DATASET_DIR, COMPETITION_DIR)")
+
+
 def build_notebook(competition_title: str, competition_slug: str, dataset_slug: str, bundle_id: str,
                    test_columns: list[str], submission_columns: list[str], wheels: list[str],
                    runs: list[dict[str, Any]]) -> nbformat.NotebookNode:
@@ -43,10 +54,6 @@ def build_notebook(competition_title: str, competition_slug: str, dataset_slug: 
     run_lines = "\n".join(f"- `{r['name']}`: folds {', '.join(map(str, r['folds']))}, CV {r['metric']} "
                           f"{_score(r['cv_score'])}, weight {_weight(r['weight'])}" for r in runs)
     wheel_args = " ".join(f"{{DATASET_DIR}}/{w}" for w in wheels)
-    find_call = (f"\n\n\nCOMPETITION_SLUG = {competition_slug!r}\nTEST_COLUMNS = {test_columns!r}\n"
-                 f"SUBMISSION_COLUMNS = {submission_columns!r}\n"
-                 "DATASET_DIR, COMPETITION_DIR = find_inputs(INPUT_ROOT, BUNDLE_ID, COMPETITION_SLUG, TEST_COLUMNS,\n"
-                 "                                           SUBMISSION_COLUMNS, DATASET_DIR, COMPETITION_DIR)")
     cells = [
         (PARAMETERS_CELL, new_code_cell(parameters_source(bundle_id, INPUT_ROOT, OUTPUT_PATH, DEFAULT_BUDGET_HOURS),
                                         metadata={"tags": [PARAMETERS_CELL]})),
@@ -64,7 +71,7 @@ def build_notebook(competition_title: str, competition_slug: str, dataset_slug: 
             "`/kaggle/input/datasets/<owner>/<slug>/` (older sessions: `/kaggle/input/<slug>/`). The bundle is found "
             "by the id in its `manifest.json`, the competition by its files' columns, so renamed or forked datasets "
             "and either layout work. Standard library only: nothing is installed yet.")),
-        ("find", new_code_cell(inspect.getsource(find_inputs).rstrip() + find_call)),
+        ("find", new_code_cell(find_inputs_source("BUNDLE_ID", competition_slug, test_columns, submission_columns))),
         ("verify-intro", new_markdown_cell(
             "## 2. Check the bundle\nEach file's size and sha256 must match what `kit bundle` recorded, before "
             "anything is installed or loaded.")),

@@ -340,7 +340,7 @@ def _run_folds(cfg: TrainConfig, run: RunDir, prep: Prepared, resume: bool, dist
                 if claim == "busy":
                     log.warning("fold %d: another process is training it (its lock is held), skipping", fold)
                     continue
-                stopped = limit.stop_reason()
+                stopped = limit.agreed_stop_reason(dist)
                 if stopped:
                     log.warning("fold %d: not started, %s; the run is left resumable", fold, stopped)
                     break

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kaggle_kit.train.distributed import Dist
 
 clock: Callable[[], float] = time.monotonic  # tests replace it with a fake clock
 
@@ -41,3 +45,8 @@ class SessionLimit:
             return None
         return (f"--stop-after-hours {self.hours:g}: {self.elapsed() / 3600:.2f} h elapsed, the next fold would end "
                 f"at {end / 3600:.2f} h (slowest fold so far {max(self.fold_seconds) / 60:.1f} min)")
+
+    def agreed_stop_reason(self, dist: Dist) -> str | None:
+        """`stop_reason` as rank 0 decides it, on every rank: each rank measures its own folds on its own clock, and
+        ranks that disagreed would leave one waiting in a collective forever (--nproc-per-node)."""
+        return dist.broadcast(self.stop_reason())

@@ -15,7 +15,8 @@ from kaggle_kit.fileio import read_json, sha256_file, write_json
 from kaggle_kit.kaggle_api import PushResult
 from kaggle_kit.remote import flow
 from kaggle_kit.remote.flow import RECORD_FILE, check_remote_push, save_record, status_line
-from kaggle_kit.remote.notebook import OUTPUT_LIST
+from kaggle_kit.remote.notebook import OUTPUT_LIST, TRAIN_LOG
+from kaggle_kit.runs.folder import RunDir
 from tests.helpers import assert_one_line_error, run_kit
 from tests.kaggle_kit.remote.conftest import RemoteKaggle, client_of, waiter
 
@@ -92,7 +93,7 @@ def test_pull_of_a_complete_kernel_lands_the_run_marked_remote(remote_dir, ell_t
 @pytest.mark.parametrize("status, failure, fragments", [
     (KS.ERROR, "Your notebook hit an unhandled error", ("error after", "Your notebook hit an unhandled error",
                                                         "the log ends: RuntimeError: CUDA out of memory")),
-    (KS.CANCEL_ACKNOWLEDGED, "", ("cancel_acknowledged", "cancelled on kaggle.com", "--resume")),
+    (KS.CANCEL_ACKNOWLEDGED, "", ("cancel_acknowledged", "cancelled on kaggle.com", "no finished fold")),
     (KS.CANCEL_REQUESTED, "", ("cancel_requested", "cancelled on kaggle.com")),
     (KS.ERROR, "GPU quota exceeded for this week", ("quota exceeded", "resets weekly")),
 ])
@@ -104,6 +105,50 @@ def test_each_failed_state_is_one_line(remote_dir, tmp_path, capsys, monkeypatch
     assert_one_line_error(code, err, *fragments)
     if "log ends" in fragments[-1]:
         assert "  log: fold 0: 40%" in err  # the log's last lines, before the error line
+    assert not (tmp_path / "runs").exists()
+
+
+def died_in_fold_1(run, folder):
+    """The output of a kernel whose kit train died in fold 1 (CUDA OOM): fold 0 finished, fold 1 half-written,
+    the notebook's train log beside the run, all listed, and kit train's non-zero exit code."""
+    shutil.copytree(run, folder / "run", ignore=shutil.ignore_patterns("*.lock", "fold1.*", "oof_fold1*"))
+    manifest = read_json(folder / "run" / "manifest.json")
+    write_json(folder / "run" / "manifest.json", {**manifest, "status": "running"})
+    (folder / "run" / "fold1.safetensors").write_bytes(b"half a checkpoint")
+    (folder / TRAIN_LOG).write_text("fold 0 done\nfold 1: 40%\ntorch.OutOfMemoryError: CUDA out of memory\n")
+    files = {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+             for p in sorted(folder.rglob("*")) if p.is_file()}
+    write_json(folder / OUTPUT_LIST, {"remote_id": "ell-remote-0123456789abcdef", "run": "run",
+                                      "train_exit_code": 1, "files": files, "train_log": TRAIN_LOG})
+    return folder
+
+
+@pytest.mark.parametrize("status", [KS.ERROR, KS.CANCEL_ACKNOWLEDGED])
+def test_a_failed_kernel_with_finished_folds_lands_as_a_partial_resumable_run(remote_dir, ell_tiny_run, tmp_path,
+                                                                              capsys, monkeypatch, status):
+    fake = RemoteKaggle(kernel_statuses=(KS.RUNNING, status), failure="Your notebook hit an unhandled error",
+                        output=died_in_fold_1(ell_tiny_run, tmp_path / "out"))
+    use(monkeypatch, fake)
+    code, _, err = run_kit(capsys, "remote", "pull", RUN_NAME, "--wait-hours", "1")
+    assert code == 0, err
+    state = "error" if status == KS.ERROR else "cancelled"
+    dest = tmp_path / "runs" / "ell" / RUN_NAME
+    assert f"pulled runs/ell/{RUN_NAME}: PARTIAL, the kernel ended {state}; folds 0 finished" in err
+    assert f"--resume {RUN_NAME}" in err
+    assert "  log: torch.OutOfMemoryError: CUDA out of memory" in err  # the train log's end, from the output
+    assert read_json(dest / RECORD_FILE)["kernel_state"] == state
+    run = RunDir(dest)
+    assert run.finished_folds() == [0] and not run.is_complete()
+    assert sha256_file(dest / "fold0.safetensors") == sha256_file(ell_tiny_run / "fold0.safetensors")
+
+
+def test_a_failed_kernel_with_a_damaged_finished_fold_is_one_line(remote_dir, ell_tiny_run, tmp_path, capsys,
+                                                                 monkeypatch):
+    output = died_in_fold_1(ell_tiny_run, tmp_path / "out")
+    (output / "run" / "fold0.safetensors").write_bytes(b"damaged")
+    use(monkeypatch, RemoteKaggle(kernel_statuses=(KS.ERROR,), output=output))
+    code, _, err = run_kit(capsys, "remote", "pull", RUN_NAME, "--wait-hours", "1")
+    assert_one_line_error(code, err, "error after", "the log ends: torch.OutOfMemoryError")
     assert not (tmp_path / "runs").exists()
 
 
@@ -235,3 +280,19 @@ def test_remote_train_refusals_are_one_line(tmp_path, capsys, monkeypatch):
     code, _, err = run_kit(capsys, "remote", "train", "ell", "--owner", "kit-tester", "--resume", "nope")
     assert_one_line_error(code, err, "no pushed run or kernel 'nope'")
     assert not (tmp_path / "remote" / "ell" / "datasets").exists()
+
+
+@pytest.mark.parametrize("competition, flags, fragment", [
+    ("uspppm", [], "uspppm's cpc_titles.csv: a file from this machine"),
+    ("ell", ["--pseudo", "pseudo.csv"], "--pseudo pseudo.csv: a file from this machine"),
+    ("ell", ["--distill", "runs/ell/teacher"], "--distill runs/ell/teacher: a file from this machine"),
+])
+def test_files_the_upload_does_not_carry_are_refused_before_anything_is_pushed(tmp_path, capsys, monkeypatch,
+                                                                               competition, flags, fragment):
+    monkeypatch.chdir(tmp_path)
+    fake = RemoteKaggle()
+    use(monkeypatch, fake)
+    code, _, err = run_kit(capsys, "remote", "train", competition, "--owner", "kit-tester", *flags)
+    assert_one_line_error(code, err, fragment, "train this run locally")
+    assert not (tmp_path / "remote").exists()
+    assert not [n for n in fake.names() if n.startswith(("dataset", "kernels"))]

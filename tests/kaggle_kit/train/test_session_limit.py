@@ -68,3 +68,34 @@ def test_fold_workers_start_no_fold_past_the_limit(ell_small_dir, tiny_bert, tmp
     assert "fold(s) 2, 3: not started" in err
     manifest = read_json(run.manifest)
     assert manifest["status"] == "partial" and "--stop-after-hours 2" in manifest["stopped"]
+
+
+def _rank_decides(rank: int, init_file: str, answers: str) -> None:
+    """One gloo rank: rank 0 has measured a 3 h fold at 9 h (stop), rank 1 a 1 h fold at 1 h (go on)."""
+    import torch.distributed
+
+    from kaggle_kit.train.distributed import Dist
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        now = 9 * 3600 if rank == 0 else 3600
+        session_limit.clock = lambda: now
+        limit = SessionLimit(10.0)
+        limit.started = 0.0
+        limit.fold_done(3 * 3600 if rank == 0 else 3600)
+        with open(f"{answers}.{rank}", "w", encoding="utf-8") as handle:
+            handle.write(repr(limit.agreed_stop_reason(Dist(rank=rank, world_size=2, local_rank=rank))))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ranks_stop_together_on_rank_0s_decision(tmp_path):
+    """Under --nproc-per-node each rank measures its own folds: rank 1 alone would train on while rank 0 stops
+    (and it would wait in the next fold's first collective forever). Both get rank 0's decision."""
+    import torch.multiprocessing
+
+    answers = tmp_path / "answer"
+    torch.multiprocessing.spawn(_rank_decides, args=(str(tmp_path / "init"), str(answers)), nprocs=2)
+    rank0, rank1 = (answers.with_suffix(f".{r}").read_text() for r in (0, 1))
+    assert "next fold would end at 12.00 h" in rank0
+    assert rank1 == rank0
