@@ -55,8 +55,8 @@ class Break:
 
 BREAKS = [
     # ---- the eight of issue 8 ----
-    Break("scaler.step(optimizer) removed: the optimizer never steps", TRAINER,
-          "                    scaler.step(optimizer)\n", "", (OPTIONS, LEARNING)),
+    Break("scaler.step(optimizer) removed: the optimizer never steps", "kaggle_kit/device.py",
+          "    scaler.step(optimizer)\n", "", (OPTIONS, LEARNING)),
     Break("the last validation kept instead of the best", TRAINER,
           "improved = self.comp.metric.better(score, best.score)", "improved = True", (OPTIONS,)),
     Break("FGM never attacks", TRAINER, "attacks = [a for a in (fgm, awp", "attacks = [a for a in (None, awp",
@@ -82,9 +82,9 @@ BREAKS = [
           (OPTIONS,)),
     Break("bce output bias set to the mean instead of its logit", "kaggle_kit/tasks/losses.py",
           'if spec.bias in ("logit", "log_prior"):', 'if spec.bias == "log_prior":', (OPTIONS,)),
-    Break("gradient clipping skipped", TRAINER,
-          "clip_grad_norm_(core.parameters(), cfg.max_grad_norm)",
-          'clip_grad_norm_(core.parameters(), float("inf"))', (OPTIONS,)),
+    Break("gradient clipping skipped", "kaggle_kit/device.py",
+          "clip_grad_norm_(parameters, max_grad_norm)",
+          'clip_grad_norm_(parameters, float("inf"))', (OPTIONS,)),
     Break("scheduler never stepped", TRAINER, "                    scheduler.step()\n", "", (OPTIONS,)),
     Break("schedule length ignores gradient accumulation", TRAINER,
           "total_steps = max(1, sum(math.ceil(len(stage) / cfg.grad_accum) for stage in stages))",

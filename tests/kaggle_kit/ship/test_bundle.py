@@ -127,7 +127,7 @@ def test_requirements_the_image_lacks_are_downloaded(ell_tiny_run, tmp_path):
         "# date: 2026-01-01\n# python: 3.12\n"
         + "\n".join(f"{n}=={version(n)}" for n in ("torch", "transformers", "pandas", "scikit-learn",
                                                    "iterative-stratification", "typer", "rich", "matplotlib",
-                                                   "pyyaml", "packaging", "filelock"))
+                                                   "pyyaml", "packaging", "filelock", "scipy", "pydantic"))
         + "\nnumpy==1.20.0\ntokenizers==0.19.0\n" + f"tqdm=={'.'.join(version('tqdm').split('.')[:2])}.999\n")
     calls = []
 
