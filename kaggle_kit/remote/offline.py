@@ -6,9 +6,7 @@ what `kernels_output` would serve.
 
 from __future__ import annotations
 
-import platform
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +18,8 @@ from kaggle_kit.ship.image import ImagePackages
 from kaggle_kit.ship.simulate import (
     KERNEL_NAME,
     LAYOUTS,
-    image_site_dir,
     kernel_env,
+    kernel_packages,
     make_kernel_venv,
     run_notebook,
     unshare_works,
@@ -74,18 +72,8 @@ def run_offline(notebook_dir: Path, upload_dir: Path, competition_slug: str, dat
     with tempfile.TemporaryDirectory(prefix="kit-remote-offline-") as tmp:
         root = Path(tmp)
         inputs, working = lay_out_inputs(root, upload_dir, competition_slug, data_dir, layout, model_dir)
-        if use_image:
-            from kaggle_kit.ship.image_venv import ensure_image_venv, find_python
-            from kaggle_kit.ship.simulate import wheels_requirements
-
-            interpreter = find_python(image.python, python)
-            site_dir = ensure_image_venv(image, wheels_requirements(upload_dir / "wheels"), interpreter, log)
-            environment = f"image venv (Python {image.python}, {image.path.name} {image.date})"
-        else:
-            interpreter = Path(sys.executable)
-            site_dir, left_out = image_site_dir(root, image)
-            environment = (f"stand-in image (this Python {platform.python_version()}, {len(left_out)} packages "
-                           f"hidden)")
+        interpreter, site_dir, environment = kernel_packages(root, image, upload_dir / "wheels", use_image, python,
+                                                             log)
         python = make_kernel_venv(root, interpreter, site_dir, block_with_socket_patch=not use_unshare)
         env = kernel_env(root, write_kernelspec(root, python))
         nb = inject_parameters(read_notebook(notebook_dir / NOTEBOOK_NAME),

@@ -367,6 +367,22 @@ def _copied_base(manifest: dict[str, Any], dataset: Path) -> Path | None:
     return dataset / path if path else None
 
 
+def kernel_packages(root: Path, image: ImagePackages, wheels: Path, use_image: bool, python: Path | None,
+                    log: Callable[[str], None]) -> tuple[Path, Path, str]:
+    """The interpreter and site-packages a notebook's kernel runs on, and their description: the image venv
+    (`use_image`: the image's Python and pinned versions of what `wheels` require) or the stand-in (this
+    interpreter, only the packages the image list names)."""
+    if use_image:
+        from kaggle_kit.ship.image_venv import ensure_image_venv, find_python
+
+        interpreter = find_python(image.python, python)
+        site_dir = ensure_image_venv(image, wheels_requirements(wheels), interpreter, log)
+        return interpreter, site_dir, f"image venv (Python {image.python}, {image.path.name} {image.date})"
+    site_dir, left_out = image_site_dir(root, image)
+    return Path(sys.executable), site_dir, (f"stand-in (this Python {platform.python_version()}, only the packages "
+                                            f"{image.path.name} lists; {len(left_out)} others hidden)")
+
+
 def wheels_requirements(wheels: Path) -> list[Requirement]:
     """What the wheels in `wheels` (a bundle's, an upload's) require, kaggle-kit itself left out (it is one of
     them)."""
@@ -423,18 +439,9 @@ def simulate(bundle_dir: Path, data_dir: Path, output: Path | None = None, timeo
         root = Path(tmp)
         start = time.perf_counter()
         params = kaggle_folders(root, bundle_dir, comp, data_dir, layout, base_model)
-        if use_image:
-            from kaggle_kit.ship.image_venv import ensure_image_venv, find_python
-
-            interpreter = find_python(image.python, python)
-            site_dir = ensure_image_venv(image, wheels_requirements(bundle_dir / "dataset" / "wheels"), interpreter,
-                                         log)
-            environment = f"image venv (Python {image.python}, {image.path.name} {image.date})"
-        else:
-            interpreter = Path(sys.executable)
-            site_dir, left_out = image_site_dir(root, image)
-            environment = (f"stand-in (this Python {platform.python_version()}, only the packages "
-                           f"{image.path.name} lists; {len(left_out)} others hidden)")
+        interpreter, site_dir, environment = kernel_packages(root, image, bundle_dir / "dataset" / "wheels",
+                                                             use_image, python, log)
+        if not use_image:
             for line in stand_in_differences(manifest, image):
                 log(line)
         python_in_venv = make_kernel_venv(root, interpreter, site_dir, block_with_socket_patch=not use_unshare)
