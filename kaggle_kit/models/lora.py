@@ -95,11 +95,17 @@ def add_adapters(backbone: nn.Module, spec: AdapterSpec, quantized: bool = False
     return model
 
 
+def saved_with_fold(name: str) -> bool:
+    """Whether a LoRA fold saves this parameter: the adapters and everything outside the backbone (pooling head,
+    output layer, label rows); the base's own weights are never saved."""
+    return not name.startswith("backbone.") or "lora_" in name
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What a LoRA fold saves: the adapters and everything outside the backbone (pooling head, output layer)."""
+    """What a LoRA fold saves (`saved_with_fold`)."""
     state = {}
     for name, tensor in model.state_dict().items():
-        if not name.startswith("backbone.") or "lora_" in name:
+        if saved_with_fold(name):
             state[name] = tensor.detach().to("cpu", copy=True).contiguous()
     return state
 

@@ -181,7 +181,9 @@ class TimeShare:
 
 def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     """What a LoRA fold saves (adapters, label rows, pooling and output head): an encoder's head alone."""
-    return [(n, p) for n, p in model.named_parameters() if not n.startswith("backbone.") or "lora_" in n]
+    from kaggle_kit.models.lora import saved_with_fold
+
+    return [(n, p) for n, p in model.named_parameters() if saved_with_fold(n)]
 
 
 def adapt(model: torch.nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, pad_id: int, loss_fn: torch.nn.Module,
