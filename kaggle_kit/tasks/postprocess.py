@@ -198,12 +198,18 @@ def adopt_calibration(pred: np.ndarray, truth: np.ndarray, targets: Sequence[Tar
     """LinearCalibration's record fitted on all OOF rows, holding only the targets whose cross-fitted metric (each
     fold calibrated by a line fitted on the other folds) beats the uncalibrated one; None when none does, or with
     fewer than two folds (nothing to judge it on)."""
+    return calibration_and_crossfit(pred, truth, targets, folds, metric)[0]
+
+
+def calibration_and_crossfit(pred: np.ndarray, truth: np.ndarray, targets: Sequence[Target], folds: np.ndarray,
+                             metric) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+    """`adopt_calibration`'s record, with the cross-fitted predictions it was judged on (for the honest score)."""
     calibration = LinearCalibration()
     if not calibration._targets(targets):
-        return None
+        return None, None
     crossfitted = crossfit(calibration, pred, truth, targets, folds)
     if crossfitted is None:
-        return None
+        return None, None
     before, after = metric(truth, pred, targets).per_target, metric(truth, crossfitted, targets).per_target
     better = (lambda new, old: new > old) if metric.greater_is_better else (lambda new, old: new < old)
     record = fit_record(calibration, pred, truth, targets)
@@ -212,7 +218,7 @@ def adopt_calibration(pred: np.ndarray, truth: np.ndarray, targets: Sequence[Tar
     for name in lines:
         log.info("calibration of %s: %s %.4f -> %.4f cross-fitted: %s", name, metric.name, before[name], after[name],
                  "adopted" if name in record["state"]["calibration"] else "not adopted")
-    return record if record["state"]["calibration"] else None
+    return (record if record["state"]["calibration"] else None), crossfitted
 
 
 # ---- how the kit uses a post-processor --------------------------------------------------------------------------

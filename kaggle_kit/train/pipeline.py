@@ -35,7 +35,7 @@ from kaggle_kit.runs import plots
 from kaggle_kit.runs.folder import RunDir, check_not_running, new_manifest, now_iso
 from kaggle_kit.runs.monitor import NullMonitor, RunMonitor
 from kaggle_kit.runs.tracker import check_tracker
-from kaggle_kit.tasks.postprocess import LinearCalibration, adopt_calibration, crossfit, fit_record
+from kaggle_kit.tasks.postprocess import LinearCalibration, calibration_and_crossfit, crossfit, fit_record
 from kaggle_kit.tasks.targets import output_slices, prior_prediction
 from kaggle_kit.train import distributed
 from kaggle_kit.train.distributed import SINGLE, Dist
@@ -562,14 +562,13 @@ def fit_label_calibration(run: RunDir, comp: Competition, pred: np.ndarray, trut
     adopt_calibration), saved as postprocess.json, which kit predict and the bundle apply. None (and no
     postprocess.json, also not one an earlier finalize left) when no target gains."""
     targets = comp.schema.targets
-    record = adopt_calibration(pred, truth, targets, folds, comp.metric)
+    record, crossfitted = calibration_and_crossfit(pred, truth, targets, folds, comp.metric)
     if record is None:
         run.postprocess.unlink(missing_ok=True)
         return None
     write_json(run.postprocess, record)
     calibration = LinearCalibration()
     after = comp.metric(truth, calibration.apply(pred, record["state"], targets), targets)
-    crossfitted = crossfit(calibration, pred, truth, targets, folds)
     kept, adopted = np.array(pred, dtype=np.float64, copy=True), set(record["state"]["calibration"])
     for target, columns in zip(targets, output_slices(targets), strict=True):  # unadopted targets pass through
         if target.name in adopted:
