@@ -97,12 +97,7 @@ def initial_label_rows(backbone: nn.Module, model_path: Path | None, records: Se
                        ) -> torch.Tensor | None:
     """The label rows a run starts from: each label's token row of the pretrained LM head, or for a label with
     its own added row (`pieces`) the mean of its pieces' rows. None without a checkpoint (a random model)."""
-    groups = [[i] for r in records for i in r["ids"]]
-    for r in records:
-        if "pieces" in r:
-            start = sum(len(q["ids"]) for q in records[:records.index(r)])
-            for k, word_pieces in enumerate(r["pieces"]):
-                groups[start + k] = list(word_pieces)
+    groups = [list(word) for r in records for word in (r["pieces"] if "pieces" in r else [[i] for i in r["ids"]])]
     needed = sorted({i for g in groups for i in g})
     rows = pretrained_lm_rows(backbone, model_path, needed)
     if rows is None:
