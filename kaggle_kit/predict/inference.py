@@ -417,8 +417,7 @@ def predict_plan(comp: Competition, df: pd.DataFrame, plan: Sequence[PlannedRun]
     if test_time is not None and test_time.enabled:
         from kaggle_kit.predict.test_time import TimeShare
 
-        if quantize is not None:
-            raise KitError("--ttt with --quantize int8: an int8 model cannot take training steps; drop one of them")
+        test_time.check_quantize(quantize)
         share = TimeShare(test_time_seconds, deadline_left=deadline_left)
         slots = slots[:1]  # the steps of every fold share one time allowance
     start = clock()

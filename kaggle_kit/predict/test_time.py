@@ -61,6 +61,14 @@ class TestTimeConfig(BaseModel):
     def enabled(self) -> bool:
         return self.steps > 0
 
+    def allowance_seconds(self, budget_hours: float) -> float:
+        """The seconds the steps of all folds may take in a notebook with this budget."""
+        return self.share * budget_hours * 3600
+
+    def check_quantize(self, quantize: str | None) -> None:
+        if self.enabled and quantize:
+            raise KitError("--ttt with --quantize int8: an int8 model cannot take training steps; drop one of them")
+
 
 def parse_spec(text: str | None) -> TestTimeConfig | None:
     """`steps=20,source=pseudo,lr=1e-4` -> the settings (None for no text); one line naming a bad key or value."""

@@ -376,8 +376,8 @@ def build_bundle(comp: Competition, run_paths: list[Path], out_root: Path, weigh
             raise KitError(f"--merge: {', '.join(quantised)} hold their base in 4/8 bits; merging re-quantises the "
                            f"weights and changes the predictions: bundle without --merge")
         base["merge"] = True
-    if test_time is not None and test_time.enabled and quantize:
-        raise KitError("--ttt with --quantize int8: an int8 model cannot take training steps; drop one of them")
+    if test_time is not None:
+        test_time.check_quantize(quantize)
     test_time = test_time if test_time is not None and test_time.enabled else None
     projected = projected_time(comp, runs, machine.name, assume_tflops, force, log, test_time)
     quantized = quantize_report(comp, runs, quantize, log) if quantize else None

@@ -285,7 +285,7 @@ def _predict_submission(dataset_dir: Path, competition_dir: Path, output_path: P
         folds=[r["folds"] for r in runs], base_model=base_model,
         postprocess_state=(manifest.get("ensemble") or {}).get("postprocess"),
         merge_lora=bool((base or {}).get("merge")), quantize=manifest_mode(manifest), test_time=test_time,
-        test_time_seconds=test_time.share * budget_hours * 3600 if test_time is not None else 0.0,
+        test_time_seconds=test_time.allowance_seconds(budget_hours) if test_time is not None else 0.0,
         deadline_left=lambda: budget_hours * 3600 - (clock() - started_at))
     if fallback.count:
         print(fallback.summary())

@@ -352,7 +352,7 @@ def difference_from_kit_predict(comp, manifest: dict[str, Any], bundle_dir: Path
                                      base_model=base_model or _copied_base(manifest, dataset),
                                      merge_lora=bool((manifest.get("base_model") or {}).get("merge")),
                                      quantize=manifest_mode(manifest), test_time=test_time,
-                                     test_time_seconds=(test_time.share * DEFAULT_BUDGET_HOURS * 3600
+                                     test_time_seconds=(test_time.allowance_seconds(DEFAULT_BUDGET_HOURS)
                                                         if test_time is not None else 0.0))
     return submission_difference(comp, submission, submission_frame(comp, test_df, preds, sample))
 

@@ -269,3 +269,18 @@ def test_ttt_trains_a_lora_fold_adapters_and_head_and_leaves_its_file_unchanged(
     assert any("lora_" in n for n in moved), sorted(moved)
     assert not any(n.startswith("backbone.") and "lora_" not in n for n, _, _ in trained)
     assert files and {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == before
+
+
+def test_ttt_with_int8_is_refused_where_it_is_declared_and_where_it_would_run(ell_tiny_run, shifted_test, tmp_path,
+                                                                              image_packages_of_this_env):
+    from kaggle_kit.ship.bundle import build_bundle, load_image_packages
+
+    folder, _ = shifted_test
+    with pytest.raises(KitError, match="an int8 model cannot take training steps"):
+        build_bundle(get_competition("ell"), [ell_tiny_run], tmp_path / "bundles", owner="kit-tester",
+                     image=load_image_packages(image_packages_of_this_env), log=lambda _: None, test_time=STEPS,
+                     quantize="int8")
+    assert not (tmp_path / "bundles").exists() or not any((tmp_path / "bundles").iterdir())
+    with pytest.raises(KitError, match="an int8 model cannot take training steps"):
+        predict(ell_tiny_run, folder, STEPS, quantize="int8")
+    TestTimeConfig(steps=0).check_quantize("int8")  # off: nothing to refuse
