@@ -1,15 +1,17 @@
 """`kit predict` as a whole process against the reference notebook's inference loop, phase by phase.
 
 Both predict the same essays with the same fold model of a run, each in a fresh process timed from its start to its
-exit: the kit as `kit predict` (in fp32, and with --int8 also in int8), the loop as the seed notebook does it
-(tokenise whole essays, build the model and load the fold's weights, pad every essay to max_len, batches of
---seed-batch-size in file order, fp32; the batches are throughput.py's `plain_batches`). The variants run
-interleaved, in a rotating order, --repeats times; the medians and their ratio are printed with the load average
-before and after (on a shared machine read the ratio, not the seconds), and a table of each phase's share: start-up
-(interpreter, imports, plugin lookup, reading the CSV), tokenisation (tokenizer load included), model load,
-batches, and the rest (writing the submission, exit).
+exit: the kit as `kit predict` (in fp32; with --unpacked also in fp32 on torch's nn.Linear instead of oneDNN's
+packed kernels, "kit-plain"; with --int8 also in int8), the loop as the seed notebook does it (tokenise whole
+essays, build the model and load the fold's weights, pad every essay to max_len, batches of --seed-batch-size in
+file order, fp32; the batches are throughput.py's `plain_batches`). The variants run interleaved, in a rotating
+order, --repeats times; the medians and their ratio are printed with the load average before and after (on a shared
+machine read the ratio, not the seconds), and a table of each phase's share: start-up (interpreter, imports, plugin
+lookup, reading the CSV), tokenisation (tokenizer load included), model load, batches, and the rest (writing the
+submission, exit).
 
     python benchmarks/predict_profile.py --run runs/ell/RUN256 --run runs/ell/RUN512 [--essays 400] [--int8]
+        [--unpacked]
 
 The ratio is printed for wall time and for CPU time (user + system of the child; on a busy machine threads that
 wait for each other inflate both: `--threads 1` gives every variant one thread).
@@ -68,6 +70,10 @@ def kit_child(args) -> None:
     for name, phase in (("load_tokenizer", "tokenisation"), ("build_model_inputs", "tokenisation"),
                         ("load_fold_model", "model load"), ("infer", "batches")):
         setattr(inference, name, clock.wrap(phase, getattr(inference, name)))
+    if args.child == "kit-plain":
+        from kaggle_kit.predict import cpu_packing
+
+        cpu_packing.pack_for_cpu = lambda model: 0
     from kaggle_kit.cli import main
 
     sys.argv = ["kit", "predict", "ell", "--run", args.run, "--input", args.input, "--output", args.output,
@@ -147,6 +153,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--seed-batch-size", type=int, default=8)
     parser.add_argument("--int8", action="store_true", help="also time `kit predict --quantize int8`")
+    parser.add_argument("--unpacked", action="store_true",
+                        help="also time `kit predict` in fp32 on torch's nn.Linear (kit-plain) instead of oneDNN's "
+                             "packed kernels (predict/cpu_packing.py): what the packing wins")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of every variant (OMP_NUM_THREADS) [default: all cores]; on a loaded "
                              "machine 1 keeps the ratio from measuring how threads wait for each other")
@@ -163,7 +172,7 @@ def main() -> None:
 
     import pandas as pd
 
-    variants = ["seed", "kit", *(["int8"] if args.int8 else [])]
+    variants = ["seed", "kit", *(["kit-plain"] if args.unpacked else []), *(["int8"] if args.int8 else [])]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         test_csv = Path(tmp) / "test.csv"

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kaggle_kit.models.model import KitModel
+from kaggle_kit.predict import cpu_packing
 from kaggle_kit.predict.inference import PredictionReport, load_fold_model, predict_runs
 from kaggle_kit.predict.quantize import oof_effect
 from kaggle_kit.registry import get_competition
@@ -47,6 +48,7 @@ def test_fold_models_get_their_weights_without_random_initialisation(ell_tiny_ru
         return original(self, state, *args, **kwargs)
 
     monkeypatch.setattr(KitModel, "load_state_dict", spy)
+    monkeypatch.setattr(cpu_packing, "pack_for_cpu", lambda model: 0)  # its own test: the state dict as loaded
     model = load_fold_model(run, run.load_config(), 6, 0, torch.device("cpu"))
     assert seen == [True], "parameters must be empty (meta) until the fold's weights are assigned"
     assert not any(p.is_meta for p in model.parameters()) and not any(b.is_meta for b in model.buffers())

@@ -1,0 +1,124 @@
+"""fp32 CPU inference on oneDNN's packed linear kernels: every backbone linear is swapped (GELU fused into each
+feed-forward), the predictions stay those of torch's nn.Linear within 1e-6, and a backend that computes something
+else leaves the model untouched."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional
+
+from kaggle_kit.config import TrainConfig
+from kaggle_kit.models.model import build_model, load_backbone_config
+from kaggle_kit.predict import cpu_packing
+from kaggle_kit.predict.cpu_packing import PackedLinear, pack_for_cpu
+from kaggle_kit.predict.inference import infer, load_fold_model
+from kaggle_kit.runs.folder import RunDir
+
+pytestmark = pytest.mark.skipif(not cpu_packing.available(), reason="this torch has no oneDNN")
+
+CPU = torch.device("cpu")
+
+
+def _model(path, **config_changes):
+    config = load_backbone_config(path, 0.0)
+    for key, value in config_changes.items():
+        setattr(config, key, value)
+    return build_model(config, 6, "mean", 2, weights_from=path).eval()
+
+
+def _ragged_ids(n: int = 13, seed: int = 0) -> list[list[int]]:
+    """Rows of 1 to 90 tokens: batches with padding (and a mask), of several sizes, and one row on its own."""
+    rng = np.random.default_rng(seed)
+    return [[101, *rng.integers(1000, 20000, size=int(length)).tolist(), 102] for length in rng.integers(0, 89, n)]
+
+
+def _linears(module: nn.Module) -> list[nn.Linear]:
+    return [m for m in module.modules() if type(m) is nn.Linear]
+
+
+@pytest.mark.parametrize("arch", ["tiny_bert", "tiny_deberta"])
+def test_a_packed_encoder_predicts_what_nn_linear_predicted(arch, request):
+    plain = _model(request.getfixturevalue(arch))
+    packed = copy.deepcopy(plain)
+    linears = len(_linears(plain.backbone))
+
+    assert pack_for_cpu(packed) == linears > 0
+    assert _linears(packed.backbone) == []
+    fused = [m for m in packed.backbone.modules() if isinstance(m, PackedLinear) and m.gelu == "none"]
+    assert len(fused) == plain.backbone.config.num_hidden_layers  # each feed-forward's GELU moved into its matmul
+    assert all(type(m.intermediate_act_fn) is nn.Identity for m in packed.backbone.modules()
+               if hasattr(m, "intermediate_act_fn"))
+    ids = _ragged_ids()
+    for batch_size in (1, 4, 32):
+        expected = infer(plain, ids, 0, batch_size, CPU, None)
+        got = infer(packed, ids, 0, batch_size, CPU, None)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert np.ptp(expected, axis=0).min() > 1e-3  # the rows differ: the comparison is not of constants
+
+
+@pytest.mark.parametrize("in_features,out_features,rows", [(384, 1536, 2048), (1536, 384, 7), (768, 2304, 1)])
+def test_packed_linear_at_real_sizes_equals_nn_linear_then_gelu(in_features, out_features, rows):
+    torch.manual_seed(0)
+    linear = nn.Linear(in_features, out_features)
+    x = torch.randn(2, rows, in_features)
+    with torch.no_grad():
+        np.testing.assert_allclose(PackedLinear(linear)(x), linear(x), rtol=0, atol=2e-5)
+        np.testing.assert_allclose(PackedLinear(linear, "none")(x), functional.gelu(linear(x)), rtol=0, atol=2e-5)
+        np.testing.assert_allclose(PackedLinear(linear, "tanh")(x), functional.gelu(linear(x), approximate="tanh"),
+                                   rtol=0, atol=2e-5)
+        transposed = torch.randn(2, in_features, rows).transpose(1, 2)  # a strided input, as after a transpose
+        np.testing.assert_allclose(PackedLinear(linear)(transposed), linear(transposed), rtol=0, atol=2e-5)
+
+
+def test_an_activation_that_is_not_torchs_gelu_stays_a_module_of_its_own(tiny_bert):
+    plain = _model(tiny_bert, hidden_act="gelu_new")  # OpenAI's tanh GELU, written out in Python
+    packed = copy.deepcopy(plain)
+
+    assert pack_for_cpu(packed) == len(_linears(plain.backbone))
+    assert not any(isinstance(m, PackedLinear) and m.gelu for m in packed.backbone.modules())
+    ids = _ragged_ids(seed=1)
+    np.testing.assert_allclose(infer(packed, ids, 0, 4, CPU, None), infer(plain, ids, 0, 4, CPU, None), rtol=0,
+                               atol=1e-6)
+
+
+def test_a_backend_that_disagrees_leaves_the_model_untouched(tiny_bert, monkeypatch, caplog):
+    model = _model(tiny_bert)
+    before = infer(model, _ragged_ids(), 0, 4, CPU, None)
+    real_forward = PackedLinear.forward
+    monkeypatch.setattr(PackedLinear, "forward", lambda self, x: real_forward(self, x) * 1.01)
+
+    with caplog.at_level(logging.WARNING):
+        assert pack_for_cpu(model) == 0
+    assert "disagrees" in caplog.text
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    np.testing.assert_array_equal(infer(model, _ragged_ids(), 0, 4, CPU, None), before)
+
+
+def test_a_torch_without_the_kernel_keeps_nn_linear(tiny_bert, monkeypatch):
+    model = _model(tiny_bert)
+    monkeypatch.setattr(cpu_packing, "available", lambda: False)
+    assert pack_for_cpu(model) == 0
+    assert len(_linears(model.backbone)) > 0
+
+
+def test_a_cpu_fold_loads_packed_and_predicts_as_before_within_1e_6(ell_tiny_run, monkeypatch):
+    run = RunDir(ell_tiny_run)
+    cfg = TrainConfig.model_validate(json.loads((ell_tiny_run / "run_config.json").read_text()))
+    ids = _ragged_ids(n=17, seed=2)
+
+    packed = load_fold_model(run, cfg, 6, 0, CPU)
+    quantized = load_fold_model(run, cfg, 6, 0, CPU, quantize="int8")
+    monkeypatch.setattr(cpu_packing, "pack_for_cpu", lambda model: 0)
+    plain = load_fold_model(run, cfg, 6, 0, CPU)
+
+    assert any(isinstance(m, PackedLinear) for m in packed.modules())
+    assert not any(isinstance(m, PackedLinear) for m in quantized.modules()) and _linears(plain.backbone)
+    np.testing.assert_allclose(infer(packed, ids, 0, 8, CPU, None), infer(plain, ids, 0, 8, CPU, None), rtol=0,
+                               atol=1e-6)
