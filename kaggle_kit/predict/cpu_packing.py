@@ -112,9 +112,10 @@ def pack_for_cpu(model: nn.Module) -> int:
     try:
         swaps = plan_swaps(backbone)
         wrong = next((s for s in swaps if not agrees(s)), None)
-    except RuntimeError as err:  # an old oneDNN without the op for this shape or CPU
-        log.info("oneDNN linear packing unavailable here (%s); the fold runs on torch's nn.Linear",
-                 " ".join(str(err).split())[:120])
+    except Exception as err:  # noqa: BLE001 - an old oneDNN without the op for this shape or CPU, a torch whose
+        # private ops take other arguments: a speed-up that fails must never cost the prediction
+        log.info("oneDNN linear packing unavailable here (%s: %s); the fold runs on torch's nn.Linear",
+                 type(err).__name__, " ".join(str(err).split())[:120])
         return 0
     if wrong is not None:
         log.warning("oneDNN's packed linear disagrees with nn.Linear at %s.%s; the fold runs on torch's nn.Linear",

@@ -101,6 +101,24 @@ def test_a_backend_that_disagrees_leaves_the_model_untouched(tiny_bert, monkeypa
     np.testing.assert_array_equal(infer(model, _ragged_ids(), 0, 4, CPU, None), before)
 
 
+@pytest.mark.parametrize("where", ["__init__", "forward"])
+@pytest.mark.parametrize("error", [TypeError, ValueError, AttributeError])
+def test_a_kernel_that_fails_in_any_way_leaves_the_model_untouched(tiny_bert, monkeypatch, caplog, where, error):
+    """A torch whose private oneDNN ops are missing or take other arguments: the fold still predicts, unpacked."""
+    model = _model(tiny_bert)
+    before = infer(model, _ragged_ids(), 0, 4, CPU, None)
+
+    def fail(*args, **kwargs):
+        raise error("the kernel's arguments changed")
+
+    monkeypatch.setattr(PackedLinear, where, fail)
+    with caplog.at_level(logging.INFO, logger=cpu_packing.__name__):
+        assert pack_for_cpu(model) == 0
+    assert f"{error.__name__}: the kernel's arguments changed" in caplog.text
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    np.testing.assert_array_equal(infer(model, _ragged_ids(), 0, 4, CPU, None), before)
+
+
 def test_a_torch_without_the_kernel_keeps_nn_linear(tiny_bert, monkeypatch):
     model = _model(tiny_bert)
     monkeypatch.setattr(cpu_packing, "available", lambda: False)
