@@ -15,6 +15,7 @@ leaves the model as it was.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -61,7 +62,10 @@ def gelu_algorithm(activation: nn.Module | None) -> str | None:
     if type(activation) is nn.GELU:
         return {"none": "none", "tanh": "tanh"}.get(activation.approximate)
     if type(activation).__name__ in ("GELUTanh", "PytorchGELUTanh"):  # transformers' torch-tanh GELU
-        return "tanh"
+        act = getattr(activation, "act", None)  # "gelu_python_tanh" is this class on the formula written in Python
+        torch_tanh = isinstance(act, functools.partial) and act.func is functional.gelu and not act.args \
+            and act.keywords == {"approximate": "tanh"}
+        return "tanh" if act is None or torch_tanh else None
     return None
 
 

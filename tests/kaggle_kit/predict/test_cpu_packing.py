@@ -77,8 +77,9 @@ def test_packed_linear_at_real_sizes_equals_nn_linear_then_gelu(in_features, out
         np.testing.assert_allclose(PackedLinear(linear)(transposed), linear(transposed), rtol=0, atol=2e-5)
 
 
-def test_an_activation_that_is_not_torchs_gelu_stays_a_module_of_its_own(tiny_bert):
-    plain = _model(tiny_bert, hidden_act="gelu_new")  # OpenAI's tanh GELU, written out in Python
+@pytest.mark.parametrize("hidden_act", ["gelu_new", "gelu_python", "gelu_python_tanh"])
+def test_an_activation_that_is_not_torchs_gelu_stays_a_module_of_its_own(tiny_bert, hidden_act):
+    plain = _model(tiny_bert, hidden_act=hidden_act)  # GELU's formulas written out in Python: not torch's kernel
     packed = copy.deepcopy(plain)
 
     assert pack_for_cpu(packed) == len(_linears(plain.backbone))
