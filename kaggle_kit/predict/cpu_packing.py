@@ -43,6 +43,11 @@ class PackedLinear(nn.Module):
         self.gelu = gelu  # oneDNN's algorithm name: "none" (erf, exact) or "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():
+            # torch runs a kernel without an autograd formula and returns no gradient for `x`: the layers below
+            # would train on a gradient that silently skipped this one
+            raise RuntimeError("a oneDNN-packed linear layer (predict/cpu_packing.py) has no backward; it is for "
+                               "inference, so nothing below it can train through it")
         if self.gelu is None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "gelu", [], self.gelu)
@@ -129,5 +134,7 @@ def pack_for_cpu(model: nn.Module) -> int:
         setattr(swap.parent, swap.name, swap.packed)
         if swap.fused:
             swap.parent.intermediate_act_fn = nn.Identity()
+    if swaps:
+        backbone.requires_grad_(False)  # what is left of it (embeddings, norms) cannot train through packed layers
     log.debug("packed %d linear layers for oneDNN (%d with GELU fused)", len(swaps), sum(s.fused for s in swaps))
     return len(swaps)

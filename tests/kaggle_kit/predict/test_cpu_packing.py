@@ -120,6 +120,25 @@ def test_a_kernel_that_fails_in_any_way_leaves_the_model_untouched(tiny_bert, mo
     np.testing.assert_array_equal(infer(model, _ragged_ids(), 0, 4, CPU, None), before)
 
 
+def test_a_packed_backbone_is_frozen_and_refuses_to_backpropagate_instead_of_dropping_the_gradient(tiny_bert):
+    """oneDNN's op has no autograd formula: torch would return no gradient through it without an error, so a
+    backbone layer below it (here the embeddings) would train on a wrong gradient."""
+    model = _model(tiny_bert)
+    ids = torch.tensor([[101, 2000, 3000, 102]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        expected = model(ids, mask)
+    pack_for_cpu(model)
+
+    assert not any(p.requires_grad for p in model.backbone.parameters())  # what is left of the backbone is frozen
+    model(ids, mask).sum().backward()  # so a forward in grad mode runs, and the head above it trains (as in TTT)
+    assert model.fc.weight.grad.abs().sum() > 0
+    torch.testing.assert_close(model(ids, mask), expected, rtol=0, atol=1e-6)
+    model.backbone.get_input_embeddings().weight.requires_grad_(True)  # asked to train below a packed layer
+    with pytest.raises(RuntimeError, match="has no backward"):
+        model(ids, mask)
+
+
 def test_a_torch_without_the_kernel_keeps_nn_linear(tiny_bert, monkeypatch):
     model = _model(tiny_bert)
     monkeypatch.setattr(cpu_packing, "available", lambda: False)
