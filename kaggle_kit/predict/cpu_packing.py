@@ -83,7 +83,10 @@ class Swap:
 
 
 def available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """A torch built with oneDNN and its packed linear op, where oneDNN was not switched off
+    (`torch.backends.mkldnn.enabled = False`, torch's switch for a oneDNN that misbehaves on a machine)."""
+    return (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 def plan_swaps(backbone: nn.Module) -> list[Swap]:

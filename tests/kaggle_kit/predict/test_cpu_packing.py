@@ -146,6 +146,13 @@ def test_a_torch_without_the_kernel_keeps_nn_linear(tiny_bert, monkeypatch):
     assert len(_linears(model.backbone)) > 0
 
 
+def test_onednn_switched_off_in_torch_keeps_nn_linear(tiny_bert):
+    model = _model(tiny_bert)
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert pack_for_cpu(model) == 0
+    assert len(_linears(model.backbone)) > 0 and not any(isinstance(m, PackedLinear) for m in model.modules())
+
+
 def test_a_cpu_fold_loads_packed_and_predicts_as_before_within_1e_6(ell_tiny_run, monkeypatch):
     run = RunDir(ell_tiny_run)
     cfg = TrainConfig.model_validate(json.loads((ell_tiny_run / "run_config.json").read_text()))
