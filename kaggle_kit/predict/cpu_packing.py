@@ -117,7 +117,8 @@ def agrees(swap: Swap, probe_rows: int = 3) -> bool:
 
 def pack_for_cpu(model: nn.Module) -> int:
     """Swap the backbone's linear layers of a loaded fp32 CPU `model` for oneDNN's packed ones (in place); the
-    number of layers swapped (0 when the backend is missing or disagrees, the model then being untouched)."""
+    number of layers swapped (0 when the backend is missing, fails or disagrees, the model then being untouched).
+    A packed backbone is for inference: its remaining parameters are frozen (the packed op has no backward)."""
     backbone = getattr(model, "backbone", model)
     if not available():
         return 0
