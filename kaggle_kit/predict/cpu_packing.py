@@ -15,6 +15,7 @@ leaves the model as it was.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -42,6 +43,11 @@ class PackedLinear(nn.Module):
         self.gelu = gelu  # oneDNN's algorithm name: "none" (erf, exact) or "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():
+            # torch runs a kernel without an autograd formula and returns no gradient for `x`: the layers below
+            # would train on a gradient that silently skipped this one
+            raise RuntimeError("a oneDNN-packed linear layer (predict/cpu_packing.py) has no backward; it is for "
+                               "inference, so nothing below it can train through it")
         if self.gelu is None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "gelu", [], self.gelu)
@@ -61,7 +67,10 @@ def gelu_algorithm(activation: nn.Module | None) -> str | None:
     if type(activation) is nn.GELU:
         return {"none": "none", "tanh": "tanh"}.get(activation.approximate)
     if type(activation).__name__ in ("GELUTanh", "PytorchGELUTanh"):  # transformers' torch-tanh GELU
-        return "tanh"
+        act = getattr(activation, "act", None)  # "gelu_python_tanh" is this class on the formula written in Python
+        torch_tanh = isinstance(act, functools.partial) and act.func is functional.gelu and not act.args \
+            and act.keywords == {"approximate": "tanh"}
+        return "tanh" if act is None or torch_tanh else None
     return None
 
 
@@ -74,7 +83,10 @@ class Swap:
 
 
 def available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """A torch built with oneDNN and its packed linear op, where oneDNN was not switched off
+    (`torch.backends.mkldnn.enabled = False`, torch's switch for a oneDNN that misbehaves on a machine)."""
+    return (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 def plan_swaps(backbone: nn.Module) -> list[Swap]:
@@ -105,16 +117,18 @@ def agrees(swap: Swap, probe_rows: int = 3) -> bool:
 
 def pack_for_cpu(model: nn.Module) -> int:
     """Swap the backbone's linear layers of a loaded fp32 CPU `model` for oneDNN's packed ones (in place); the
-    number of layers swapped (0 when the backend is missing or disagrees, the model then being untouched)."""
+    number of layers swapped (0 when the backend is missing, fails or disagrees, the model then being untouched).
+    A packed backbone is for inference: its remaining parameters are frozen (the packed op has no backward)."""
     backbone = getattr(model, "backbone", model)
     if not available():
         return 0
     try:
         swaps = plan_swaps(backbone)
         wrong = next((s for s in swaps if not agrees(s)), None)
-    except RuntimeError as err:  # an old oneDNN without the op for this shape or CPU
-        log.info("oneDNN linear packing unavailable here (%s); the fold runs on torch's nn.Linear",
-                 " ".join(str(err).split())[:120])
+    except Exception as err:  # noqa: BLE001 - an old oneDNN without the op for this shape or CPU, a torch whose
+        # private ops take other arguments: a speed-up that fails must never cost the prediction
+        log.info("oneDNN linear packing unavailable here (%s: %s); the fold runs on torch's nn.Linear",
+                 type(err).__name__, " ".join(str(err).split())[:120])
         return 0
     if wrong is not None:
         log.warning("oneDNN's packed linear disagrees with nn.Linear at %s.%s; the fold runs on torch's nn.Linear",
@@ -124,5 +138,7 @@ def pack_for_cpu(model: nn.Module) -> int:
         setattr(swap.parent, swap.name, swap.packed)
         if swap.fused:
             swap.parent.intermediate_act_fn = nn.Identity()
+    if swaps:
+        backbone.requires_grad_(False)  # what is left of it (embeddings, norms) cannot train through packed layers
     log.debug("packed %d linear layers for oneDNN (%d with GELU fused)", len(swaps), sum(s.fused for s in swaps))
     return len(swaps)

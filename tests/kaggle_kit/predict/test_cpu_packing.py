@@ -77,8 +77,9 @@ def test_packed_linear_at_real_sizes_equals_nn_linear_then_gelu(in_features, out
         np.testing.assert_allclose(PackedLinear(linear)(transposed), linear(transposed), rtol=0, atol=2e-5)
 
 
-def test_an_activation_that_is_not_torchs_gelu_stays_a_module_of_its_own(tiny_bert):
-    plain = _model(tiny_bert, hidden_act="gelu_new")  # OpenAI's tanh GELU, written out in Python
+@pytest.mark.parametrize("hidden_act", ["gelu_new", "gelu_python", "gelu_python_tanh"])
+def test_an_activation_that_is_not_torchs_gelu_stays_a_module_of_its_own(tiny_bert, hidden_act):
+    plain = _model(tiny_bert, hidden_act=hidden_act)  # GELU's formulas written out in Python: not torch's kernel
     packed = copy.deepcopy(plain)
 
     assert pack_for_cpu(packed) == len(_linears(plain.backbone))
@@ -101,11 +102,55 @@ def test_a_backend_that_disagrees_leaves_the_model_untouched(tiny_bert, monkeypa
     np.testing.assert_array_equal(infer(model, _ragged_ids(), 0, 4, CPU, None), before)
 
 
+@pytest.mark.parametrize("where", ["__init__", "forward"])
+@pytest.mark.parametrize("error", [TypeError, ValueError, AttributeError])
+def test_a_kernel_that_fails_in_any_way_leaves_the_model_untouched(tiny_bert, monkeypatch, caplog, where, error):
+    """A torch whose private oneDNN ops are missing or take other arguments: the fold still predicts, unpacked."""
+    model = _model(tiny_bert)
+    before = infer(model, _ragged_ids(), 0, 4, CPU, None)
+
+    def fail(*args, **kwargs):
+        raise error("the kernel's arguments changed")
+
+    monkeypatch.setattr(PackedLinear, where, fail)
+    with caplog.at_level(logging.INFO, logger=cpu_packing.__name__):
+        assert pack_for_cpu(model) == 0
+    assert f"{error.__name__}: the kernel's arguments changed" in caplog.text
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    np.testing.assert_array_equal(infer(model, _ragged_ids(), 0, 4, CPU, None), before)
+
+
+def test_a_packed_backbone_is_frozen_and_refuses_to_backpropagate_instead_of_dropping_the_gradient(tiny_bert):
+    """oneDNN's op has no autograd formula: torch would return no gradient through it without an error, so a
+    backbone layer below it (here the embeddings) would train on a wrong gradient."""
+    model = _model(tiny_bert)
+    ids = torch.tensor([[101, 2000, 3000, 102]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        expected = model(ids, mask)
+    pack_for_cpu(model)
+
+    assert not any(p.requires_grad for p in model.backbone.parameters())  # what is left of the backbone is frozen
+    model(ids, mask).sum().backward()  # so a forward in grad mode runs, and the head above it trains (as in TTT)
+    assert model.fc.weight.grad.abs().sum() > 0
+    torch.testing.assert_close(model(ids, mask), expected, rtol=0, atol=1e-6)
+    model.backbone.get_input_embeddings().weight.requires_grad_(True)  # asked to train below a packed layer
+    with pytest.raises(RuntimeError, match="has no backward"):
+        model(ids, mask)
+
+
 def test_a_torch_without_the_kernel_keeps_nn_linear(tiny_bert, monkeypatch):
     model = _model(tiny_bert)
     monkeypatch.setattr(cpu_packing, "available", lambda: False)
     assert pack_for_cpu(model) == 0
     assert len(_linears(model.backbone)) > 0
+
+
+def test_onednn_switched_off_in_torch_keeps_nn_linear(tiny_bert):
+    model = _model(tiny_bert)
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert pack_for_cpu(model) == 0
+    assert len(_linears(model.backbone)) > 0 and not any(isinstance(m, PackedLinear) for m in model.modules())
 
 
 def test_a_cpu_fold_loads_packed_and_predicts_as_before_within_1e_6(ell_tiny_run, monkeypatch):
