@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PACKED_FOR_ROWS = 2048  # oneDNN's layout hint: the rows of a CPU batch (data/loader.py's CPU_BATCH_TOKENS)
 PROBE_TOLERANCE = 1e-4
+X86_MACHINES = ("x86_64", "amd64")
 
 
 class PackedLinear(nn.Module):
@@ -83,10 +85,11 @@ class Swap:
 
 
 def available() -> bool:
-    """A torch built with oneDNN and its packed linear op, where oneDNN was not switched off
+    """An x86 CPU (the kernels measured here; on ARM, Apple's Macs included, torch's own linear is left alone) and a
+    torch built with oneDNN and its packed linear op, where oneDNN was not switched off
     (`torch.backends.mkldnn.enabled = False`, torch's switch for a oneDNN that misbehaves on a machine)."""
-    return (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    return (platform.machine().lower() in X86_MACHINES and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 def plan_swaps(backbone: nn.Module) -> list[Swap]:

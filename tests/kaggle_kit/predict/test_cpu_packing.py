@@ -21,7 +21,7 @@ from kaggle_kit.predict.cpu_packing import PackedLinear, pack_for_cpu
 from kaggle_kit.predict.inference import infer, load_fold_model
 from kaggle_kit.runs.folder import RunDir
 
-pytestmark = pytest.mark.skipif(not cpu_packing.available(), reason="this torch has no oneDNN")
+pytestmark = pytest.mark.skipif(not cpu_packing.available(), reason="not an x86 CPU, or this torch has no oneDNN")
 
 CPU = torch.device("cpu")
 
@@ -151,6 +151,13 @@ def test_onednn_switched_off_in_torch_keeps_nn_linear(tiny_bert):
     with torch.backends.mkldnn.flags(enabled=False):
         assert pack_for_cpu(model) == 0
     assert len(_linears(model.backbone)) > 0 and not any(isinstance(m, PackedLinear) for m in model.modules())
+
+
+def test_an_arm_cpu_keeps_nn_linear(tiny_bert, monkeypatch):
+    model = _model(tiny_bert)
+    monkeypatch.setattr(cpu_packing.platform, "machine", lambda: "arm64")
+    assert pack_for_cpu(model) == 0
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
 
 
 def test_a_cpu_fold_loads_packed_and_predicts_as_before_within_1e_6(ell_tiny_run, monkeypatch):
