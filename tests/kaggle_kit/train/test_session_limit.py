@@ -54,9 +54,11 @@ def test_training_stops_between_folds_and_resume_trains_the_rest(ell_small_dir, 
 
 
 def test_fold_workers_start_no_fold_past_the_limit(ell_small_dir, tiny_bert, tmp_path, capsys, monkeypatch):
-    # the parent's clock: 2 workers start folds 0 and 1 (nothing measured yet); when fold 0 is in, it "took"
-    # 0.8 h and 1.6 h have passed, so folds 2 and 3 would end past 2 h and are not started
-    monkeypatch.setattr(session_limit, "clock", SteppingClock(0.4 * 3600))
+    # the parent's clock, 0.5 h per reading: 2 workers start folds 0 and 1 (nothing measured yet, at 0.5 h and 1 h);
+    # whichever ends first, its fold "took" 0.5-1 h and the next would end at 2.5 h or later: past 2 h, so folds 2
+    # and 3 are not started (the workers race: fold 1 may end first, and at 0.4 h per reading it then seemed to
+    # take 0.4 h and fold 2 to end at exactly 2 h, which is allowed)
+    monkeypatch.setattr(session_limit, "clock", SteppingClock(0.5 * 3600))
     out = tmp_path / "run"
     code, _, err = run_kit(capsys, "train", "ell", "--data", ell_small_dir, "--model", tiny_bert, "--folds", "4",
                            "--epochs", "1", "--max-len", "32", "--batch-size", "8", "--precision", "fp32",
