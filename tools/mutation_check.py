@@ -42,6 +42,7 @@ PSEUDO = "tests/kaggle_kit/train/test_pseudo_distill.py"
 WINDOWS = "tests/kaggle_kit/models/test_windows.py"
 DISTRIBUTED = "tests/kaggle_kit/train/test_distributed.py"
 LOADER = "tests/kaggle_kit/data/test_loader.py"
+PACKING = "tests/kaggle_kit/predict/test_cpu_packing.py"
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,13 @@ BREAKS = [
     Break("--quantize int8 leaves the model in fp32", "kaggle_kit/predict/quantize.py",
           "model.backbone = quantize_dynamic(model.backbone, {nn.Linear}, dtype=torch.qint8)",
           "model.backbone = model.backbone", ("tests/kaggle_kit/predict/test_parallel.py",)),
+    Break("fp32 CPU folds load on nn.Linear: oneDNN packing never applied", "kaggle_kit/predict/inference.py",
+          "        pack_for_cpu(model)\n", "        pass\n", (PACKING,)),
+    Break("oneDNN packing: the feed-forward's GELU never fused", "kaggle_kit/predict/cpu_packing.py",
+          'gelu = gelu_algorithm(getattr(parent, "intermediate_act_fn", None)) if name == "dense" else None',
+          "gelu = None", (PACKING,)),
+    Break("oneDNN packing: a kernel that disagrees with nn.Linear is swapped in anyway",
+          "kaggle_kit/predict/cpu_packing.py", "    if wrong is not None:", "    if False:", (PACKING,)),
     Break("data parallel: every rank takes rank 0's rows", "kaggle_kit/data/loader.py",
           "mine = rows[rank::world_size]", "mine = rows[0::world_size]", (DISTRIBUTED, LOADER)),
     Break("data parallel: uneven shards weighted as even ones", "kaggle_kit/data/loader.py",
