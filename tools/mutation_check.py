@@ -211,7 +211,7 @@ BREAKS = [
           'gelu = gelu_algorithm(getattr(parent, "intermediate_act_fn", None)) if name == "dense" else None',
           "gelu = None", (PACKING,)),
     Break("oneDNN packing: a kernel that disagrees with nn.Linear is swapped in anyway",
-          "kaggle_kit/predict/cpu_packing.py", "    if wrong is not None:", "    if False:", (PACKING,)),
+          "kaggle_kit/predict/cpu_packing.py", "        if not right:", "        if False:", (PACKING,)),
     Break("data parallel: every rank takes rank 0's rows", "kaggle_kit/data/loader.py",
           "mine = rows[rank::world_size]", "mine = rows[0::world_size]", (DISTRIBUTED, LOADER)),
     Break("data parallel: uneven shards weighted as even ones", "kaggle_kit/data/loader.py",

@@ -4,13 +4,13 @@ An encoder's batches on a CPU are its linear layers (about three quarters of the
 nn.Linear copies the bias into every output row before the matmul and re-lays out the weight on each call, and the
 feed-forward's GELU is one more pass over its widest activation. oneDNN's `_linear_pointwise` (the op torch.compile
 emits for CPU) takes the weight laid out once, adds the bias inside the kernel and applies GELU before the output
-leaves the cache: the same fp32 arithmetic in another summation order (outputs within about 1e-6), 10-15% less
-batch time on an encoder (`benchmarks/predict_profile.py` prints the kit with and without it).
+leaves the cache: the same fp32 arithmetic in another summation order (outputs within about 1e-6), about 9% less
+batch time on an encoder here (`benchmarks/predict_profile.py --unpacked` prints the kit with and without it).
 
 Packing is done once per loaded fold model and only where it is exact: plain fp32 nn.Linear layers of the backbone
-on a CPU whose torch has oneDNN; LoRA folds, int8 models and GPUs keep their modules. Every replaced module is
-checked against the original on a probe input before any is swapped, so a backend that computes something else
-leaves the model as it was.
+on an x86 CPU whose torch has oneDNN; LoRA folds, int8 models and GPUs keep their modules. Each replaced module is
+checked against the original on a probe input before it is swapped, so a backend that computes something else
+leaves the model on nn.Linear from that layer on.
 """
 
 from __future__ import annotations
@@ -92,17 +92,18 @@ def available() -> bool:
             and torch.backends.mkldnn.enabled and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-def plan_swaps(backbone: nn.Module) -> list[Swap]:
-    """One Swap per plain fp32 CPU nn.Linear of `backbone`. A feed-forward block in the BERT family's layout (a
-    `dense` linear followed by `intermediate_act_fn`: BERT, RoBERTa, DeBERTa, ELECTRA, XLM-R) gets its GELU fused."""
-    swaps = []
+def packable_layers(backbone: nn.Module) -> list[tuple[nn.Module, str, str | None]]:
+    """(parent, attribute name, oneDNN GELU algorithm or None) of each plain fp32 CPU nn.Linear of `backbone`. A
+    feed-forward block in the BERT family's layout (a `dense` linear followed by `intermediate_act_fn`: BERT,
+    RoBERTa, DeBERTa, ELECTRA, XLM-R) gets its GELU fused."""
+    layers = []
     for parent in backbone.modules():
         for name, child in parent.named_children():
             if type(child) is not nn.Linear or child.weight.dtype != torch.float32 or child.weight.device.type != "cpu":
                 continue
             gelu = gelu_algorithm(getattr(parent, "intermediate_act_fn", None)) if name == "dense" else None
-            swaps.append(Swap(parent, name, PackedLinear(child, gelu), gelu is not None))
-    return swaps
+            layers.append((parent, name, gelu))
+    return layers
 
 
 @torch.no_grad()
@@ -119,29 +120,41 @@ def agrees(swap: Swap, probe_rows: int = 3) -> bool:
 
 
 def pack_for_cpu(model: nn.Module) -> int:
-    """Swap the backbone's linear layers of a loaded fp32 CPU `model` for oneDNN's packed ones (in place); the
-    number of layers swapped (0 when the backend is missing, fails or disagrees, the model then being untouched).
-    A packed backbone is for inference: its remaining parameters are frozen (the packed op has no backward)."""
+    """Swap the backbone's linear layers of a loaded fp32 CPU `model` for oneDNN's packed ones (in place), one layer
+    at a time (the memory of one layer's extra copy, not of the whole backbone's); the number of layers swapped.
+
+    Each layer is checked against the one it replaces before the swap. The first one that fails or disagrees stops
+    the packing: it and the layers after it stay on nn.Linear (with a torch that packs nothing right, that is the
+    whole model), and every layer swapped before it computes what it replaced. A packed backbone is for inference:
+    its remaining parameters are frozen (the packed op has no backward)."""
     backbone = getattr(model, "backbone", model)
     if not available():
         return 0
-    try:
-        swaps = plan_swaps(backbone)
-        wrong = next((s for s in swaps if not agrees(s)), None)
-    except Exception as err:  # noqa: BLE001 - an old oneDNN without the op for this shape or CPU, a torch whose
-        # private ops take other arguments: a speed-up that fails must never cost the prediction
-        log.info("oneDNN linear packing unavailable here (%s: %s); the fold runs on torch's nn.Linear",
-                 type(err).__name__, " ".join(str(err).split())[:120])
-        return 0
-    if wrong is not None:
-        log.warning("oneDNN's packed linear disagrees with nn.Linear at %s.%s; the fold runs on torch's nn.Linear",
-                    type(wrong.parent).__name__, wrong.name)
-        return 0
-    for swap in swaps:
-        setattr(swap.parent, swap.name, swap.packed)
+    swapped = fused = 0
+    for parent, name, gelu in packable_layers(backbone):
+        where = f"{type(parent).__name__}.{name}"
+        try:
+            swap = Swap(parent, name, PackedLinear(getattr(parent, name), gelu), gelu is not None)
+            right = agrees(swap)
+        except Exception as err:  # noqa: BLE001 - an old oneDNN without the op for this shape or CPU, a torch whose
+            # private ops take other arguments: a speed-up that fails must never cost the prediction
+            log.info("oneDNN linear packing unavailable at %s (%s: %s); %s", where, type(err).__name__,
+                     " ".join(str(err).split())[:120], _rest_unpacked(swapped))
+            break
+        if not right:
+            log.warning("oneDNN's packed linear disagrees with nn.Linear at %s; %s", where, _rest_unpacked(swapped))
+            break
+        setattr(parent, name, swap.packed)
         if swap.fused:
-            swap.parent.intermediate_act_fn = nn.Identity()
-    if swaps:
+            parent.intermediate_act_fn = nn.Identity()
+        swapped, fused = swapped + 1, fused + swap.fused
+    if swapped:
         backbone.requires_grad_(False)  # what is left of it (embeddings, norms) cannot train through packed layers
-    log.debug("packed %d linear layers for oneDNN (%d with GELU fused)", len(swaps), sum(s.fused for s in swaps))
-    return len(swaps)
+    log.debug("packed %d linear layers for oneDNN (%d with GELU fused)", swapped, fused)
+    return swapped
+
+
+def _rest_unpacked(swapped: int) -> str:
+    if not swapped:
+        return "the fold runs on torch's nn.Linear"
+    return f"the {swapped} layer(s) packed before it stay packed, it and the rest run on torch's nn.Linear"

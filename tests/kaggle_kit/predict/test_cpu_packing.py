@@ -102,6 +102,43 @@ def test_a_backend_that_disagrees_leaves_the_model_untouched(tiny_bert, monkeypa
     np.testing.assert_array_equal(infer(model, _ragged_ids(), 0, 4, CPU, None), before)
 
 
+def test_a_layer_that_disagrees_mid_way_leaves_it_and_the_rest_unpacked_and_the_model_right(tiny_bert, monkeypatch,
+                                                                                              caplog):
+    plain = _model(tiny_bert)
+    model = copy.deepcopy(plain)
+    real_agrees, checked = cpu_packing.agrees, []
+
+    def third_disagrees(swap):
+        checked.append(swap)
+        return len(checked) != 3 and real_agrees(swap)
+
+    monkeypatch.setattr(cpu_packing, "agrees", third_disagrees)
+    with caplog.at_level(logging.WARNING):
+        assert pack_for_cpu(model) == 2
+    assert "disagrees" in caplog.text and "the 2 layer(s) packed before it stay packed" in caplog.text
+    assert len(checked) == 3  # packing stopped at the layer that disagreed
+    assert sum(isinstance(m, PackedLinear) for m in model.modules()) == 2
+    assert len(_linears(model.backbone)) == len(_linears(plain.backbone)) - 2
+    ids = _ragged_ids(seed=3)
+    np.testing.assert_allclose(infer(model, ids, 0, 4, CPU, None), infer(plain, ids, 0, 4, CPU, None), rtol=0,
+                               atol=1e-6)
+
+
+def test_layers_are_swapped_one_at_a_time_so_loading_holds_one_extra_copy(tiny_bert, monkeypatch):
+    """When each packed copy is made, every layer before it is already swapped (its nn.Linear weight released):
+    building all copies first held a second copy of every linear weight while a fold loaded."""
+    model = _model(tiny_bert)
+    real_init, already_swapped = PackedLinear.__init__, []
+
+    def counting_init(self, linear, gelu=None):
+        already_swapped.append(sum(isinstance(m, PackedLinear) for m in model.modules()))
+        real_init(self, linear, gelu)
+
+    monkeypatch.setattr(PackedLinear, "__init__", counting_init)
+    layers = pack_for_cpu(model)
+    assert layers > 2 and already_swapped == list(range(layers))
+
+
 @pytest.mark.parametrize("where", ["__init__", "forward"])
 @pytest.mark.parametrize("error", [TypeError, ValueError, AttributeError])
 def test_a_kernel_that_fails_in_any_way_leaves_the_model_untouched(tiny_bert, monkeypatch, caplog, where, error):
