@@ -2,7 +2,8 @@
 
 Both predict the same essays with the same fold model of a run, each in a fresh process timed from its start to its
 exit: the kit as `kit predict` (in fp32; with --unpacked also in fp32 on torch's nn.Linear instead of oneDNN's
-packed kernels, "kit-plain"; with --int8 also in int8), the loop as the seed notebook does it (tokenise whole
+packed kernels, "kit-plain"; with --int8 also in int8; with --unfrozen also with the garbage collector running
+through the kit's imports, "kit-unfrozen"), the loop as the seed notebook does it (tokenise whole
 essays, build the model and load the fold's weights, pad every essay to max_len, batches of --seed-batch-size in
 file order, fp32; the batches are throughput.py's `plain_batches`). The variants run interleaved, in a rotating
 order, --repeats times; the medians and their ratio are printed with the load average before and after (on a shared
@@ -11,7 +12,7 @@ lookup, reading the CSV), tokenisation (tokenizer load included), model load, ba
 submission, exit).
 
     python benchmarks/predict_profile.py --run runs/ell/RUN256 --run runs/ell/RUN512 [--essays 400] [--int8]
-        [--unpacked]
+        [--unpacked] [--unfrozen]
 
 The ratio is printed for wall time and for CPU time (user + system of the child; on a busy machine threads that
 wait for each other inflate both: `--threads 1` gives every variant one thread).
@@ -23,6 +24,7 @@ A run to profile: `kit train ell --data ../shared/data/ell --preset quick --max-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -65,7 +67,12 @@ class PhaseClock:
 def kit_child(args) -> None:
     """`kit predict` in this process, with the prediction code's phases timed through its module functions."""
     clock = PhaseClock(args.spawned)
-    from kaggle_kit.predict import inference
+    from kaggle_kit import startup
+
+    if args.child == "kit-unfrozen":
+        startup.frozen_imports = contextlib.nullcontext
+    with startup.frozen_imports():  # as `kit predict` imports it (cli/predict.py)
+        from kaggle_kit.predict import inference
 
     for name, phase in (("load_tokenizer", "tokenisation"), ("build_model_inputs", "tokenisation"),
                         ("load_fold_model", "model load"), ("infer", "batches")):
@@ -106,7 +113,12 @@ def seed_child(args) -> None:
     ids = tokenizer(df["full_text"].tolist(), truncation=True, max_length=cfg["max_len"])["input_ids"]
     clock.add("tokenisation", start)
     start = time.time()
-    model = build_model(load_backbone_config(run.backbone, 0.0), 6, cfg["pooling"], cfg["pooling_layers"])
+    config = load_backbone_config(run.backbone, 0.0)
+    # the notebook's AutoModel imports the model code with the collector running (the kit's build_model pauses it)
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    MODEL_MAPPING[type(config)]
+    model = build_model(config, 6, cfg["pooling"], cfg["pooling_layers"])
     model.load_state_dict(load_file(str(run.weights(0))))
     model.eval()
     clock.add("model load", start)
@@ -156,6 +168,9 @@ def main() -> None:
     parser.add_argument("--unpacked", action="store_true",
                         help="also time `kit predict` in fp32 on torch's nn.Linear (kit-plain) instead of oneDNN's "
                              "packed kernels (predict/cpu_packing.py): what the packing wins")
+    parser.add_argument("--unfrozen", action="store_true",
+                        help="also time `kit predict` with the garbage collector running through its imports "
+                             "(kit-unfrozen; kaggle_kit/startup.py): what pausing and freezing it wins")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of every variant (OMP_NUM_THREADS) [default: all cores]; on a loaded "
                              "machine 1 keeps the ratio from measuring how threads wait for each other")
@@ -172,7 +187,8 @@ def main() -> None:
 
     import pandas as pd
 
-    variants = ["seed", "kit", *(["kit-plain"] if args.unpacked else []), *(["int8"] if args.int8 else [])]
+    variants = ["seed", "kit", *(["kit-plain"] if args.unpacked else []), *(["int8"] if args.int8 else []),
+                *(["kit-unfrozen"] if args.unfrozen else [])]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         test_csv = Path(tmp) / "test.csv"
@@ -206,12 +222,13 @@ def main() -> None:
               + ", ".join(f"{v} {median[v]:.1f} s" for v in variants[1:])
               + f"; whole process vs the seed loop: {ratios} (CPU time: seed {cpu['seed']:.1f} s, {cpu_ratios}); "
               f"max |kit - seed| prediction {diff:.2g}")
-        print(f"{'phase':<16}" + "".join(f"{v + ' s':>12}{'share':>8}" for v in variants))
+        width = {v: max(12, len(v) + 4) for v in variants}
+        print(f"{'phase':<16}" + "".join(f"{v + ' s':>{width[v]}}{'share':>8}" for v in variants))
         for phase in PHASES:
             cells = ""
             for v in variants:
                 seconds = float(np.median([t["phases"].get(phase, 0.0) for t in timings[v]]))
-                cells += f"{seconds:>12.1f}{seconds / median[v]:>8.0%}"
+                cells += f"{seconds:>{width[v]}.1f}{seconds / median[v]:>8.0%}"
             print(f"{phase:<16}{cells}")
 
 

@@ -30,7 +30,10 @@ def setup_logging() -> None:
 
 
 def quiet_transformers() -> None:
-    import transformers
+    from kaggle_kit.startup import frozen_imports
+
+    with frozen_imports():
+        import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

@@ -21,7 +21,7 @@ PACKAGES = ("kaggle_kit", "competitions")
 
 # Low to high. A layer may import from itself and from the layers before it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("kaggle_kit", "kaggle_kit.errors", "kaggle_kit.fileio", "kaggle_kit.terminal")),
+    ("base", ("kaggle_kit", "kaggle_kit.errors", "kaggle_kit.fileio", "kaggle_kit.startup", "kaggle_kit.terminal")),
     ("config", ("kaggle_kit.config",)),
     ("device", ("kaggle_kit.accelerators", "kaggle_kit.device")),
     ("tasks", ("kaggle_kit.tasks",)),

@@ -43,6 +43,7 @@ WINDOWS = "tests/kaggle_kit/models/test_windows.py"
 DISTRIBUTED = "tests/kaggle_kit/train/test_distributed.py"
 LOADER = "tests/kaggle_kit/data/test_loader.py"
 PACKING = "tests/kaggle_kit/predict/test_cpu_packing.py"
+STARTUP = "tests/kaggle_kit/test_startup.py"
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,13 @@ BREAKS = [
           "gelu = None", (PACKING,)),
     Break("oneDNN packing: a kernel that disagrees with nn.Linear is swapped in anyway",
           "kaggle_kit/predict/cpu_packing.py", "        if not right:", "        if False:", (PACKING,)),
+    Break("kit predict imports torch and pandas with the collector running", "kaggle_kit/cli/predict.py",
+          "    with frozen_imports():  # torch and pandas", "    if True:  # torch and pandas",
+          (STARTUP,)),
+    Break("the model code imported with the collector running", "kaggle_kit/models/model.py",
+          "    import_model_code(config)\n", "", (STARTUP,)),
+    Break("frozen imports freeze nothing", "kaggle_kit/startup.py", "            gc.freeze()\n", "            pass\n",
+          (STARTUP,)),
     Break("data parallel: every rank takes rank 0's rows", "kaggle_kit/data/loader.py",
           "mine = rows[rank::world_size]", "mine = rows[0::world_size]", (DISTRIBUTED, LOADER)),
     Break("data parallel: uneven shards weighted as even ones", "kaggle_kit/data/loader.py",

@@ -17,6 +17,7 @@ from kaggle_kit.cli.app import (
     ttt_option,
 )
 from kaggle_kit.errors import KitError
+from kaggle_kit.startup import frozen_imports
 
 
 @app.command()
@@ -52,13 +53,14 @@ def predict(
     ttt: str = ttt_option(),
 ) -> None:
     """Fold-averaged, post-processed predictions in the sample submission's row and column order."""
-    from kaggle_kit.config import check_value
-    from kaggle_kit.data.load import load_test, read_csv
-    from kaggle_kit.fileio import atomic_path
-    from kaggle_kit.predict.inference import predict_runs
-    from kaggle_kit.predict.submission import submission_frame
-    from kaggle_kit.predict.test_time import parse_spec
-    from kaggle_kit.registry import get_competition
+    with frozen_imports():  # torch and pandas: their start-up is a share of a CPU prediction's seconds
+        from kaggle_kit.config import check_value
+        from kaggle_kit.data.load import load_test, read_csv
+        from kaggle_kit.fileio import atomic_path
+        from kaggle_kit.predict.inference import predict_runs
+        from kaggle_kit.predict.submission import submission_frame
+        from kaggle_kit.predict.test_time import parse_spec
+        from kaggle_kit.registry import get_competition
 
     setup_logging()
     quiet_transformers()

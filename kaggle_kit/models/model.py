@@ -71,6 +71,19 @@ def weights_dtype(dtype: torch.dtype = torch.float32) -> dict:
     return {key: dtype}
 
 
+def import_model_code(config) -> None:
+    """Import the module of the backbone's model class (transformers' modeling code: over a second of imports)
+    with the collector paused (kaggle_kit/startup.py), before the model is built: the model itself is not frozen.
+    A config that transformers' AutoModel does not map is left for AutoModel to name."""
+    from kaggle_kit.startup import frozen_imports
+
+    with frozen_imports():
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+        with contextlib.suppress(KeyError, ValueError, ImportError, AttributeError):
+            MODEL_MAPPING[type(config)]
+
+
 def _build_backbone(config, model_path: Path | None, dtype: torch.dtype = torch.float32, quantization=None,
                     device: torch.device | None = None, device_map: str | dict | None = None):
     """Prefer SDPA attention (faster, less memory); fall back to eager for architectures without it.
@@ -79,6 +92,7 @@ def _build_backbone(config, model_path: Path | None, dtype: torch.dtype = torch.
     `device_map` ("balanced") splits a model too big for one GPU layer by layer over every visible GPU."""
     from transformers import AutoModel
 
+    import_model_code(config)
     extra = {"quantization_config": quantization, "device_map": {"": device}} if quantization is not None else {}
     if device_map is not None:
         extra["device_map"] = device_map

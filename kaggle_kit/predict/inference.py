@@ -59,7 +59,10 @@ def infer(model: KitModel, ids: Sequence[Sequence[int]], pad_id: int, batch_size
 
 
 def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
+    from kaggle_kit.startup import frozen_imports
+
+    with frozen_imports():
+        from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
 

@@ -1,0 +1,33 @@
+"""A `kit` process's start-up: the heavy imports without the cyclic garbage collector walking them.
+
+Importing torch, pandas and transformers' model code builds a few million long-lived objects (functions, classes,
+dicts). While they are being built the collector runs a full collection every time the heap has grown by a quarter,
+each walking every object built so far, and once more when the process exits: about 0.6 s of a 10 s `kit predict`
+on a CPU (measured: `benchmarks/predict_profile.py`). Inside `frozen_imports()` the collector is paused, and what the
+imports built is frozen afterwards (`gc.freeze()`: moved where no later collection walks it). Frozen objects are
+still freed by reference counting; only a reference cycle among them is never collected, which is why the block is
+for imports, with nothing big alive that could become cyclic garbage (not around building or loading a model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import sys
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def frozen_imports() -> Iterator[None]:
+    """Run the block's imports with the collector paused; freeze what they built when they imported anything (an
+    import of modules already loaded freezes nothing)."""
+    loaded = len(sys.modules)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if len(sys.modules) > loaded:
+            gc.freeze()
+        if enabled:
+            gc.enable()
