@@ -220,6 +220,8 @@ BREAKS = [
           "    import_model_code(config)\n", "", (STARTUP,)),
     Break("frozen imports freeze nothing", "kaggle_kit/startup.py", "            gc.freeze()\n", "            pass\n",
           (STARTUP,)),
+    Break("frozen imports freeze their own cyclic garbage (and the frames it reaches)", "kaggle_kit/startup.py",
+          "            gc.collect(0)  # garbage first", "            pass  # garbage first", (STARTUP,)),
     Break("data parallel: every rank takes rank 0's rows", "kaggle_kit/data/loader.py",
           "mine = rows[rank::world_size]", "mine = rows[0::world_size]", (DISTRIBUTED, LOADER)),
     Break("data parallel: uneven shards weighted as even ones", "kaggle_kit/data/loader.py",

@@ -80,6 +80,63 @@ def test_a_model_built_after_its_code_was_imported_is_still_collected(tiny_bert)
     assert alive() is None
 
 
+class Held:
+    """Stands for a fold model: something big in a local of a function that runs a frozen import."""
+
+
+def test_the_imports_own_cyclic_garbage_is_not_frozen(tmp_path, monkeypatch):
+    """torch.fx's `wrap()` (run while transformers' model code is imported) keeps its own frame in a local: a cycle
+    whose `f_back` chain reaches every frame running the import. Frozen, it would keep the caller's locals (the
+    fold model being built) until the process ends."""
+    (tmp_path / "kit_startup_frames.py").write_text(textwrap.dedent("""
+        import inspect
+
+        def wrap():
+            frame = inspect.currentframe()  # a frame that refers to itself: garbage only the collector frees
+            return frame.f_back.f_code.co_name
+
+        wrap()
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def build() -> weakref.ref:
+        model = Held()
+        with frozen_imports():
+            import kit_startup_frames  # noqa: F401
+        return weakref.ref(model)
+
+    try:
+        alive = build()
+        gc.collect()
+        assert alive() is None
+    finally:
+        sys.modules.pop("kit_startup_frames", None)
+
+
+def test_a_process_first_fold_model_is_collected(tiny_bert):
+    """In a fresh process, where building the model also imports transformers' model code (in the suite it is
+    imported long before), the model is freed once dropped: nothing the freeze kept holds it."""
+    script = textwrap.dedent(f"""
+        import gc, sys, weakref
+        from kaggle_kit.models.model import build_model, load_backbone_config
+        loaded = "transformers.models.bert.modeling_bert" in sys.modules
+        config = load_backbone_config({str(tiny_bert)!r}, 0.0)
+        model = build_model(config, 6, "mean", 2, weights_from={str(tiny_bert)!r})
+        alive = weakref.ref(model)
+        del model
+        gc.collect()
+        print("imported-before", loaded, "frozen", gc.get_freeze_count(), "alive", alive() is not None)
+        """)
+    code = str(Path(kaggle_kit.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([code, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    words = done.stdout.split()
+    assert words[words.index("imported-before") + 1] == "False", done.stdout  # the import ran inside the build
+    assert int(words[words.index("frozen") + 1]) > 200_000, done.stdout  # and was frozen
+    assert words[words.index("alive") + 1] == "False", done.stdout
+
+
 def test_a_kit_predict_process_never_walks_what_its_imports_built(ell_tiny_run, ell_small_dir, tmp_path):
     """Without the pause, importing torch, pandas and transformers' model code runs 4-6 full collections, each
     walking every object built so far (millions in all), and one more at exit; in `kit predict` the full
