@@ -1,9 +1,9 @@
 """A `kit` process's start-up: the heavy imports without the cyclic garbage collector walking them.
 
-Importing torch, pandas and transformers' model code builds a few million long-lived objects (functions, classes,
+Importing torch, pandas and transformers' model code builds about 430,000 long-lived objects (functions, classes,
 dicts). While they are being built the collector runs a full collection every time the heap has grown by a quarter,
-each walking every object built so far, and once more when the process exits: about 0.6 s of a 10 s `kit predict`
-on a CPU (measured: `benchmarks/predict_profile.py`). Inside `frozen_imports()` the collector is paused, and what the
+each walking every object built so far, and once more when the process exits: 0.7-1.5 s of a 10-17 s `kit predict`
+on a CPU (measured: `benchmarks/predict_profile.py --unfrozen`). Inside `frozen_imports()` the collector is paused, and what the
 imports built is frozen afterwards (`gc.freeze()`: moved where no later collection walks it). Frozen objects are
 still freed by reference counting; only a reference cycle among them is never collected, which is why the block is
 for imports, with nothing big alive that could become cyclic garbage (not around building or loading a model).
