@@ -3,10 +3,11 @@
 Importing torch, pandas and transformers' model code builds about 430,000 long-lived objects (functions, classes,
 dicts). While they are being built the collector runs a full collection every time the heap has grown by a quarter,
 each walking every object built so far, and once more when the process exits: 0.7-1.5 s of a 10-17 s `kit predict`
-on a CPU (measured: `benchmarks/predict_profile.py --unfrozen`). Inside `frozen_imports()` the collector is paused, and what the
-imports built is frozen afterwards (`gc.freeze()`: moved where no later collection walks it). Frozen objects are
-still freed by reference counting; only a reference cycle among them is never collected, which is why the block is
-for imports, with nothing big alive that could become cyclic garbage (not around building or loading a model).
+on a CPU (measured: `benchmarks/predict_profile.py --unfrozen`). Inside `frozen_imports()` the collector is
+paused, and what the imports built is frozen afterwards (`gc.freeze()`: moved where no later collection walks it).
+Frozen objects are still freed by reference counting; only a reference cycle among them is never collected, which is
+why the block is for imports, with nothing big alive that could become cyclic garbage (not around building or
+loading a model).
 
 The block's own cyclic garbage is collected before the freeze: a young collection, which walks only what was built
 since the last one (with the collector paused, all the block built): about 0.1 s of a `kit predict`. Frozen, that

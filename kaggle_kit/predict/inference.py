@@ -75,7 +75,7 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
     model (checked against the identity the run recorded), held in the inference dtype, and with `merge` are folded
     into the base weights (W + BA: no adapter matmuls per layer at inference). `quantize` ("int8", CPU only)
     quantises the backbone's linear layers; in fp32 on a CPU they run on oneDNN's prepacked kernels
-    (predict/cpu_packing.py)."""
+    (predict/cpu_packing.py), a LoRA fold's once merged."""
     from safetensors.torch import load_file
 
     path = run.weights(fold)
@@ -114,7 +114,7 @@ def load_fold_model(run: RunDir, cfg: TrainConfig, n_outputs: int, fold: int, de
         from kaggle_kit.predict.quantize import quantize_model
 
         model = quantize_model(model, quantize)
-    elif device.type == "cpu" and adapters is None:
+    elif device.type == "cpu" and (adapters is None or merge):  # merged: plain fp32 layers; unmerged: peft's own
         from kaggle_kit.predict.cpu_packing import pack_for_cpu
 
         pack_for_cpu(model)
