@@ -187,6 +187,14 @@ def ell_tiny_run(tmp_path_factory, ell_small_dir, tiny_bert) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ell_lora_run(tmp_path_factory, ell_small_dir, tiny_llama) -> Path:
+    """Fold 0 of a 2-fold LoRA run (r 4) of the tiny Llama on 48 real essays, shared by the LoRA bundle and the CPU
+    packing tests. Tests must leave it as they found it."""
+    return _tiny_run(tmp_path_factory, "ell", ell_small_dir, tiny_llama, "--lora-r", "4", "--train-folds", "0",
+                     "--max-len", "32", "--lr", "1e-3", "--threads", "1")
+
+
+@pytest.fixture(scope="session")
 def uspppm_tiny_run(tmp_path_factory, uspppm_small_dir, tiny_bert) -> Path:
     """A complete 2-fold run of the tiny BERT on 549 real pairs (default input format, BCE and its sigmoid)."""
     return _tiny_run(tmp_path_factory, "uspppm", uspppm_small_dir, tiny_bert, "--max-len", "32", "--batch-size", "16",

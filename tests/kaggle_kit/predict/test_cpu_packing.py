@@ -213,21 +213,10 @@ def test_a_cpu_fold_loads_packed_and_predicts_as_before_within_1e_6(ell_tiny_run
                                atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def llama_lora_run(tmp_path_factory, ell_small_dir, tiny_llama):
-    from tests.helpers import invoke
-
-    out = tmp_path_factory.mktemp("runs") / "ell-llama-lora"
-    assert invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--lora-r", "4", "--folds", "2",
-                  "--train-folds", "0", "--epochs", "1", "--max-len", "32", "--lr", "1e-3", "--threads", "1",
-                  "--out", out) == 0
-    return out
-
-
-def test_a_merged_lora_fold_is_packed_and_an_unmerged_one_is_not(llama_lora_run, tiny_llama, monkeypatch):
+def test_a_merged_lora_fold_is_packed_and_an_unmerged_one_is_not(ell_lora_run, tiny_llama, monkeypatch):
     """`--merge` leaves plain fp32 nn.Linear layers (W + BA), which pack like a fully fine-tuned decoder's (within
     the 1.9e-6 measured on tiny decoders); unmerged, peft's LoRA layers keep their own forward."""
-    run = RunDir(llama_lora_run)
+    run = RunDir(ell_lora_run)
     cfg = run.load_config()
     ids = _ragged_ids(n=9, seed=3)
 

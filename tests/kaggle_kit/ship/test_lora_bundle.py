@@ -17,41 +17,30 @@ pytestmark = pytest.mark.e2e
 MODEL_SOURCE = "kaggle-model:kit-tester/tiny-llama/transformers/default/1"
 
 
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, ell_small_dir, tiny_llama):
-    from tests.helpers import invoke
-
-    out = tmp_path_factory.mktemp("runs") / "ell-llama-lora"
-    assert invoke("train", "ell", "--data", ell_small_dir, "--model", tiny_llama, "--lora-r", "4", "--folds", "2",
-                  "--train-folds", "0", "--epochs", "1", "--max-len", "32", "--lr", "1e-3", "--threads", "1",
-                  "--out", out) == 0
-    return out
-
-
 def _bundle(run, tmp_path, image_list, base):
     return build_bundle(get_competition("ell"), [run], tmp_path / "bundles", owner="kit-tester",
                         image=load_image_packages(image_list), log=lambda _: None, base_model=base)
 
 
-def test_the_bundle_names_the_base_and_never_copies_it(lora_run, tiny_llama, tmp_path, image_packages_of_this_env):
-    bundle = _bundle(lora_run, tmp_path, image_packages_of_this_env, MODEL_SOURCE)
+def test_the_bundle_names_the_base_and_never_copies_it(ell_lora_run, tiny_llama, tmp_path, image_packages_of_this_env):
+    bundle = _bundle(ell_lora_run, tmp_path, image_packages_of_this_env, MODEL_SOURCE)
     manifest = json.loads((bundle.dataset / "manifest.json").read_text())
     kernel = json.loads((bundle.notebook / "kernel-metadata.json").read_text())
     assert kernel["model_sources"] == ["kit-tester/tiny-llama/transformers/default/1"]
     assert manifest["base_model"]["source"] == {"kind": "kaggle-model", "ref": kernel["model_sources"][0]}
     base_bytes = (tiny_llama / "model.safetensors").stat().st_size
     assert not any(f.endswith("model.safetensors") and v["size"] == base_bytes for f, v in manifest["files"].items())
-    dataset = _bundle(lora_run, tmp_path / "d", image_packages_of_this_env, "dataset:kit-tester/tiny-llama-base")
+    dataset = _bundle(ell_lora_run, tmp_path / "d", image_packages_of_this_env, "dataset:kit-tester/tiny-llama-base")
     assert json.loads((dataset.notebook / "kernel-metadata.json").read_text())["dataset_sources"][1] == \
         "kit-tester/tiny-llama-base"
 
 
-def test_simulate_with_the_base_supplied_separately_equals_kit_predict(lora_run, tiny_llama, ell_small_dir, tmp_path,
-                                                                       capsys, image_packages_of_this_env):
-    bundle = _bundle(lora_run, tmp_path, image_packages_of_this_env, MODEL_SOURCE)
+def test_simulate_with_the_base_supplied_separately_equals_kit_predict(ell_lora_run, tiny_llama, ell_small_dir,
+                                                                       tmp_path, capsys, image_packages_of_this_env):
+    bundle = _bundle(ell_lora_run, tmp_path, image_packages_of_this_env, MODEL_SOURCE)
     sim = simulate(bundle.path, ell_small_dir, output=tmp_path / "nb.csv", log=lambda _: None,
                    image=load_image_packages(image_packages_of_this_env), base_model=tiny_llama)
-    code, _, err = run_kit(capsys, "predict", "ell", "--run", lora_run, "--input", ell_small_dir / "test.csv",
+    code, _, err = run_kit(capsys, "predict", "ell", "--run", ell_lora_run, "--input", ell_small_dir / "test.csv",
                            "--output", tmp_path / "kit.csv", "--device", "cpu")  # the simulated notebook's device
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "nb.csv"), pd.read_csv(tmp_path / "kit.csv"),
@@ -59,16 +48,16 @@ def test_simulate_with_the_base_supplied_separately_equals_kit_predict(lora_run,
     assert sim.max_abs_diff <= 1e-4
 
 
-def test_a_lora_bundle_needs_a_base_source_and_simulate_needs_the_base(lora_run, tmp_path, capsys, ell_small_dir,
+def test_a_lora_bundle_needs_a_base_source_and_simulate_needs_the_base(ell_lora_run, tmp_path, capsys, ell_small_dir,
                                                                        image_packages_of_this_env, tiny_qwen2):
-    code, _, err = run_kit(capsys, "bundle", "ell", "--run", lora_run, "--owner", "kit-tester", "--out",
+    code, _, err = run_kit(capsys, "bundle", "ell", "--run", ell_lora_run, "--owner", "kit-tester", "--out",
                            tmp_path / "b", "--no-check", "--image-packages", image_packages_of_this_env)
     assert_one_line_error(code, err, "hold LoRA adapters", "--base-model kaggle-model:")
-    code, _, err = run_kit(capsys, "bundle", "ell", "--run", lora_run, "--owner", "kit-tester", "--out",
+    code, _, err = run_kit(capsys, "bundle", "ell", "--run", ell_lora_run, "--owner", "kit-tester", "--out",
                            tmp_path / "b", "--no-check", "--base-model", "kaggle-model:a/b/c", "--image-packages",
                            image_packages_of_this_env)
     assert_one_line_error(code, err, "--base-model 'kaggle-model:a/b/c'")
-    bundle = _bundle(lora_run, tmp_path, image_packages_of_this_env, MODEL_SOURCE)
+    bundle = _bundle(ell_lora_run, tmp_path, image_packages_of_this_env, MODEL_SOURCE)
     with pytest.raises(Exception, match="pass --base-model DIR"):
         simulate(bundle.path, ell_small_dir, log=lambda _: None, image=load_image_packages(image_packages_of_this_env))
     with pytest.raises(Exception, match="base model .* not found under"):  # another model is attached
@@ -76,9 +65,9 @@ def test_a_lora_bundle_needs_a_base_source_and_simulate_needs_the_base(lora_run,
                  base_model=tiny_qwen2)
 
 
-def test_a_copied_base_ships_in_the_dataset_and_needs_no_attached_model(lora_run, tiny_llama, ell_small_dir, tmp_path,
-                                                                          image_packages_of_this_env):
-    bundle = _bundle(lora_run, tmp_path, image_packages_of_this_env, "copy")
+def test_a_copied_base_ships_in_the_dataset_and_needs_no_attached_model(ell_lora_run, tiny_llama, ell_small_dir,
+                                                                          tmp_path, image_packages_of_this_env):
+    bundle = _bundle(ell_lora_run, tmp_path, image_packages_of_this_env, "copy")
     manifest = json.loads((bundle.dataset / "manifest.json").read_text())
     copied = manifest["base_model"]["path"]
     assert manifest["files"][f"{copied}/model.safetensors"]["size"] == (tiny_llama / "model.safetensors").stat().st_size
@@ -88,7 +77,7 @@ def test_a_copied_base_ships_in_the_dataset_and_needs_no_attached_model(lora_run
     assert sim.max_abs_diff <= 1e-4
 
 
-def test_the_projection_counts_the_base_and_refuses_a_notebook_past_the_limit(lora_run, tiny_llama, tmp_path,
+def test_the_projection_counts_the_base_and_refuses_a_notebook_past_the_limit(ell_lora_run, tiny_llama, tmp_path,
                                                                               image_packages_of_this_env):
     from transformers import AutoModel
 
@@ -97,31 +86,31 @@ def test_the_projection_counts_the_base_and_refuses_a_notebook_past_the_limit(lo
     from kaggle_kit.ship.projection import bundle_run_cost
 
     base_parameters = sum(p.numel() for p in AutoModel.from_pretrained(tiny_llama).parameters())
-    tokens = RunDir(lora_run).load_manifest()["tokens_per_row"]
+    tokens = RunDir(ell_lora_run).load_manifest()["tokens_per_row"]
     assert 5 < tokens <= 32  # measured at training on the real essays, capped at max_len
-    cost = bundle_run_cost("r", RunDir(lora_run), 1, "t4x2")
+    cost = bundle_run_cost("r", RunDir(ell_lora_run), 1, "t4x2")
     assert cost.parameters == pytest.approx(base_parameters, rel=1e-9)
     assert (cost.tokens_per_row, cost.weights_format) == (tokens, "fp16")
     lines = []
     with pytest.raises(KitError, match="projected to run .* past the 8.5 h budget"):
-        build_bundle(get_competition("ell"), [lora_run], tmp_path / "bundles", owner="kit-tester", log=lines.append,
+        build_bundle(get_competition("ell"), [ell_lora_run], tmp_path / "bundles", owner="kit-tester", log=lines.append,
                      image=load_image_packages(image_packages_of_this_env), base_model=MODEL_SOURCE,
                      assume_tflops=1e-9)
     assert not list((tmp_path / "bundles").glob("*")) and any("projection:" in line for line in lines)
-    forced = build_bundle(get_competition("ell"), [lora_run], tmp_path / "bundles", owner="kit-tester",
+    forced = build_bundle(get_competition("ell"), [ell_lora_run], tmp_path / "bundles", owner="kit-tester",
                           log=lambda _: None, image=load_image_packages(image_packages_of_this_env),
                           base_model=MODEL_SOURCE, assume_tflops=1e-9, force=True)
     projection = json.loads((forced.dataset / "manifest.json").read_text())["projection"]
     assert projection["forced"] and projection["hours"] > 9 and projection["rows"] == 2700
 
 
-def test_a_merged_bundle_merges_every_fold_and_predicts_as_the_unmerged_run(lora_run, tiny_llama, ell_small_dir,
+def test_a_merged_bundle_merges_every_fold_and_predicts_as_the_unmerged_run(ell_lora_run, tiny_llama, ell_small_dir,
                                                                            tmp_path, capsys, monkeypatch,
                                                                            image_packages_of_this_env):
     import kaggle_kit.predict.inference as inference
     from kaggle_kit.ship.kaggle_runtime import run_submission
 
-    bundle = build_bundle(get_competition("ell"), [lora_run], tmp_path / "bundles", owner="kit-tester",
+    bundle = build_bundle(get_competition("ell"), [ell_lora_run], tmp_path / "bundles", owner="kit-tester",
                           image=load_image_packages(image_packages_of_this_env), log=lambda _: None,
                           base_model=MODEL_SOURCE, merge=True)
     merged_folds = []
@@ -131,7 +120,7 @@ def test_a_merged_bundle_merges_every_fold_and_predicts_as_the_unmerged_run(lora
                    input_root=tiny_llama.parent)
     assert len(merged_folds) == 1
     assert not any("lora_" in name for name, _ in merged_folds[0].named_parameters())
-    code, _, err = run_kit(capsys, "predict", "ell", "--run", lora_run, "--input", ell_small_dir / "test.csv",
+    code, _, err = run_kit(capsys, "predict", "ell", "--run", ell_lora_run, "--input", ell_small_dir / "test.csv",
                            "--output", tmp_path / "unmerged.csv", "--device", "cpu")
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "merged.csv"), pd.read_csv(tmp_path / "unmerged.csv"),
@@ -154,14 +143,14 @@ def test_uspppm_lora_bundle_simulates_with_its_base_attached_as_a_dataset(tiny_q
     assert sim.max_abs_diff <= 1e-4
 
 
-def test_lora_bundles_rely_on_the_images_peft_and_ship_bitsandbytes_for_a_quantised_run(lora_run, tmp_path,
+def test_lora_bundles_rely_on_the_images_peft_and_ship_bitsandbytes_for_a_quantised_run(ell_lora_run, tmp_path,
                                                                                          image_packages_of_this_env):
     import shutil
 
-    bundle = _bundle(lora_run, tmp_path, image_packages_of_this_env, MODEL_SOURCE)
+    bundle = _bundle(ell_lora_run, tmp_path, image_packages_of_this_env, MODEL_SOURCE)
     assert "peft" in json.loads((bundle.dataset / "manifest.json").read_text())["assumed_versions"]
     quantised = tmp_path / "qlora-run"
-    shutil.copytree(lora_run, quantised)
+    shutil.copytree(ell_lora_run, quantised)
     config = json.loads((quantised / "run_config.json").read_text())
     (quantised / "run_config.json").write_text(json.dumps({**config, "load_in_4bit": True}))
     downloaded = []
@@ -181,14 +170,14 @@ def test_the_download_platforms_take_a_wheel_tagged_only_manylinux_2_24():
 
 
 @pytest.mark.parametrize("bits", ["load_in_4bit", "load_in_8bit"])
-def test_merge_is_refused_for_a_4_or_8_bit_base_before_anything_is_written(lora_run, tmp_path, bits,
+def test_merge_is_refused_for_a_4_or_8_bit_base_before_anything_is_written(ell_lora_run, tmp_path, bits,
                                                                           image_packages_of_this_env):
     import shutil
 
     from kaggle_kit.errors import KitError
 
     quantised = tmp_path / "qlora-run"
-    shutil.copytree(lora_run, quantised)
+    shutil.copytree(ell_lora_run, quantised)
     config = json.loads((quantised / "run_config.json").read_text())
     (quantised / "run_config.json").write_text(json.dumps({**config, bits: True}))
     with pytest.raises(KitError, match=r"--merge: qlora-run hold their base in 4/8 bits; merging re-quantises"):
