@@ -8,9 +8,9 @@ leaves the cache: the same fp32 arithmetic in another summation order (outputs w
 batch time on an encoder here (`benchmarks/predict_profile.py --unpacked` prints the kit with and without it).
 
 Packing is done once per loaded fold model and only where it is exact: plain fp32 nn.Linear layers of the backbone
-on an x86 CPU whose torch has oneDNN; LoRA folds, int8 models and GPUs keep their modules. Each replaced module is
-checked against the original on a probe input before it is swapped, so a backend that computes something else
-leaves the model on nn.Linear from that layer on.
+on an x86 CPU whose torch has oneDNN (a LoRA fold's once merged); unmerged LoRA folds, int8 models and GPUs keep
+their modules. Each replaced module is checked against the original on a probe input before it is swapped, so a
+backend that computes something else leaves the model on nn.Linear from that layer on.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from kaggle_kit.data.loader import CPU_BATCH_TOKENS  # oneDNN's layout hint: the rows of a CPU batch
+
 log = logging.getLogger(__name__)
 
-PACKED_FOR_ROWS = 2048  # oneDNN's layout hint: the rows of a CPU batch (data/loader.py's CPU_BATCH_TOKENS)
 PROBE_TOLERANCE = 1e-4
 X86_MACHINES = ("x86_64", "amd64")
 
@@ -38,7 +39,7 @@ class PackedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
-        self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(weight, PACKED_FOR_ROWS),
+        self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(weight, CPU_BATCH_TOKENS),
                              persistent=False)
         bias = linear.bias.detach() if linear.bias is not None else None
         self.register_buffer("bias", bias, persistent=False)
