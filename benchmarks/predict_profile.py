@@ -9,7 +9,10 @@ file order, fp32; the batches are throughput.py's `plain_batches`). The variants
 order, --repeats times; the medians and their ratio are printed with the load average before and after (on a shared
 machine read the ratio, not the seconds), and a table of each phase's share: start-up (interpreter, imports, plugin
 lookup, reading the CSV), tokenisation (tokenizer load included), model load, batches, and the rest (writing the
-submission, exit).
+submission, exit). A third child, "imports", only imports what any prediction with a Hugging Face model must
+(torch, pandas, transformers' tokenizer and the run's model code, with the kit's paused collector) and exits: its
+time is the fixed-cost floor, and the line under each table says what the kit could reach with its batches as
+measured and nothing but that floor around them.
 
     python benchmarks/predict_profile.py --run runs/ell/RUN256 --run runs/ell/RUN512 [--essays 400] [--int8]
         [--unpacked] [--unfrozen]
@@ -135,6 +138,29 @@ def seed_child(args) -> None:
     clock.write(args.phases)
 
 
+def imports_child(args) -> None:
+    """Nothing but the imports every prediction with this run's model pays, timed one by one."""
+    clock = PhaseClock(args.spawned)
+    from kaggle_kit.startup import frozen_imports
+
+    start = time.time()
+    with frozen_imports():
+        import pandas  # noqa: F401 - the import is what is timed
+        import torch  # noqa: F401
+    clock.add("torch, pandas", start)
+    start = time.time()
+    with frozen_imports():
+        from transformers import AutoConfig, AutoTokenizer  # noqa: F401
+    clock.add("transformers' tokenizer", start)
+    start = time.time()
+    with frozen_imports():
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+        MODEL_MAPPING[type(AutoConfig.from_pretrained(str(Path(args.run) / "backbone")))]
+    clock.add("model code", start)
+    clock.write(args.phases)
+
+
 def run_child(variant: str, run: str, test_csv: Path, out: Path, seed_batch_size: int, threads: int | None = None
               ) -> dict:
     phases = out / f"{variant}.json"
@@ -151,6 +177,8 @@ def run_child(variant: str, run: str, test_csv: Path, out: Path, seed_batch_size
     cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
     record = json.loads(phases.read_text())
     spans = record["spans"]
+    if variant == "imports":
+        return {"total": total, "cpu": cpu, "phases": {phase: seconds for phase, (_, seconds) in spans.items()}}
     first = min(start for start, _ in spans.values()) if spans else record["exit"]
     shares = {"start-up": first - spawned, **{p: spans[p][1] for p in PHASES[1:4] if p in spans}}
     shares["writing, exit"] = total - sum(shares.values())
@@ -182,7 +210,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         args.run = args.run[0]
-        (seed_child if args.child == "seed" else kit_child)(args)
+        {"seed": seed_child, "imports": imports_child}.get(args.child, kit_child)(args)
         return
 
     import pandas as pd
@@ -197,10 +225,10 @@ def main() -> None:
         results = []
         for run in args.run:
             max_len = json.loads((Path(run) / "run_config.json").read_text())["max_len"]
-            timings: dict[str, list[dict]] = {v: [] for v in variants}
+            timings: dict[str, list[dict]] = {v: [] for v in [*variants, "imports"]}
             for repeat in range(args.repeats):
                 shift = repeat % len(variants)
-                for variant in variants[shift:] + variants[:shift]:
+                for variant in variants[shift:] + variants[:shift] + ["imports"]:
                     timings[variant].append(run_child(variant, run, test_csv, Path(tmp), args.seed_batch_size,
                                                       args.threads))
                     print(f"max_len {max_len} round {repeat + 1} {variant}: {timings[variant][-1]['total']:.1f} s, "
@@ -216,6 +244,7 @@ def main() -> None:
     for max_len, timings, diff in results:
         median = {v: float(np.median([t["total"] for t in ts])) for v, ts in timings.items()}
         ratios = ", ".join(f"{v} {median['seed'] / median[v]:.2f}x" for v in variants[1:])
+        floor = timings.pop("imports")
         cpu = {v: float(np.median([t["cpu"] for t in ts])) for v, ts in timings.items()}
         cpu_ratios = ", ".join(f"{v} {cpu['seed'] / cpu[v]:.2f}x" for v in variants[1:])
         print(f"\nmax_len {max_len}: seed loop {median['seed']:.1f} s, "
@@ -230,6 +259,13 @@ def main() -> None:
                 seconds = float(np.median([t["phases"].get(phase, 0.0) for t in timings[v]]))
                 cells += f"{seconds:>{width[v]}.1f}{seconds / median[v]:>8.0%}"
             print(f"{phase:<16}{cells}")
+        parts = {p: float(np.median([t["phases"][p] for t in floor])) for p in floor[0]["phases"]}
+        batches = float(np.median([t["phases"].get("batches", 0.0) for t in timings["kit"]]))
+        reach = median["seed"] / (median["imports"] + batches)
+        print(f"fixed-cost floor: a process that only imports takes {median['imports']:.1f} s ("
+              + ", ".join(f"{p} {s:.1f} s" for p, s in parts.items())
+              + f"); the kit's batches ({batches:.1f} s) with that floor alone around them: {reach:.2f}x the seed "
+              f"loop (the kit: {median['seed'] / median['kit']:.2f}x)")
 
 
 if __name__ == "__main__":
