@@ -51,13 +51,18 @@ class PhaseClock:
 
     def wrap(self, phase: str, fn):
         def timed(*args, **kwargs):
-            start = time.time()
-            try:
+            with self.span(phase):
                 return fn(*args, **kwargs)
-            finally:
-                self.add(phase, start)
 
         return timed
+
+    @contextlib.contextmanager
+    def span(self, phase: str):
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.add(phase, start)
 
     def add(self, phase: str, start: float) -> None:
         first, seconds = self.spans.get(phase, [start, 0.0])
@@ -111,27 +116,23 @@ def seed_child(args) -> None:
     run = RunDir(Path(args.run))
     cfg = json.loads((run.path / "run_config.json").read_text())
     df = pd.read_csv(args.input)
-    start = time.time()
-    tokenizer = AutoTokenizer.from_pretrained(str(run.tokenizer))
-    ids = tokenizer(df["full_text"].tolist(), truncation=True, max_length=cfg["max_len"])["input_ids"]
-    clock.add("tokenisation", start)
-    start = time.time()
-    config = load_backbone_config(run.backbone, 0.0)
-    # the notebook's AutoModel imports the model code with the collector running (the kit's build_model pauses it)
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+    with clock.span("tokenisation"):
+        tokenizer = AutoTokenizer.from_pretrained(str(run.tokenizer))
+        ids = tokenizer(df["full_text"].tolist(), truncation=True, max_length=cfg["max_len"])["input_ids"]
+    with clock.span("model load"):
+        config = load_backbone_config(run.backbone, 0.0)
+        # the notebook's AutoModel imports the model code with the collector running (the kit's build pauses it)
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-    MODEL_MAPPING[type(config)]
-    model = build_model(config, 6, cfg["pooling"], cfg["pooling_layers"])
-    model.load_state_dict(load_file(str(run.weights(0))))
-    model.eval()
-    clock.add("model load", start)
-    start = time.time()
+        MODEL_MAPPING[type(config)]
+        model = build_model(config, 6, cfg["pooling"], cfg["pooling_layers"])
+        model.load_state_dict(load_file(str(run.weights(0))))
+        model.eval()
     outputs = []
-    with torch.inference_mode():
+    with clock.span("batches"), torch.inference_mode():
         for rows in plain_batches(len(ids), args.seed_batch_size, train=False):
             batch = collate([ids[i] for i in rows], tokenizer.pad_token_id or 0, cfg["max_len"])
             outputs.append(model(**batch).float())
-    clock.add("batches", start)
     preds = np.clip(torch.cat(outputs).numpy(), 1.0, 5.0)
     columns = ["cohesion", "syntax", "vocabulary", "phraseology", "grammar", "conventions"]
     pd.concat([df[["text_id"]], pd.DataFrame(preds, columns=columns)], axis=1).to_csv(args.output, index=False)
@@ -139,25 +140,21 @@ def seed_child(args) -> None:
 
 
 def imports_child(args) -> None:
-    """Nothing but the imports every prediction with this run's model pays, timed one by one."""
+    """Nothing but the imports every prediction with this run's model pays, timed one by one (the model code as the
+    kit imports it before a build)."""
     clock = PhaseClock(args.spawned)
     from kaggle_kit.startup import frozen_imports
 
-    start = time.time()
-    with frozen_imports():
+    with clock.span("torch, pandas"), frozen_imports():
         import pandas  # noqa: F401 - the import is what is timed
         import torch  # noqa: F401
-    clock.add("torch, pandas", start)
-    start = time.time()
-    with frozen_imports():
-        from transformers import AutoConfig, AutoTokenizer  # noqa: F401
-    clock.add("transformers' tokenizer", start)
-    start = time.time()
-    with frozen_imports():
-        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+    from kaggle_kit.models.model import import_model_code, load_backbone_config
+    from kaggle_kit.runs.folder import RunDir
 
-        MODEL_MAPPING[type(AutoConfig.from_pretrained(str(Path(args.run) / "backbone")))]
-    clock.add("model code", start)
+    with clock.span("transformers' tokenizer"), frozen_imports():
+        from transformers import AutoTokenizer  # noqa: F401
+    with clock.span("model code"):
+        import_model_code(load_backbone_config(RunDir(Path(args.run)).backbone, None))
     clock.write(args.phases)
 
 
